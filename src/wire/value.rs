@@ -1,0 +1,287 @@
+//! The value model: everything an xpra packet can carry.
+//!
+//! One model serves the three encoders. Byte strings are `bytes::Bytes`, so a
+//! decoder fed a `Bytes` hands back slices of its input instead of copies.
+//! Dictionaries keep their key order (xpra's encoders write keys in insertion
+//! order, and a proxy that re-encodes a hello should not shuffle it).
+
+use bytes::Bytes;
+
+/// One decoded value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// An integer that fits in 64 bits, signed.
+    Int(i64),
+    /// An integer outside `i64`, as its decimal text (an optional `-`, then
+    /// digits, no leading zeros). Encoders write it in their big-number form.
+    BigInt(String),
+    /// A floating point number (legacy rencode sends 32-bit floats; they
+    /// widen here without loss).
+    Float(f64),
+    Bool(bool),
+    None,
+    /// Text. Legacy rencode and bencode cannot tell text from bytes on the
+    /// wire, so their decoders return [`Value::Bytes`] and callers use
+    /// [`Value::as_str`], which accepts both.
+    Str(String),
+    /// A byte string.
+    Bytes(Bytes),
+    List(Vec<Value>),
+    /// Key/value pairs in wire order.
+    Dict(Vec<(Value, Value)>),
+}
+
+impl Value {
+    /// Text view of a `Str`, or of `Bytes` that are valid UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    /// Raw bytes of a `Bytes` or `Str`.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Str(s) => Some(s.as_bytes()),
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            _ => None,
+        }
+    }
+
+    /// Truthiness the way xpra's `typedict.boolget` reads capabilities.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            Value::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn as_dict(&self) -> Option<&[(Value, Value)]> {
+        match self {
+            Value::Dict(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Looks up `key` in a dict whose keys are text or bytes.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.as_dict()?
+            .iter()
+            .find(|(k, _)| k.as_bytes() == Some(key.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Follows a dotted path through nested dicts, e.g. `"encoding.proxy.video"`
+    /// looks up first the whole key, then each prefix as a nested dict, the way
+    /// xpra flattens and unflattens capability names.
+    pub fn get_path(&self, path: &str) -> Option<&Value> {
+        if let Some(v) = self.get(path) {
+            return Some(v);
+        }
+        let mut split = path.len();
+        while let Some(pos) = path[..split].rfind('.') {
+            if let Some(inner) = self.get(&path[..pos]) {
+                if let Some(v) = inner.get_path(&path[pos + 1..]) {
+                    return Some(v);
+                }
+            }
+            split = pos;
+        }
+        None
+    }
+
+    /// Text, or the elements of a list of texts.
+    pub fn as_str_list(&self) -> Vec<&str> {
+        match self {
+            Value::List(l) => l.iter().filter_map(Value::as_str).collect(),
+            other => other.as_str().into_iter().collect(),
+        }
+    }
+
+    /// Short name of the variant, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::BigInt(_) => "bigint",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+            Value::None => "none",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+        }
+    }
+
+    /// The same value with every `Str` turned into `Bytes`: what a legacy
+    /// rencode or bencode round trip gives back.
+    pub fn strings_as_bytes(&self) -> Value {
+        match self {
+            Value::Str(s) => Value::Bytes(Bytes::copy_from_slice(s.as_bytes())),
+            Value::List(l) => Value::List(l.iter().map(Value::strings_as_bytes).collect()),
+            Value::Dict(d) => Value::Dict(
+                d.iter()
+                    .map(|(k, v)| (k.strings_as_bytes(), v.strings_as_bytes()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+impl From<Bytes> for Value {
+    fn from(b: Bytes) -> Self {
+        Value::Bytes(b)
+    }
+}
+
+impl From<Vec<Value>> for Value {
+    fn from(l: Vec<Value>) -> Self {
+        Value::List(l)
+    }
+}
+
+/// Checks that `s` is the canonical decimal text of an integer
+/// (`-?[1-9][0-9]*` or `0`), at most `max_len` characters.
+pub fn is_canonical_bigint(s: &str, max_len: usize) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty()
+        && s.len() <= max_len
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && !(s.starts_with('-') && digits == "0")
+}
+
+/// Limits every decoder applies, so that hostile input costs bounded memory
+/// and stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Deepest nesting of lists and dicts.
+    pub max_depth: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_depth: 64 }
+    }
+}
+
+/// Why a value could not be decoded. Offsets are into the decoder's input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("input ends early at byte {at}: {what} is incomplete")]
+    Truncated { at: usize, what: &'static str },
+    #[error("unknown type code {code} (0x{code:02x}) at byte {at}")]
+    UnknownTypeCode { code: u8, at: usize },
+    #[error("bad length prefix at byte {at}")]
+    BadLength { at: usize },
+    #[error("bad number at byte {at}")]
+    BadNumber { at: usize },
+    #[error("text at byte {at} is not valid UTF-8")]
+    InvalidUtf8 { at: usize },
+    #[error("values nest deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("{count} unexpected bytes after the value, at byte {at}")]
+    TrailingBytes { at: usize, count: usize },
+    #[error("empty input")]
+    Empty,
+}
+
+/// Why a value could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    #[error("big integer {0:?} is not a canonical decimal of at most 63 characters")]
+    BadBigInt(String),
+    #[error("{0} values cannot be encoded by this encoder")]
+    Unsupported(&'static str),
+    #[error("values nest deeper than {limit} levels")]
+    TooDeep { limit: usize },
+}
+
+/// Deepest nesting the encoders accept (matches the decoders' default).
+pub const MAX_ENCODE_DEPTH: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_accepts_text_and_byte_keys() {
+        let d = Value::Dict(vec![
+            (Value::from("a"), Value::Int(1)),
+            (Value::Bytes(Bytes::from_static(b"b")), Value::Int(2)),
+        ]);
+        assert_eq!(d.get("a"), Some(&Value::Int(1)));
+        assert_eq!(d.get("b"), Some(&Value::Int(2)));
+        assert_eq!(d.get("c"), None);
+    }
+
+    #[test]
+    fn get_path_walks_flat_and_nested() {
+        let inner = Value::Dict(vec![(Value::from("video"), Value::Bool(true))]);
+        let d = Value::Dict(vec![
+            (Value::from("encoding.proxy"), inner),
+            (Value::from("x.y"), Value::Int(3)),
+        ]);
+        assert_eq!(d.get_path("encoding.proxy.video"), Some(&Value::Bool(true)));
+        assert_eq!(d.get_path("x.y"), Some(&Value::Int(3)));
+        assert_eq!(d.get_path("x.z"), None);
+    }
+
+    #[test]
+    fn canonical_bigint() {
+        assert!(is_canonical_bigint("123", 63));
+        assert!(is_canonical_bigint("-9223372036854775809", 63));
+        assert!(is_canonical_bigint("0", 63));
+        assert!(!is_canonical_bigint("-0", 63));
+        assert!(!is_canonical_bigint("012", 63));
+        assert!(!is_canonical_bigint("", 63));
+        assert!(!is_canonical_bigint("-", 63));
+        assert!(!is_canonical_bigint("1a", 63));
+        assert!(!is_canonical_bigint(&"9".repeat(64), 63));
+    }
+}
