@@ -205,11 +205,26 @@ impl Header {
         if self.flags & FLAG_CIPHER != 0 {
             return Err(HeaderError::Cipher);
         }
-        self.encoder_for(rules)?;
-        self.compressor_for(rules)?;
         if self.index > MAX_CHUNK_INDEX {
             return Err(HeaderError::BadIndex(self.index));
         }
+        if self.index > 0 {
+            // xpra writes raw chunks with no encoder flag (they are not
+            // encoded); modern peers may add the flush hint.
+            let allowed = match rules {
+                Rules::Legacy => 0,
+                Rules::Modern | Rules::Any => FLAG_FLUSH,
+            };
+            if self.flags & !allowed != 0 {
+                return Err(HeaderError::UnknownFlags {
+                    flags: self.flags,
+                    rules,
+                });
+            }
+        } else {
+            self.encoder_for(rules)?;
+        }
+        self.compressor_for(rules)?;
         Ok(())
     }
 
@@ -237,7 +252,8 @@ impl Header {
         found.ok_or(unknown)
     }
 
-    /// The encoder, assuming the header was validated.
+    /// The encoder, assuming the header was validated (meaningless for a raw
+    /// chunk, whose payload is not encoded).
     pub fn encoder(&self) -> Encoder {
         self.encoder_for(Rules::Any).unwrap_or(Encoder::Bencode)
     }
@@ -313,6 +329,7 @@ impl Header {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -374,8 +391,18 @@ mod tests {
     }
 
     #[test]
+    fn chunks_carry_no_encoder_flag() {
+        // As xpra writes them: flags 0, compression of the chunk itself.
+        assert!(h([b'P', 0, 0, 1, 0, 4, 0, 0], Rules::Modern).is_ok());
+        assert!(h([b'P', 0, 0x11, 2, 0, 4, 0, 0], Rules::Legacy).is_ok());
+        assert!(h([b'P', 0x08, 0, 1, 0, 4, 0, 0], Rules::Modern).is_ok());
+        assert!(h([b'P', 0x10, 0, 1, 0, 4, 0, 0], Rules::Modern).is_err());
+        assert!(h([b'P', 0x01, 0, 1, 0, 4, 0, 0], Rules::Legacy).is_err());
+    }
+
+    #[test]
     fn round_trip_bytes() {
-        let b = [b'P', 0x18, 0x41, 3, 1, 2, 3, 4];
+        let b = [b'P', 0x18, 0x41, 0, 1, 2, 3, 4];
         assert_eq!(h(b, Rules::Any).unwrap().to_bytes(), b);
     }
 }

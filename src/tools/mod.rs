@@ -1,0 +1,3 @@
+//! Command-line tools built on the library (`xfwd wire ...`).
+
+pub mod wire_decode;

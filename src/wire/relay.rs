@@ -1,0 +1,370 @@
+//! Cut-through relay: the sans-IO core of a forwarding pump.
+//!
+//! A proxy reads bytes from one peer and writes them to the other. Most
+//! records pass untouched; a few main packets (hello, challenge, close, ...)
+//! must be read whole and acted on. The [`Relay`] walks the byte stream
+//! record by record and says, for each piece of the read buffer, whether to
+//! pass it on or hand it to the caller:
+//!
+//! - a passed record is released as soon as its bytes arrive: its header and
+//!   whatever part of the payload is buffered go out at once, the rest as it
+//!   comes. Memory per direction is the read buffer, whatever the record's
+//!   size;
+//! - a main packet's type is peeked from its first bytes; when the caller's
+//!   `intercept` predicate says so, the whole record is buffered (up to
+//!   `Limits::max_intercept`) and returned as [`Event::Intercept`].
+//!
+//! Passed bytes are split off the read buffer as `BytesMut` (no copy);
+//! consecutive pieces are contiguous, so a caller can `unsplit` them into one
+//! write.
+
+use bytes::{Buf, BytesMut};
+
+use super::frame::{FrameError, Record};
+use super::header::{Header, Rules, HEADER_LEN};
+use super::peek::{self, PacketType, PeekError, PEEK_WINDOW};
+
+/// Compressed bytes read to peek a compressed main packet's type.
+const COMPRESSED_PEEK_INPUT: usize = 1024;
+
+/// Limits of a relay direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Largest declared payload of one record.
+    pub max_payload: u32,
+    /// Largest record the relay buffers whole for the caller.
+    pub max_intercept: u32,
+    /// Most raw chunks before one main packet.
+    pub max_pending_chunks: u8,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_payload: super::frame::DEFAULT_MAX_PAYLOAD,
+            max_intercept: 16 * 1024 * 1024,
+            max_pending_chunks: super::frame::DEFAULT_MAX_PENDING_CHUNKS,
+        }
+    }
+}
+
+/// What to do with the next piece of the stream.
+#[derive(Debug)]
+pub enum Event {
+    /// Pass these bytes on unchanged.
+    Pass(BytesMut),
+    /// Pass these bytes on unchanged: they start a main packet of this
+    /// type (reported for counters and logs). Later `Pass` events carry the
+    /// rest of it.
+    Packet(Header, PacketType, BytesMut),
+    /// A whole record the caller asked for; it has not been passed on.
+    Intercept(Record, PacketType),
+}
+
+/// Why a relayed stream broke. The connection must close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("cannot read the packet type: {0}")]
+    Peek(PeekError),
+    #[error("{what} packet of {length} bytes exceeds the {limit}-byte limit")]
+    InterceptTooLarge {
+        what: String,
+        length: u32,
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// At a record boundary.
+    Boundary,
+    /// Passing a record; this many payload bytes still to come.
+    Passing(usize),
+    /// Buffering a whole record for the caller.
+    Buffering(Header, PacketType),
+}
+
+/// One direction of a relayed connection.
+#[derive(Debug)]
+pub struct Relay {
+    rules: Rules,
+    limits: RelayLimits,
+    state: State,
+    chunks: u16,
+    records: u64,
+}
+
+impl Relay {
+    pub fn new(rules: Rules, limits: RelayLimits) -> Relay {
+        Relay {
+            rules,
+            limits,
+            state: State::Boundary,
+            chunks: 0,
+            records: 0,
+        }
+    }
+
+    /// Records started so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether the stream is at a record boundary (a clean place to stop).
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Boundary)
+    }
+
+    /// Takes the next event from `buf`; `Ok(None)` when more bytes are
+    /// needed. `intercept` is asked once per main packet.
+    pub fn next_event(
+        &mut self,
+        buf: &mut BytesMut,
+        mut intercept: impl FnMut(&Header, &PacketType) -> bool,
+    ) -> Result<Option<Event>, RelayError> {
+        match self.state {
+            State::Passing(remaining) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = remaining.min(buf.len());
+                let left = remaining - n;
+                self.state = if left == 0 {
+                    State::Boundary
+                } else {
+                    State::Passing(left)
+                };
+                Ok(Some(Event::Pass(buf.split_to(n))))
+            }
+            State::Buffering(header, ptype) => Ok(self.take_buffered(buf, header, ptype)),
+            State::Boundary => self.at_record(buf, &mut intercept),
+        }
+    }
+
+    fn at_record(
+        &mut self,
+        buf: &mut BytesMut,
+        intercept: &mut impl FnMut(&Header, &PacketType) -> bool,
+    ) -> Result<Option<Event>, RelayError> {
+        let Some(raw) = buf.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(raw);
+        let header = Header::parse(&hb, self.rules).map_err(FrameError::from)?;
+        if header.length > self.limits.max_payload {
+            return Err(FrameError::TooLarge {
+                length: header.length,
+                limit: self.limits.max_payload,
+            }
+            .into());
+        }
+        let len = header.length as usize;
+        if header.is_chunk() {
+            let bit = 1u16 << header.index;
+            if self.chunks & bit != 0 {
+                return Err(FrameError::DuplicateChunk(header.index).into());
+            }
+            if self.chunks.count_ones() >= u32::from(self.limits.max_pending_chunks) {
+                return Err(FrameError::TooManyChunks(self.limits.max_pending_chunks).into());
+            }
+            self.chunks |= bit;
+            return Ok(Some(Event::Pass(self.start_passing(buf, len))));
+        }
+        // A main packet: peek its type from the first bytes.
+        let want = if header.compression == 0 {
+            PEEK_WINDOW
+        } else {
+            COMPRESSED_PEEK_INPUT
+        };
+        let have = buf.len() - HEADER_LEN;
+        let prefix_len = len.min(want);
+        let ptype = match peek::peek_payload(&header, &buf[HEADER_LEN..HEADER_LEN + have.min(len)]) {
+            Ok(t) => t,
+            Err(_) if have < prefix_len => return Ok(None),
+            Err(e) => return Err(RelayError::Peek(e)),
+        };
+        self.chunks = 0;
+        if intercept(&header, &ptype) {
+            if header.length > self.limits.max_intercept {
+                return Err(RelayError::InterceptTooLarge {
+                    what: format!("{ptype:?}"),
+                    length: header.length,
+                    limit: self.limits.max_intercept,
+                });
+            }
+            self.records += 1;
+            self.state = State::Buffering(header, ptype);
+            return Ok(self.take_buffered(buf, header, ptype));
+        }
+        let bytes = self.start_passing(buf, len);
+        Ok(Some(Event::Packet(header, ptype, bytes)))
+    }
+
+    /// The intercepted record, once all of it is buffered.
+    fn take_buffered(&mut self, buf: &mut BytesMut, header: Header, ptype: PacketType) -> Option<Event> {
+        let total = HEADER_LEN + header.length as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return None;
+        }
+        self.state = State::Boundary;
+        let mut bytes = buf.split_to(total);
+        bytes.advance(HEADER_LEN);
+        let record = Record {
+            header,
+            payload: bytes.freeze(),
+        };
+        Some(Event::Intercept(record, ptype))
+    }
+
+    /// Splits off what is buffered of a record being passed on.
+    fn start_passing(&mut self, buf: &mut BytesMut, len: usize) -> BytesMut {
+        self.records += 1;
+        let n = buf.len().min(HEADER_LEN + len);
+        let left = HEADER_LEN + len - n;
+        self.state = if left == 0 {
+            State::Boundary
+        } else {
+            State::Passing(left)
+        };
+        buf.split_to(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::Record;
+    use crate::wire::header::FLAG_RENCODEPLUS;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn main_rec(name: &str, extra: usize) -> Vec<u8> {
+        let mut payload = vec![0xc2, 0x80 + name.len() as u8];
+        payload.extend_from_slice(name.as_bytes());
+        // second item: a long byte string "N/...."
+        payload.extend_from_slice(format!("{extra}/").as_bytes());
+        payload.extend(std::iter::repeat_n(0xab, extra));
+        Record::new(FLAG_RENCODEPLUS, 0, 0, Bytes::from(payload))
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn chunk_rec(index: u8, n: usize) -> Vec<u8> {
+        Record::new(0, 0, index, Bytes::from(vec![index; n]))
+            .to_bytes()
+            .to_vec()
+    }
+
+    /// Runs a stream through a relay fed in the given pieces; returns the
+    /// passed bytes, the intercepted records and the packet types seen.
+    fn run(stream: &[u8], pieces: &[usize], grab: &str) -> (Vec<u8>, Vec<Record>, Vec<String>) {
+        let mut relay = Relay::new(Rules::Modern, RelayLimits::default());
+        let mut buf = BytesMut::new();
+        let mut passed = Vec::new();
+        let mut grabbed = Vec::new();
+        let mut types = Vec::new();
+        let mut at = 0;
+        let mut sizes = pieces.iter().copied().chain(std::iter::repeat(7));
+        while at < stream.len() {
+            let n = sizes.next().unwrap().max(1).min(stream.len() - at);
+            buf.extend_from_slice(&stream[at..at + n]);
+            at += n;
+            while let Some(ev) = relay
+                .next_event(&mut buf, |_, t| t.is(grab))
+                .unwrap()
+            {
+                match ev {
+                    Event::Pass(b) => passed.extend_from_slice(&b),
+                    Event::Packet(_, t, b) => {
+                        types.push(format!("{t:?}"));
+                        passed.extend_from_slice(&b);
+                    }
+                    Event::Intercept(r, _) => grabbed.push(r),
+                }
+            }
+        }
+        assert!(relay.at_boundary());
+        (passed, grabbed, types)
+    }
+
+    #[test]
+    fn passes_everything_but_what_is_intercepted() {
+        let mut stream = Vec::new();
+        stream.extend(chunk_rec(1, 300_000));
+        stream.extend(main_rec("draw", 10));
+        stream.extend(main_rec("hello", 1000));
+        stream.extend(main_rec("ping", 0));
+        let (passed, grabbed, types) = run(&stream, &[3, 100, 65536], "hello");
+        let hello = main_rec("hello", 1000);
+        let mut expect = stream.clone();
+        let pos = expect
+            .windows(hello.len())
+            .position(|w| w == hello.as_slice())
+            .unwrap();
+        expect.drain(pos..pos + hello.len());
+        assert_eq!(passed, expect);
+        assert_eq!(grabbed.len(), 1);
+        assert_eq!(grabbed[0].to_bytes().to_vec(), hello);
+        assert_eq!(types, vec!["\"draw\"", "\"ping\""]);
+    }
+
+    #[test]
+    fn large_record_is_released_before_it_is_complete() {
+        let rec = chunk_rec(2, 1 << 20);
+        let mut relay = Relay::new(Rules::Modern, RelayLimits::default());
+        let mut buf = BytesMut::from(&rec[..4096]);
+        match relay.next_event(&mut buf, |_, _| false).unwrap() {
+            Some(Event::Pass(b)) => assert_eq!(b.len(), 4096),
+            other => panic!("{other:?}"),
+        }
+        assert!(relay.next_event(&mut buf, |_, _| false).unwrap().is_none());
+        assert!(!relay.at_boundary());
+    }
+
+    #[test]
+    fn limits_apply() {
+        let mut relay = Relay::new(
+            Rules::Modern,
+            RelayLimits {
+                max_intercept: 100,
+                ..RelayLimits::default()
+            },
+        );
+        let mut buf = BytesMut::from(&main_rec("hello", 200)[..]);
+        assert!(matches!(
+            relay.next_event(&mut buf, |_, t| t.is("hello")),
+            Err(RelayError::InterceptTooLarge { .. })
+        ));
+        let mut relay = Relay::new(Rules::Modern, RelayLimits::default());
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&chunk_rec(3, 1));
+        buf.extend_from_slice(&chunk_rec(3, 1));
+        assert!(relay.next_event(&mut buf, |_, _| false).unwrap().is_some());
+        assert!(matches!(
+            relay.next_event(&mut buf, |_, _| false),
+            Err(RelayError::Frame(FrameError::DuplicateChunk(3)))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn splits_do_not_matter(pieces in proptest::collection::vec(1usize..5000, 0..40)) {
+            let mut stream = Vec::new();
+            stream.extend(main_rec("hello", 50));
+            stream.extend(chunk_rec(7, 20_000));
+            stream.extend(main_rec("draw", 3));
+            stream.extend(main_rec("disconnect", 0));
+            let (p1, g1, t1) = run(&stream, &[stream.len()], "disconnect");
+            let (p2, g2, t2) = run(&stream, &pieces, "disconnect");
+            prop_assert_eq!(p1, p2);
+            prop_assert_eq!(g1, g2);
+            prop_assert_eq!(t1, t2);
+        }
+    }
+}
