@@ -1,8 +1,17 @@
 //! xfwd: a fast proxy server for xpra sessions.
 //!
-//! See `docs/` for the user guide and `../shared/docs/architecture.md` in the
-//! steering repo for the house plan.
+//! - [`wire`]: sans-IO xpra protocol (no sockets, no executor);
+//! - [`auth`]: auth modules and challenges;
+//! - [`sessions`]: finding and choosing sessions;
+//! - [`config`]: options to a typed configuration;
+//! - [`engine`]: the glommio shards that accept, route and relay;
+//! - [`tools`]: command-line tools on top of the library.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod sessions;
+pub mod tools;
 pub mod wire;

@@ -1,1 +1,134 @@
-fn main() {}
+//! The `xfwd` command line.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use xfwd::config::ServeArgs;
+use xfwd::engine::Server;
+use xfwd::tools::wire_decode;
+use xfwd::wire::frame::Limits;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xfwd",
+    version,
+    about = "A fast proxy server for xpra sessions",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Tools for xpra's wire protocol.
+    Wire {
+        #[command(subcommand)]
+        command: WireCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WireCommand {
+    /// Decode a byte stream of xpra records (a capture of one direction of a
+    /// connection) into one JSON line per packet.
+    Decode {
+        /// Input file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        /// Largest record payload accepted, in bytes.
+        #[arg(long, default_value_t = Limits::default().max_payload)]
+        max_payload: u32,
+    },
+}
+
+fn wire_decode_cmd(file: &str, max_payload: u32) -> ExitCode {
+    let input: Box<dyn Read> = if file == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        match File::open(PathBuf::from(file)) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("xfwd wire decode: cannot open {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match wire_decode::run(input, &mut out, Limits::after_hello(max_payload)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(out, "{}", wire_decode::error_line(&e));
+            let _ = out.flush();
+            eprintln!("xfwd wire decode: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the proxy in the foreground until SIGINT or SIGTERM.
+fn serve(args: ServeArgs) -> ExitCode {
+    use nix::sys::signal::{SigSet, Signal};
+
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xfwd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Signals are taken by this thread alone: block them before the shard
+    // threads start (they inherit the mask), then wait for one.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("xfwd: cannot block signals: {e}");
+        return ExitCode::from(1);
+    }
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("xfwd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match signals.wait() {
+        Ok(sig) => tracing::info!("{sig}: stopping, telling every client"),
+        Err(e) => tracing::error!("waiting for signals failed: {e}; stopping"),
+    }
+    server.stop_and_join();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XFWD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Wire {
+            command: WireCommand::Decode { file, max_payload },
+        }) => wire_decode_cmd(&file, max_payload),
+        None => {
+            init_logging();
+            serve(cli.serve)
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Command-line options for serving, and the typed [`Config`] they become.
+//!
+//! Option names and the `MODULE[,key=value...]` auth syntax follow xpra's,
+//! so an xpra user's habits carry over.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::{AuthSpec, AuthSpecError};
+
+/// What a bad option looks like to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--bind-tcp={0}: expected HOST:PORT")]
+    BadTcpAddress(String),
+    #[error("--{option}: {source}")]
+    Auth {
+        option: &'static str,
+        #[source]
+        source: AuthSpecError,
+    },
+    #[error("--cores must be at least 1")]
+    NoCores,
+    #[error("nothing to listen on: give --bind-tcp=HOST:PORT or --bind=PATH")]
+    NoListeners,
+}
+
+/// Serving options, as on the command line.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Listen for xpra clients on a TCP address (HOST:PORT); repeatable.
+    #[arg(long = "bind-tcp", value_name = "HOST:PORT")]
+    pub bind_tcp: Vec<String>,
+    /// Listen on a Unix socket at PATH; repeatable.
+    #[arg(long = "bind", value_name = "PATH")]
+    pub bind: Vec<PathBuf>,
+    /// Authentication for every listener without its own: MODULE[,key=value...]
+    /// (modules: allow, none, reject).
+    #[arg(long = "auth", value_name = "MODULE")]
+    pub auth: Option<String>,
+    /// Authentication for TCP listeners.
+    #[arg(long = "tcp-auth", value_name = "MODULE")]
+    pub tcp_auth: Option<String>,
+    /// Authentication for Unix-socket listeners.
+    #[arg(long = "unix-auth", value_name = "MODULE")]
+    pub unix_auth: Option<String>,
+    /// Extra directory to look for local sessions in; repeatable.
+    #[arg(long = "socket-dir", value_name = "DIR")]
+    pub socket_dir: Vec<PathBuf>,
+    /// Number of shards (one pinned executor each); default: the CPUs available.
+    #[arg(long = "cores", value_name = "N")]
+    pub cores: Option<usize>,
+    /// Seconds a client has to complete the handshake.
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 15)]
+    pub handshake_timeout: u64,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tcp: Vec<SocketAddr>,
+    pub unix: Vec<PathBuf>,
+    pub tcp_auth: AuthSpec,
+    pub unix_auth: AuthSpec,
+    /// Directories searched for local sessions, in order (xpra's defaults
+    /// for the user are added at discovery time).
+    pub socket_dirs: Vec<PathBuf>,
+    pub cores: usize,
+    pub handshake_timeout: Duration,
+}
+
+fn parse_auth(option: &'static str, v: &str) -> Result<AuthSpec, ConfigError> {
+    AuthSpec::parse(v).map_err(|source| ConfigError::Auth { option, source })
+}
+
+impl ServeArgs {
+    /// Validates the options.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut tcp = Vec::new();
+        for a in &self.bind_tcp {
+            let addr = a
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| ConfigError::BadTcpAddress(a.clone()))?;
+            tcp.push(addr);
+        }
+        if tcp.is_empty() && self.bind.is_empty() {
+            return Err(ConfigError::NoListeners);
+        }
+        let default_auth = match &self.auth {
+            Some(a) => parse_auth("auth", a)?,
+            None => AuthSpec::none(),
+        };
+        let tcp_auth = match &self.tcp_auth {
+            Some(a) => parse_auth("tcp-auth", a)?,
+            None => default_auth.clone(),
+        };
+        let unix_auth = match &self.unix_auth {
+            Some(a) => parse_auth("unix-auth", a)?,
+            None => default_auth,
+        };
+        let cores = match self.cores {
+            Some(0) => return Err(ConfigError::NoCores),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Config {
+            tcp,
+            unix: self.bind,
+            tcp_auth,
+            unix_auth,
+            socket_dirs: self.socket_dir,
+            cores,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthModule;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let args = ServeArgs {
+            bind_tcp: vec!["127.0.0.1:0".into()],
+            auth: Some("reject".into()),
+            tcp_auth: Some("allow".into()),
+            cores: Some(2),
+            ..ServeArgs::default()
+        };
+        let c = args.into_config().unwrap();
+        assert_eq!(c.tcp_auth.module, AuthModule::Allow);
+        assert_eq!(c.unix_auth.module, AuthModule::Reject);
+        assert_eq!(c.cores, 2);
+    }
+
+    #[test]
+    fn refusals_are_clear() {
+        let e = ServeArgs::default().into_config().unwrap_err();
+        assert!(e.to_string().contains("--bind-tcp"));
+        let e = ServeArgs {
+            bind_tcp: vec!["nonsense".into()],
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(e.to_string().contains("nonsense"));
+        let e = ServeArgs {
+            bind_tcp: vec!["127.0.0.1:1".into()],
+            tcp_auth: Some("bogus".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}
