@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// Extra directory to look for local sessions in; repeatable.
     #[arg(long = "socket-dir", value_name = "DIR")]
     pub socket_dir: Vec<PathBuf>,
+    /// Replaces xpra's default session directories (`/run/user/UID/xpra`,
+    /// `/run/xpra`, `~/.xpra`) with this comma-separated list.
+    #[arg(
+        long = "socket-dirs",
+        value_name = "DIR[,DIR...]",
+        value_delimiter = ','
+    )]
+    pub socket_dirs: Option<Vec<PathBuf>>,
     /// Number of shards (one pinned executor each); default: the CPUs available.
     #[arg(long = "cores", value_name = "N")]
     pub cores: Option<usize>,
@@ -65,9 +73,11 @@ pub struct Config {
     pub unix: Vec<PathBuf>,
     pub tcp_auth: AuthSpec,
     pub unix_auth: AuthSpec,
-    /// Directories searched for local sessions, in order (xpra's defaults
-    /// for the user are added at discovery time).
+    /// Directories searched for local sessions first (`--socket-dir`).
     pub socket_dirs: Vec<PathBuf>,
+    /// Replaces xpra's default session directories when set
+    /// (`--socket-dirs`).
+    pub default_socket_dirs: Option<Vec<PathBuf>>,
     pub cores: usize,
     pub handshake_timeout: Duration,
 }
@@ -114,6 +124,7 @@ impl ServeArgs {
             tcp_auth,
             unix_auth,
             socket_dirs: self.socket_dir,
+            default_socket_dirs: self.socket_dirs,
             cores,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
         })

@@ -26,7 +26,7 @@ use glommio::net::{TcpStream, UnixStream};
 use tracing::Instrument;
 
 use super::listen::ListenerKind;
-use super::pump::{self, Counters, OutState, PumpEnd};
+use super::pump::{self, Counters, Direction, OutState, PumpEnd};
 use super::stop::StopSignal;
 use super::Shared;
 use crate::auth::{self, AuthModule};
@@ -45,7 +45,11 @@ pub enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
@@ -54,7 +58,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
@@ -116,7 +124,11 @@ struct ClientSide {
     rules: Rules,
 }
 
-async fn send_packet<W: AsyncWrite + Unpin>(w: &mut W, items: &[Value], encoder: Encoder) -> io::Result<()> {
+async fn send_packet<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    items: &[Value],
+    encoder: Encoder,
+) -> io::Result<()> {
     let bytes = pump::encode_items(items, encoder).map_err(io::Error::other)?;
     w.write_all(&bytes).await?;
     w.flush().await
@@ -208,11 +220,16 @@ async fn handshake(
                 .await
                 .map_err(|_| HandshakeError::Gone)?;
             let answer = read_packet(side, &mut relay, &limits).await?;
-            let view = Hello::parse(&answer).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
+            let view =
+                Hello::parse(&answer).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
             if view.challenge_response().is_none() {
                 return Err(HandshakeError::AuthFailed);
             }
-            tracing::info!(user = view.username().unwrap_or(""), module = "allow", "authenticated");
+            tracing::info!(
+                user = view.username().unwrap_or(""),
+                module = "allow",
+                "authenticated"
+            );
             Ok(answer)
         }
     }
@@ -220,21 +237,32 @@ async fn handshake(
 
 /// The client's capabilities as the session gets them.
 fn upstream_hello(hello: &[Value], shared: &Shared) -> Vec<Value> {
-    const OWNED: [&str; 4] = ["challenge_response", "challenge_client_salt", "cipher", "aliases"];
+    const OWNED: [&str; 4] = [
+        "challenge_response",
+        "challenge_client_salt",
+        "cipher",
+        "aliases",
+    ];
     let mut caps = match hello.get(1) {
         Some(Value::Dict(d)) => d.clone(),
         _ => Vec::new(),
     };
     caps.retain(|(k, _)| {
         let key = k.as_str().unwrap_or("");
-        !OWNED.iter().any(|o| key == *o || key.starts_with(&format!("{o}.")))
+        !OWNED
+            .iter()
+            .any(|o| key == *o || key.starts_with(&format!("{o}.")))
     });
     let add = |caps: &mut Vec<(Value, Value)>, k: &str, v: Value| {
         caps.retain(|(key, _)| key.as_str() != Some(k));
         caps.push((Value::from(k), v));
     };
     add(&mut caps, "proxy", Value::Bool(true));
-    add(&mut caps, "proxy.hostname", Value::from(shared.hostname.as_str()));
+    add(
+        &mut caps,
+        "proxy.hostname",
+        Value::from(shared.hostname.as_str()),
+    );
     // Not `proxy.version`: xpra servers parse that as their own version
     // number and refuse what they cannot compare.
     add(&mut caps, "proxy.name", Value::from("xfwd"));
@@ -243,7 +271,11 @@ fn upstream_hello(hello: &[Value], shared: &Shared) -> Vec<Value> {
         "proxy.xfwd.version",
         Value::from(env!("CARGO_PKG_VERSION")),
     );
-    add(&mut caps, "proxy.platform", Value::from(std::env::consts::OS));
+    add(
+        &mut caps,
+        "proxy.platform",
+        Value::from(std::env::consts::OS),
+    );
     add(&mut caps, "proxy.uuid", Value::from(shared.uuid.as_str()));
     vec![Value::from("hello"), Value::Dict(caps)]
 }
@@ -272,10 +304,17 @@ pub async fn serve(
     stop: Rc<StopSignal>,
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
-    serve_inner(stream, kind, shared, stop).instrument(span).await;
+    serve_inner(stream, kind, shared, stop)
+        .instrument(span)
+        .await;
 }
 
-async fn serve_inner(stream: Stream, kind: ListenerKind, shared: Arc<Shared>, stop: Rc<StopSignal>) {
+async fn serve_inner(
+    stream: Stream,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    stop: Rc<StopSignal>,
+) {
     let (reader, writer) = split(stream);
     let mut client = ClientSide {
         reader,
@@ -389,15 +428,24 @@ async fn relay(
     let buf = std::mem::take(&mut client.buf);
     let ended = {
         let a = async {
-            Ended::Client(
-                pump::pump(&mut client.reader, sw, buf, &mut c2s, limits, false, &up, &to_session).await,
-            )
+            let dir = Direction {
+                relay: &mut c2s,
+                limits,
+                rewrite_first_hello: false,
+                counters: &up,
+                out_state: &to_session,
+            };
+            Ended::Client(pump::pump(&mut client.reader, sw, buf, dir).await)
         };
         let b = async {
-            Ended::Session(
-                pump::pump(sr, &mut client.writer, BytesMut::new(), &mut s2c, limits, true, &down, &to_client)
-                    .await,
-            )
+            let dir = Direction {
+                relay: &mut s2c,
+                limits,
+                rewrite_first_hello: true,
+                counters: &down,
+                out_state: &to_client,
+            };
+            Ended::Session(pump::pump(sr, &mut client.writer, BytesMut::new(), dir).await)
         };
         let s = async {
             stop.stopped().await;
@@ -415,7 +463,11 @@ async fn relay(
             (None, Some(CLIENT_GONE.to_owned()))
         }
         Ended::Session(PumpEnd::Closed(c)) => {
-            tracing::info!("session :{} disconnected the client: {}", session.display, c.reasons.join(", "));
+            tracing::info!(
+                "session :{} disconnected the client: {}",
+                session.display,
+                c.reasons.join(", ")
+            );
             (None, None)
         }
         Ended::Session(PumpEnd::WriteError(e)) => {
@@ -426,7 +478,10 @@ async fn relay(
             tracing::info!("session :{} connection ended: {e}", session.display);
             (Some(SESSION_CLOSED.to_owned()), None)
         }
-        Ended::Stop => (Some(SERVER_SHUTDOWN.to_owned()), Some(SERVER_SHUTDOWN.to_owned())),
+        Ended::Stop => (
+            Some(SERVER_SHUTDOWN.to_owned()),
+            Some(SERVER_SHUTDOWN.to_owned()),
+        ),
     };
     let encoder = client.encoder;
     let goodbye = async {

@@ -72,7 +72,8 @@ pub(super) fn prepare_unix(paths: &[PathBuf]) -> Result<(), StartError> {
 }
 
 fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
-    let l = UnixListener::bind(path).map_err(|e| bind_error(path.display().to_string(), e.into()))?;
+    let l =
+        UnixListener::bind(path).map_err(|e| bind_error(path.display().to_string(), e.into()))?;
     // xpra's default socket permissions: the owner only.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| bind_error(path.display().to_string(), e))?;
@@ -86,7 +87,11 @@ fn bind_tcp(addr: &SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::IntoRawFd;
 
-    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+    let sock = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
     sock.bind(&(*addr).into())?;

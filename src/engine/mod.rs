@@ -33,7 +33,9 @@ pub use listen::ListenerKind;
 pub enum StartError {
     #[error(transparent)]
     Preflight(#[from] preflight::PreflightError),
-    #[error("cannot listen on {addr}: address already in use (is another xfwd or xpra running there?)")]
+    #[error(
+        "cannot listen on {addr}: address already in use (is another xfwd or xpra running there?)"
+    )]
     AddrInUse { addr: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -87,7 +89,10 @@ impl Server {
             .flatten()
             .map(|u| u.dir);
         let mut socket_dirs = config.socket_dirs.clone();
-        socket_dirs.extend(crate::sessions::default_socket_dirs(uid, home.as_deref()));
+        match &config.default_socket_dirs {
+            Some(dirs) => socket_dirs.extend(dirs.iter().cloned()),
+            None => socket_dirs.extend(crate::sessions::default_socket_dirs(uid, home.as_deref())),
+        }
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -119,7 +124,9 @@ impl Server {
                 .name(&format!("xfwd-shard-{id}"));
             let handle = builder
                 .spawn(move || async move { shard_main(id, shared, tcp, ready).await })
-                .map_err(|e| StartError::Executor(preflight::explain_start_error(&e.to_string())))?;
+                .map_err(|e| {
+                    StartError::Executor(preflight::explain_start_error(&e.to_string()))
+                })?;
             shards.push(handle);
         }
         drop(ready_tx);

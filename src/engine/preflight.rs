@@ -66,7 +66,9 @@ pub fn explain_start_error(e: &str) -> String {
             "cannot start an io_uring executor ({e}): the locked-memory limit is too low; \
              raise it with `ulimit -l 8192`"
         )
-    } else if lower.contains("operation not permitted") || lower.contains("function not implemented") {
+    } else if lower.contains("operation not permitted")
+        || lower.contains("function not implemented")
+    {
         format!(
             "cannot start an io_uring executor ({e}): io_uring is unavailable (an old kernel, \
              kernel.io_uring_disabled, or a seccomp filter such as a container's)"

@@ -112,29 +112,38 @@ fn rewrite_hello(record: &Record, limits: &Limits) -> Result<BytesMut, String> {
     if let Some(Value::Dict(caps)) = items.get_mut(1) {
         caps.retain(|(k, _)| {
             let key = k.as_str().unwrap_or("");
-            !STRIP_FROM_HELLO.iter().any(|s| key == *s || key.starts_with(&format!("{s}.")))
+            !STRIP_FROM_HELLO
+                .iter()
+                .any(|s| key == *s || key.starts_with(&format!("{s}.")))
         });
     }
     encode_items(&items, p.encoder).map_err(|e| format!("cannot re-encode hello: {e}"))
 }
 
+/// What a pump works with, besides its two streams.
+pub struct Direction<'a> {
+    pub relay: &'a mut Relay,
+    pub limits: Limits,
+    /// Strip the first `hello` seen of aliases before passing it on.
+    pub rewrite_first_hello: bool,
+    pub counters: &'a Counters,
+    /// The state of the stream this pump writes to.
+    pub out_state: &'a OutState,
+}
+
 /// Runs one direction until it ends. `buf` holds bytes already read.
-/// With `rewrite_first_hello`, the first `hello` seen is stripped of
-/// aliases before it is passed on.
-pub async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    mut buf: BytesMut,
-    relay: &mut Relay,
-    limits: Limits,
-    rewrite_first_hello: bool,
-    counters: &Counters,
-    out_state: &OutState,
-) -> PumpEnd
+pub async fn pump<R, W>(r: &mut R, w: &mut W, mut buf: BytesMut, dir: Direction<'_>) -> PumpEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Direction {
+        relay,
+        limits,
+        rewrite_first_hello,
+        counters,
+        out_state,
+    } = dir;
     let hello_pending = Cell::new(rewrite_first_hello);
     loop {
         let mut out = BytesMut::new();

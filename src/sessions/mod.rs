@@ -105,7 +105,13 @@ pub fn discover(dirs: &[PathBuf], hostname: &str, uid: u32) -> Vec<LocalSession>
         if live.contains_key(&n) || !is_live(&path) {
             continue;
         }
-        live.insert(n, LocalSession { display, socket: path });
+        live.insert(
+            n,
+            LocalSession {
+                display,
+                socket: path,
+            },
+        );
     }
     live.into_values().collect()
 }
@@ -131,7 +137,10 @@ fn list(sessions: &[LocalSession]) -> String {
 
 /// Chooses the session for a client that asked for `wanted` (a display,
 /// without the `:`), or for none.
-pub fn choose<'a>(sessions: &'a [LocalSession], wanted: Option<&str>) -> Result<&'a LocalSession, RouteError> {
+pub fn choose<'a>(
+    sessions: &'a [LocalSession],
+    wanted: Option<&str>,
+) -> Result<&'a LocalSession, RouteError> {
     if sessions.is_empty() {
         return Err(RouteError::NoSessions);
     }

@@ -327,7 +327,10 @@ mod tests {
         d.feed(&[b'P', 0x10, 0, 0, 0x10, 0, 0, 0]); // 256 MiB declared
         assert!(matches!(
             d.next_record(),
-            Err(FrameError::TooLarge { length: 0x1000_0000, .. })
+            Err(FrameError::TooLarge {
+                length: 0x1000_0000,
+                ..
+            })
         ));
         assert!(d.buffer_mut().capacity() < 1024 * 1024);
         // poisoned afterwards

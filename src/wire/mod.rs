@@ -19,10 +19,12 @@
 pub mod bencode;
 pub mod compress;
 pub mod frame;
+pub mod fuzzing;
 pub mod header;
 pub mod json;
 pub mod packet;
 pub mod peek;
+pub mod relay;
 pub mod rencode;
 pub mod value;
 pub mod views;

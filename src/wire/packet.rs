@@ -62,7 +62,11 @@ impl Packet {
 }
 
 /// Decodes the value of an uncompressed encoded payload.
-pub fn decode_value(encoder: Encoder, data: &Bytes, limits: DecodeLimits) -> Result<Value, PacketError> {
+pub fn decode_value(
+    encoder: Encoder,
+    data: &Bytes,
+    limits: DecodeLimits,
+) -> Result<Value, PacketError> {
     let r = match encoder {
         Encoder::Rencodeplus => rencode::decode_plus(data, limits),
         Encoder::Rencode => rencode::decode_legacy(data, limits),
@@ -84,7 +88,11 @@ pub fn encode_value(encoder: Encoder, v: &Value, out: &mut Vec<u8>) -> Result<()
 }
 
 /// The payload of a record, decompressed if needed (bounded by `limits`).
-pub fn plain_payload(header: &Header, payload: &Bytes, limits: &Limits) -> Result<Bytes, PacketError> {
+pub fn plain_payload(
+    header: &Header,
+    payload: &Bytes,
+    limits: &Limits,
+) -> Result<Bytes, PacketError> {
     match header.compressor() {
         Compressor::None => Ok(payload.clone()),
         c => Ok(Bytes::from(compress::decompress(
@@ -127,7 +135,11 @@ impl Assembler {
     /// Takes the next record (as validated by a
     /// [`super::frame::FrameDecoder`], which refuses duplicate and excess
     /// chunks). Returns a packet when `record` is a main packet.
-    pub fn push(&mut self, record: &Record, limits: &Limits) -> Result<Option<Packet>, PacketError> {
+    pub fn push(
+        &mut self,
+        record: &Record,
+        limits: &Limits,
+    ) -> Result<Option<Packet>, PacketError> {
         if record.header.is_chunk() {
             let data = plain_payload(&record.header, &record.payload, limits)?;
             self.chunks.push((record.header.index, data));
@@ -205,7 +217,9 @@ pub fn encode_packet(items: &[Value], opts: &EncodeOptions) -> Result<Vec<Record
             main = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item {
-                    Value::Bytes(b) if i >= 1 && i <= usize::from(MAX_CHUNK_INDEX) && b.len() >= threshold => {
+                    Value::Bytes(b)
+                        if i >= 1 && i <= usize::from(MAX_CHUNK_INDEX) && b.len() >= threshold =>
+                    {
                         // i <= 15 checked above
                         records.push(Record::new(0, 0, i as u8, b.clone()));
                         main.push(Value::Bytes(Bytes::new()));

@@ -231,10 +231,7 @@ mod tests {
             name(peek_encoded(Encoder::Rencodeplus, b"\xc2\x84ping\x01")),
             "ping"
         );
-        assert_eq!(
-            name(peek_encoded(Encoder::Rencode, b";4:ping\x7f")),
-            "ping"
-        );
+        assert_eq!(name(peek_encoded(Encoder::Rencode, b";4:ping\x7f")), "ping");
         assert_eq!(
             name(peek_encoded(Encoder::Rencodeplus, b"\xc22:hi\x01")),
             "hi"
@@ -260,10 +257,7 @@ mod tests {
     #[test]
     fn bencode_forms() {
         assert_eq!(name(peek_encoded(Encoder::Bencode, b"l5:helloe")), "hello");
-        assert_eq!(
-            name(peek_encoded(Encoder::Bencode, b"lu5:helloe")),
-            "hello"
-        );
+        assert_eq!(name(peek_encoded(Encoder::Bencode, b"lu5:helloe")), "hello");
         assert_eq!(
             peek_encoded(Encoder::Bencode, b"li12ee").unwrap(),
             PacketType::Alias(12)

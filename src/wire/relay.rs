@@ -182,7 +182,8 @@ impl Relay {
         };
         let have = buf.len() - HEADER_LEN;
         let prefix_len = len.min(want);
-        let ptype = match peek::peek_payload(&header, &buf[HEADER_LEN..HEADER_LEN + have.min(len)]) {
+        let ptype = match peek::peek_payload(&header, &buf[HEADER_LEN..HEADER_LEN + have.min(len)])
+        {
             Ok(t) => t,
             Err(_) if have < prefix_len => return Ok(None),
             Err(e) => return Err(RelayError::Peek(e)),
@@ -205,7 +206,12 @@ impl Relay {
     }
 
     /// The intercepted record, once all of it is buffered.
-    fn take_buffered(&mut self, buf: &mut BytesMut, header: Header, ptype: PacketType) -> Option<Event> {
+    fn take_buffered(
+        &mut self,
+        buf: &mut BytesMut,
+        header: Header,
+        ptype: PacketType,
+    ) -> Option<Event> {
         let total = HEADER_LEN + header.length as usize;
         if buf.len() < total {
             buf.reserve(total - buf.len());
@@ -275,10 +281,7 @@ mod tests {
             let n = sizes.next().unwrap().max(1).min(stream.len() - at);
             buf.extend_from_slice(&stream[at..at + n]);
             at += n;
-            while let Some(ev) = relay
-                .next_event(&mut buf, |_, t| t.is(grab))
-                .unwrap()
-            {
+            while let Some(ev) = relay.next_event(&mut buf, |_, t| t.is(grab)).unwrap() {
                 match ev {
                     Event::Pass(b) => passed.extend_from_slice(&b),
                     Event::Packet(_, t, b) => {

@@ -124,9 +124,18 @@ impl<'a> Hello<'a> {
             .into_iter()
             .filter_map(Compressor::from_name)
             .collect();
-        for c in [Compressor::Lz4, Compressor::Zlib, Compressor::Brotli, Compressor::Zstd] {
+        for c in [
+            Compressor::Lz4,
+            Compressor::Zlib,
+            Compressor::Brotli,
+            Compressor::Zstd,
+        ] {
             let flagged = self.bool(c.name()) == Some(true)
-                || self.get(c.name()).and_then(|v| v.get("")).and_then(Value::as_bool) == Some(true);
+                || self
+                    .get(c.name())
+                    .and_then(|v| v.get(""))
+                    .and_then(Value::as_bool)
+                    == Some(true);
             if !out.contains(&c) && flagged {
                 out.push(c);
             }
@@ -136,7 +145,9 @@ impl<'a> Hello<'a> {
 
     /// Digests the peer can answer a challenge with.
     pub fn digests(&self) -> Vec<&'a str> {
-        self.get("digest").map(Value::as_str_list).unwrap_or_default()
+        self.get("digest")
+            .map(Value::as_str_list)
+            .unwrap_or_default()
     }
 
     /// Salt digests the peer supports.
@@ -281,7 +292,9 @@ impl Close {
 
     /// The first reason, or a placeholder.
     pub fn reason(&self) -> &str {
-        self.reasons.first().map_or("unknown reason", String::as_str)
+        self.reasons
+            .first()
+            .map_or("unknown reason", String::as_str)
     }
 
     pub fn to_items(&self) -> Vec<Value> {
@@ -297,7 +310,12 @@ mod tests {
     use super::*;
 
     fn dict(pairs: Vec<(&str, Value)>) -> Value {
-        Value::Dict(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+        Value::Dict(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v))
+                .collect(),
+        )
     }
 
     #[test]
@@ -309,8 +327,14 @@ mod tests {
                 ("display", Value::from(":100")),
                 ("rencode", Value::Bool(true)),
                 ("bencode", Value::Bool(true)),
-                ("compressors", Value::List(vec!["zlib".into(), "lz4".into()])),
-                ("digest", Value::List(vec!["hmac+sha256".into(), "xor".into()])),
+                (
+                    "compressors",
+                    Value::List(vec!["zlib".into(), "lz4".into()]),
+                ),
+                (
+                    "digest",
+                    Value::List(vec!["hmac+sha256".into(), "xor".into()]),
+                ),
                 ("info_request", Value::Bool(true)),
             ]),
         ];
@@ -328,7 +352,10 @@ mod tests {
         let items = vec![
             Value::from("hello"),
             dict(vec![
-                ("encoders", Value::List(vec!["rencodeplus".into(), "yaml".into()])),
+                (
+                    "encoders",
+                    Value::List(vec!["rencodeplus".into(), "yaml".into()]),
+                ),
                 ("display", dict(vec![("dpi", Value::Int(96))])),
                 ("session", dict(vec![("display", Value::from("110"))])),
                 ("request", Value::from("id")),

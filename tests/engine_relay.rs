@@ -1,0 +1,403 @@
+//! The engine in-process, between a fake client and a fake session built on
+//! `xfwd::wire`: handshake, routing, byte-exact relaying, backpressure,
+//! every way a connection can end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use xfwd::config::ServeArgs;
+use xfwd::engine::Server;
+use xfwd::wire::frame::{FrameDecoder, Limits};
+use xfwd::wire::header::{Encoder, Rules};
+use xfwd::wire::packet::{self, Assembler, EncodeOptions, Packet};
+use xfwd::wire::views::{Challenge, Close, Hello};
+use xfwd::wire::Value;
+
+fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xfwd-engine-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "xfwd".to_owned(),
+        "--bind-tcp=127.0.0.1:0".to_owned(),
+        format!("--socket-dirs={}", dir.display()),
+        "--cores=2".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let cli = <Cli as clap::Parser>::parse_from(args);
+    Server::start(cli.serve.into_config().unwrap()).unwrap()
+}
+
+/// A blocking packet connection over any stream.
+struct Peer<S: Read + Write> {
+    s: S,
+    dec: FrameDecoder,
+    asm: Assembler,
+    encoder: Encoder,
+}
+
+impl<S: Read + Write> Peer<S> {
+    fn new(s: S, encoder: Encoder) -> Self {
+        Peer {
+            s,
+            dec: FrameDecoder::new(Rules::Any, Limits::default()),
+            asm: Assembler::new(),
+            encoder,
+        }
+    }
+
+    fn send(&mut self, items: Vec<Value>) {
+        let opts = EncodeOptions {
+            chunk_threshold: Some(4096),
+            ..EncodeOptions::plain(self.encoder)
+        };
+        for r in packet::encode_packet(&items, &opts).unwrap() {
+            self.s.write_all(&r.to_bytes()).unwrap();
+        }
+    }
+
+    /// The next packet, or None at end of stream.
+    fn recv(&mut self) -> Option<Packet> {
+        let mut buf = [0u8; 65536];
+        loop {
+            while let Some(r) = self.dec.next_record().unwrap() {
+                if let Some(p) = self.asm.push(&r, &Limits::default()).unwrap() {
+                    return Some(p);
+                }
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.dec.feed(&buf[..n]),
+            }
+        }
+    }
+}
+
+fn caps(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Dict(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+fn client_hello(display: Option<&str>) -> Vec<Value> {
+    let mut c = vec![
+        ("version", Value::from("3.1.3")),
+        ("username", Value::from("tester")),
+        ("uuid", Value::from("c0ffee")),
+        (
+            "encoders",
+            Value::List(vec!["rencode".into(), "bencode".into()]),
+        ),
+        (
+            "digest",
+            Value::List(vec!["hmac+sha256".into(), "xor".into()]),
+        ),
+        ("salt-digest", Value::List(vec!["hmac+sha256".into()])),
+        ("aliases", caps(vec![("draw", Value::Int(5))])),
+    ];
+    if let Some(d) = display {
+        c.push(("display", Value::from(format!(":{d}"))));
+    }
+    vec![Value::from("hello"), caps(c)]
+}
+
+fn client(addr: SocketAddr) -> Peer<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    Peer::new(s, Encoder::Rencode)
+}
+
+fn close_reason(p: &Packet) -> String {
+    Close::parse(&p.items).unwrap().reasons.join(" | ")
+}
+
+/// A fake session at DIR/HOST-DISPLAY, running `behave` on each connection.
+fn fake_session(
+    dir: &Path,
+    display: u32,
+    behave: impl Fn(Peer<UnixStream>) + Send + Sync + 'static,
+) -> thread::JoinHandle<()> {
+    let path = dir.join(format!("{}-{display}", hostname()));
+    let l = UnixListener::bind(&path).unwrap();
+    let behave = Arc::new(behave);
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let behave = behave.clone();
+            thread::spawn(move || behave(Peer::new(s, Encoder::Rencode)));
+        }
+    })
+}
+
+/// Session behaviour: answer the hello, report its caps, then echo every
+/// packet back.
+fn echo_session(hellos: mpsc::Sender<Vec<Value>>) -> impl Fn(Peer<UnixStream>) + Send + Sync {
+    move |mut p| {
+        let hello = p.recv().unwrap();
+        hellos.send(hello.items.clone()).unwrap();
+        p.send(vec![
+            Value::from("hello"),
+            caps(vec![
+                ("version", Value::from("3.1.3")),
+                ("aliases", caps(vec![("ping", Value::Int(3))])),
+            ]),
+        ]);
+        while let Some(pk) = p.recv() {
+            p.send(pk.items);
+        }
+    }
+}
+
+#[test]
+fn relays_both_ways_and_owns_the_handshake() {
+    let dir = scratch("relay");
+    let (tx, rx) = mpsc::channel();
+    fake_session(&dir, 42, echo_session(tx));
+    let server = start(&dir, &["--tcp-auth=allow"]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.send(client_hello(Some("42")));
+    // allow: a challenge first, then any answer passes.
+    let ch = c.recv().unwrap();
+    let challenge = Challenge::parse(&ch.items).unwrap();
+    assert_eq!(challenge.digest, "hmac+sha256");
+    assert_eq!(challenge.salt.len(), 64);
+    let mut answer = client_hello(Some("42"));
+    if let Value::Dict(d) = &mut answer[1] {
+        d.push((Value::from("challenge_response"), Value::from("00ff")));
+        d.push((Value::from("challenge_client_salt"), Value::from("abc")));
+    }
+    c.send(answer);
+
+    // The session sees the client's caps minus what the proxy owns.
+    let upstream = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let h = Hello::parse(&upstream).unwrap();
+    assert_eq!(h.username(), Some("tester"));
+    assert_eq!(h.requested_display(), Some("42"));
+    assert!(h.get("challenge_response").is_none());
+    assert!(h.get("challenge_client_salt").is_none());
+    assert!(h.get("aliases").is_none());
+    assert_eq!(h.bool("proxy"), Some(true));
+    assert_eq!(h.str("proxy.name"), Some("xfwd"));
+
+    // The client gets the session's hello, aliases stripped.
+    let sh = c.recv().unwrap();
+    let sh = Hello::parse(&sh.items).unwrap();
+    assert_eq!(sh.version(), Some("3.1.3"));
+    assert!(sh.get("aliases").is_none());
+
+    // Packets with raw chunks come back byte for byte.
+    for size in [0usize, 1, 5000, 300_000, 3_000_000] {
+        let pixels: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let items = vec![
+            Value::from("draw"),
+            Value::Int(1),
+            Value::Bytes(Bytes::from(pixels.clone())),
+            Value::Int(size as i64),
+        ];
+        c.send(items.clone());
+        let back = c.recv().unwrap();
+        assert_eq!(back.items[0].as_str(), Some("draw"));
+        assert_eq!(
+            back.items[2].as_bytes().unwrap(),
+            &pixels[..],
+            "size {size}"
+        );
+    }
+    server.stop_and_join();
+}
+
+#[test]
+fn refusals_carry_reasons() {
+    let dir = scratch("refuse");
+    let server = start(&dir, &["--tcp-auth=reject", "--handshake-timeout=1"]);
+    let addr = server.tcp_addrs()[0];
+
+    let mut c = client(addr);
+    c.send(client_hello(None));
+    assert_eq!(close_reason(&c.recv().unwrap()), "authentication failed");
+
+    // Silence: the handshake deadline.
+    let mut c = client(addr);
+    assert_eq!(close_reason(&c.recv().unwrap()), "handshake timeout");
+
+    // Not xpra at all: closed (no encoder to answer in is known).
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+
+    // A declared hello of 64 MiB is refused before it is read.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[b'P', 0x01, 0, 0, 0x04, 0, 0, 0]).unwrap();
+    let mut p = Peer::new(s, Encoder::Rencode);
+    let reason = close_reason(&p.recv().unwrap());
+    assert!(reason.contains("exceeds"), "{reason}");
+    server.stop_and_join();
+}
+
+#[test]
+fn routing_errors_list_what_exists() {
+    let dir = scratch("route");
+    let (tx, _rx) = mpsc::channel();
+    let (tx2, _rx2) = mpsc::channel();
+    fake_session(&dir, 11, echo_session(tx));
+    fake_session(&dir, 12, echo_session(tx2));
+    // a stale socket is ignored
+    drop(UnixListener::bind(dir.join(format!("{}-13", hostname()))).unwrap());
+    let server = start(&dir, &[]);
+    let addr = server.tcp_addrs()[0];
+    let mut c = client(addr);
+    c.send(client_hello(None));
+    assert_eq!(
+        close_reason(&c.recv().unwrap()),
+        "please specify a display: found :11, :12"
+    );
+    let mut c = client(addr);
+    c.send(client_hello(Some("13")));
+    assert_eq!(
+        close_reason(&c.recv().unwrap()),
+        "session :13 not found; available: :11, :12"
+    );
+    server.stop_and_join();
+}
+
+#[test]
+fn session_going_away_and_server_stop_tell_the_client() {
+    let dir = scratch("goaway");
+    fake_session(&dir, 21, |mut p| {
+        p.recv().unwrap();
+        p.send(vec![Value::from("hello"), caps(vec![])]);
+        // the session dies without a word
+    });
+    let (tx, _rx) = mpsc::channel();
+    fake_session(&dir, 22, echo_session(tx));
+    let server = start(&dir, &[]);
+    let addr = server.tcp_addrs()[0];
+
+    let mut c = client(addr);
+    c.send(client_hello(Some("21")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    assert_eq!(
+        close_reason(&c.recv().unwrap()),
+        "session closed the connection"
+    );
+    assert!(c.recv().is_none());
+
+    let mut c = client(addr);
+    c.send(client_hello(Some("22")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    server.stop_and_join();
+    assert_eq!(close_reason(&c.recv().unwrap()), "server shutdown");
+}
+
+#[test]
+fn a_client_that_does_not_read_throttles_the_session() {
+    let dir = scratch("backpressure");
+    let written = Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    fake_session(&dir, 31, move |mut p| {
+        p.recv().unwrap();
+        p.send(vec![Value::from("hello"), caps(vec![])]);
+        let pixels = Bytes::from(vec![7u8; 256 * 1024]);
+        let records = packet::encode_packet(
+            &[Value::from("draw"), Value::Int(1), Value::Bytes(pixels)],
+            &EncodeOptions {
+                chunk_threshold: Some(4096),
+                ..EncodeOptions::plain(Encoder::Rencode)
+            },
+        )
+        .unwrap();
+        let mut one = Vec::new();
+        for r in &records {
+            one.extend_from_slice(&r.to_bytes());
+        }
+        p.s.set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // Write until the proxy stops taking bytes (or 1 GiB).
+        while w.load(Ordering::SeqCst) < 1 << 30 {
+            if p.s.write_all(&one).is_err() {
+                return;
+            }
+            w.fetch_add(one.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let server = start(&dir, &[]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.send(client_hello(Some("31")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    // Read nothing for a while: the session must be held back by the
+    // socket buffers plus xfwd's one read buffer, not by xfwd's memory.
+    let mut last = 0;
+    for _ in 0..40 {
+        thread::sleep(Duration::from_millis(100));
+        let now = written.load(Ordering::SeqCst);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let held = written.load(Ordering::SeqCst);
+    eprintln!("session wrote {held} bytes before being held back");
+    assert!(
+        held < 64 << 20,
+        "session wrote {held} bytes to a client that reads nothing"
+    );
+    // Reading again drains it: packets still arrive whole.
+    for _ in 0..8 {
+        let p = c.recv().unwrap();
+        assert_eq!(p.items[0].as_str(), Some("draw"));
+        assert_eq!(p.items[2].as_bytes().unwrap().len(), 256 * 1024);
+    }
+    server.stop_and_join();
+}
+
+#[test]
+fn port_in_use_is_an_error_not_a_share() {
+    let dir = scratch("inuse");
+    let server = start(&dir, &[]);
+    let addr = server.tcp_addrs()[0];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg(format!("--bind-tcp={addr}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address already in use"), "{err}");
+    server.stop_and_join();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .args(["--bind-tcp=127.0.0.1:1", "--tcp-auth=nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown auth module \"nonsense\""), "{err}");
+}
