@@ -189,6 +189,18 @@ mod tests {
         // another host's session and junk names are ignored
         let _other = UnixListener::bind(a.join("otherhost-102")).unwrap();
         std::fs::write(a.join("host-103"), b"not a socket").unwrap();
+        // Another user's live session is not ours to offer.
+        let _l104 = UnixListener::bind(a.join("host-104")).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(
+                &a.join("host-104"),
+                Some(nix::unistd::Uid::from_raw(65534)),
+                None,
+            )
+            .unwrap();
+        } else {
+            std::fs::remove_file(a.join("host-104")).unwrap();
+        }
         let found = discover(&[a.clone(), b.clone()], "host", uid());
         let displays: Vec<_> = found.iter().map(|s| s.display.as_str()).collect();
         assert_eq!(displays, vec!["100", "120"]);

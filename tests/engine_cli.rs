@@ -1,0 +1,108 @@
+//! The `xfwd` binary as an operator meets it: signals, bad environments.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use xfwd::wire::frame::{FrameDecoder, Limits};
+use xfwd::wire::header::{Encoder, Rules};
+use xfwd::wire::packet::{self, Assembler, EncodeOptions};
+use xfwd::wire::views::Close;
+use xfwd::wire::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sigterm_tells_clients_and_exits_zero() {
+    let dir = std::env::temp_dir().join(format!("xfwd-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+        .arg(format!("--socket-dirs={}", dir.display()))
+        .args(["--cores=1", "--tcp-auth=allow"])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("xfwd listening") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "xfwd exited early");
+    }
+    // A client mid-handshake (it has been sent a challenge).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let hello = vec![
+        Value::from("hello"),
+        Value::Dict(vec![(
+            Value::from("digest"),
+            Value::List(vec![Value::from("hmac+sha256")]),
+        )]),
+    ];
+    for r in packet::encode_packet(&hello, &EncodeOptions::plain(Encoder::Rencode)).unwrap() {
+        s.write_all(&r.to_bytes()).unwrap();
+    }
+    let mut dec = FrameDecoder::new(Rules::Any, Limits::default());
+    let mut asm = Assembler::new();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 2 {
+        while let Some(r) = dec.next_record().unwrap() {
+            if let Some(p) = asm.push(&r, &Limits::default()).unwrap() {
+                got.push(p);
+                if got.len() == 1 {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                }
+            }
+        }
+        if got.len() >= 2 {
+            break;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed without a reason; got {got:?}");
+        dec.feed(&buf[..n]);
+    }
+    assert_eq!(got[0].packet_type(), Some("challenge"));
+    assert_eq!(Close::parse(&got[1].items).unwrap().reason(), "server shutdown");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn low_locked_memory_limit_is_explained() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 64 && exec {} --bind-tcp=127.0.0.1:0",
+            env!("CARGO_BIN_EXE_xfwd")
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked-memory limit is 64 KiB"), "{err}");
+    assert!(err.contains("ulimit -l"), "{err}");
+}
+
+#[test]
+fn no_listener_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xfwd")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let mut err = String::new();
+    out.stderr.as_slice().read_to_string(&mut err).unwrap();
+    assert!(err.contains("--bind-tcp"), "{err}");
+}
