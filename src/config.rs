@@ -24,14 +24,20 @@ pub enum ConfigError {
     },
     #[error("--cores must be at least 1")]
     NoCores,
-    #[error("nothing to listen on: give --bind-tcp=HOST:PORT or --bind=PATH")]
-    NoListeners,
 }
+
+/// Where xfwd listens when no `--bind-tcp` or `--bind` is given:
+/// loopback only.
+pub const DEFAULT_TCP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    14501,
+));
 
 /// Serving options, as on the command line.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
     /// Listen for xpra clients on a TCP address (HOST:PORT); repeatable.
+    /// Default, when no listener is given: 127.0.0.1:14501.
     #[arg(long = "bind-tcp", value_name = "HOST:PORT")]
     pub bind_tcp: Vec<String>,
     /// Listen on a Unix socket at PATH; repeatable.
@@ -99,7 +105,7 @@ impl ServeArgs {
             tcp.push(addr);
         }
         if tcp.is_empty() && self.bind.is_empty() {
-            return Err(ConfigError::NoListeners);
+            tcp.push(DEFAULT_TCP);
         }
         let default_auth = match &self.auth {
             Some(a) => parse_auth("auth", a)?,
@@ -154,8 +160,8 @@ mod tests {
 
     #[test]
     fn refusals_are_clear() {
-        let e = ServeArgs::default().into_config().unwrap_err();
-        assert!(e.to_string().contains("--bind-tcp"));
+        let c = ServeArgs::default().into_config().unwrap();
+        assert_eq!(c.tcp, vec![DEFAULT_TCP]);
         let e = ServeArgs {
             bind_tcp: vec!["nonsense".into()],
             ..ServeArgs::default()

@@ -99,10 +99,18 @@ fn low_locked_memory_limit_is_explained() {
 }
 
 #[test]
-fn no_listener_is_a_usage_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xfwd")).output().unwrap();
+fn bad_flags_are_usage_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--bind-tcp=nowhere")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let mut err = String::new();
     out.stderr.as_slice().read_to_string(&mut err).unwrap();
-    assert!(err.contains("--bind-tcp"), "{err}");
+    assert!(err.contains("--bind-tcp=nowhere: expected HOST:PORT"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -81,6 +81,12 @@ impl Server {
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
         preflight::check()?;
+        if !config.tcp.is_empty() && config.tcp_auth.module == crate::auth::AuthModule::None {
+            tracing::warn!(
+                "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {:?} can attach to your sessions",
+                config.tcp
+            );
+        }
         let tcp_addrs = listen::probe_tcp(&config.tcp)?;
         listen::prepare_unix(&config.unix)?;
         let uid = nix::unistd::geteuid().as_raw();
