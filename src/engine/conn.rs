@@ -122,6 +122,7 @@ struct ClientSide {
     /// The encoder the client used for its hello: ours toward it.
     encoder: Encoder,
     rules: Rules,
+    sizer: pump::ReadSizer,
 }
 
 async fn send_packet<W: AsyncWrite + Unpin>(
@@ -153,7 +154,7 @@ async fn read_packet(
             Ok(None) => {}
             Err(e) => return Err(HandshakeError::Protocol(format!("invalid packet: {e}"))),
         }
-        match pump::read_more(&mut side.reader, &mut side.buf).await {
+        match pump::read_more(&mut side.reader, &mut side.buf, &mut side.sizer).await {
             Ok(0) | Err(_) => return Err(HandshakeError::Gone),
             Ok(_) => {}
         }
@@ -191,7 +192,7 @@ async fn handshake(
             }
             return Err(HandshakeError::Protocol("invalid packet header".into()));
         }
-        match pump::read_more(&mut side.reader, &mut side.buf).await {
+        match pump::read_more(&mut side.reader, &mut side.buf, &mut side.sizer).await {
             Ok(0) | Err(_) => return Err(HandshakeError::Gone),
             Ok(_) => {}
         }
@@ -322,6 +323,7 @@ async fn serve_inner(
         buf: BytesMut::with_capacity(pump::READ_CHUNK),
         encoder: Encoder::Rencode,
         rules: Rules::Any,
+        sizer: pump::ReadSizer::new(),
     };
     let deadline = shared.config.handshake_timeout;
     let result = future::or(

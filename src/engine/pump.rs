@@ -19,7 +19,7 @@ use crate::wire::relay::{Event, Relay};
 use crate::wire::views::{Close, CLOSE_PACKET_ALIASES};
 use crate::wire::Value;
 
-/// Bytes asked for per read.
+/// Initial capacity of a connection's read buffer.
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Capabilities a proxy strips from a hello it relays: packet-type aliases
@@ -80,13 +80,54 @@ impl std::fmt::Display for PumpEnd {
     }
 }
 
+/// Read size that follows the traffic: doubles while reads fill it, halves
+/// while they come back mostly empty. The spare room a read goes into must
+/// be zeroed first (safe Rust cannot read into uninitialised memory), so a
+/// fixed large read size would cost a large memset per small read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSizer {
+    size: usize,
+}
+
+impl ReadSizer {
+    pub const MIN: usize = 4 * 1024;
+    pub const MAX: usize = 256 * 1024;
+
+    pub fn new() -> ReadSizer {
+        ReadSizer { size: 16 * 1024 }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn observe(&mut self, got: usize) {
+        if got == self.size {
+            self.size = (self.size * 2).min(Self::MAX);
+        } else if got < self.size / 4 {
+            self.size = (self.size / 2).max(Self::MIN);
+        }
+    }
+}
+
+impl Default for ReadSizer {
+    fn default() -> Self {
+        ReadSizer::new()
+    }
+}
+
 /// Reads once into the spare room of `buf`; returns the bytes read.
-pub async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+pub async fn read_more<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    sizer: &mut ReadSizer,
+) -> io::Result<usize> {
     let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
+    buf.resize(len + sizer.size(), 0);
     let res = r.read(&mut buf[len..]).await;
     let n = res.as_ref().map_or(0, |n| *n);
     buf.truncate(len + n);
+    sizer.observe(n);
     res
 }
 
@@ -145,6 +186,7 @@ where
         out_state,
     } = dir;
     let hello_pending = Cell::new(rewrite_first_hello);
+    let mut sizer = ReadSizer::new();
     loop {
         let mut out = BytesMut::new();
         let mut packets = 0u64;
@@ -195,7 +237,7 @@ where
         if let Some(close) = closed {
             return PumpEnd::Closed(close);
         }
-        match read_more(r, &mut buf).await {
+        match read_more(r, &mut buf, &mut sizer).await {
             Ok(0) => {
                 return if relay.at_boundary() && buf.is_empty() {
                     PumpEnd::Eof
@@ -219,4 +261,26 @@ async fn write<W: AsyncWrite + Unpin>(
     w.write_all(out).await?;
     state.mid_record.set(!relay.at_boundary());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadSizer;
+
+    #[test]
+    fn read_size_follows_traffic() {
+        let mut s = ReadSizer::new();
+        for _ in 0..10 {
+            let full = s.size();
+            s.observe(full);
+        }
+        assert_eq!(s.size(), ReadSizer::MAX);
+        for _ in 0..20 {
+            s.observe(100);
+        }
+        assert_eq!(s.size(), ReadSizer::MIN);
+        let before = s.size();
+        s.observe(before / 2);
+        assert_eq!(s.size(), before);
+    }
 }
