@@ -33,6 +33,24 @@ enum Command {
         #[command(subcommand)]
         command: WireCommand,
     },
+    /// Tools for xpra's authentication data.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCommand {
+    /// Manage xpra's sqlite user database, as xpra's sqlite_auth.py does:
+    /// FILE create | FILE list | FILE add USERNAME PASSWORD [UID GID DISPLAYS
+    /// ENV_OPTIONS SESSION_OPTIONS] | FILE remove USERNAME [PASSWORD] |
+    /// FILE authenticate USERNAME PASSWORD
+    Sqlite {
+        /// FILE COMMAND [ARGUMENTS...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +144,13 @@ fn main() -> ExitCode {
         Some(Command::Wire {
             command: WireCommand::Decode { file, max_payload },
         }) => wire_decode_cmd(&file, max_payload),
+        Some(Command::Auth {
+            command: AuthCommand::Sqlite { args },
+        }) => ExitCode::from(xfwd::tools::auth_sqlite::run(
+            &args,
+            &mut io::stdout(),
+            &mut io::stderr(),
+        )),
         None => {
             init_logging();
             serve(cli.serve)

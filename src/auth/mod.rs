@@ -1,101 +1,61 @@
-//! Authentication of clients, as xpra does it: an auth module per listener
-//! (`MODULE[,key=value...]`), and a challenge sent to the client when the
-//! module needs a password.
+//! Authentication of clients, as xpra does it: a chain of auth modules per
+//! listener (`MODULE[,key=value...]`, one per `--tcp-auth` ...), xpra's
+//! challenge/response with hmac digests, and the sessions each user may
+//! reach. See `docs/auth.md`.
 //!
-//! Modules today: `allow` (challenges, accepts any password: the username is
-//! what matters), `none` (no challenge), `reject`/`fail` (refuses everyone).
-//! The password-checking modules (file, multifile, sqlite, ...) plug in here.
+//! - [`digest`]: hmac+md5 ... hmac+sha512, legacy `hmac`, `xor`; salt
+//!   combination; constant-time checks.
+//! - [`spec`]: [`AuthSpec`], parsed as xpra parses auth options.
+//! - [`authenticator`]: the [`Authenticator`] trait every module
+//!   implements, [`Sessions`] / [`Targets`], [`authenticator()`] to build a
+//!   module from a spec.
+//! - modules: [`modules`] (allow, none, reject, fail, password), [`file`],
+//!   [`multifile`], [`sqlite`], [`env`], [`exec`], [`pam`] (feature `pam`),
+//!   [`peercred`].
+//! - [`challenge`]: one challenge and its answer; [`flow`]: a listener's
+//!   [`AuthChain`] and a connection's [`AuthFlow`].
+//! - [`targets`]: `tcp://user:pw@host:port/display` and friends, session
+//!   options.
+//! - [`throttle`]: delays after failures, the log line of each attempt.
+//!
+//! The items of the first engine ([`AuthModule`], [`make_challenge`],
+//! [`choose_digest`], [`choose_salt_digest`]) keep working.
+
+pub mod authenticator;
+pub mod challenge;
+pub mod digest;
+pub mod env;
+pub mod exec;
+pub mod file;
+pub mod flow;
+pub mod ids;
+pub mod modules;
+pub mod multifile;
+pub mod pam;
+pub mod peer;
+pub mod peercred;
+pub mod secret;
+pub mod spec;
+pub mod sqlite;
+pub mod targets;
+pub mod throttle;
+
+pub use authenticator::{authenticator, AuthError, Authenticator, Method, Sessions, Targets};
+pub use challenge::{client_answer, Answer, ChallengeError, IssuedChallenge, SALT_LEN};
+pub use digest::Digest;
+pub use flow::{
+    Accepted, AuthChain, AuthFlow, AuthPolicy, ClientAuth, RefuseCause, Refused, Step, REFUSED,
+};
+pub use peer::{PeerInfo, Transport};
+pub use secret::Secret;
+pub use spec::{AuthModule, AuthSpec, AuthSpecError, ModuleKind};
+pub use targets::{SelectError, SessionOptions, Target, TargetKind};
+pub use throttle::{SharedThrottle, Throttle, ThrottleConfig};
 
 use bytes::Bytes;
 
 use crate::wire::views::Challenge;
 use crate::wire::Value;
-
-/// Salt length xpra uses (`get_salt(64)`).
-pub const SALT_LEN: usize = 64;
-
-/// The auth modules xfwd knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthModule {
-    Allow,
-    None,
-    Reject,
-}
-
-/// An auth module with its options.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthSpec {
-    pub module: AuthModule,
-    pub options: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthSpecError {
-    #[error("unknown auth module {0:?} (available: allow, none, reject)")]
-    UnknownModule(String),
-    #[error("auth option {0:?} is not key=value")]
-    BadOption(String),
-    #[error("auth module {module} takes no option {key:?}")]
-    UnknownOption { module: &'static str, key: String },
-}
-
-impl AuthSpec {
-    pub fn none() -> AuthSpec {
-        AuthSpec {
-            module: AuthModule::None,
-            options: Vec::new(),
-        }
-    }
-
-    /// Parses xpra's `MODULE[,key=value...]` (also `MODULE:key=value`).
-    pub fn parse(s: &str) -> Result<AuthSpec, AuthSpecError> {
-        let mut parts = s.split([',', ':']);
-        let name = parts.next().unwrap_or("").trim();
-        let module = match name {
-            "allow" => AuthModule::Allow,
-            "none" | "" => AuthModule::None,
-            "reject" | "fail" => AuthModule::Reject,
-            other => return Err(AuthSpecError::UnknownModule(other.to_owned())),
-        };
-        let mut options = Vec::new();
-        for p in parts.filter(|p| !p.is_empty()) {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| AuthSpecError::BadOption(p.to_owned()))?;
-            options.push((k.to_owned(), v.to_owned()));
-        }
-        // xpra's allow/none/reject accept no options but a prompt.
-        if let Some((k, _)) = options.iter().find(|(k, _)| k != "prompt") {
-            return Err(AuthSpecError::UnknownOption {
-                module: module.name(),
-                key: k.clone(),
-            });
-        }
-        Ok(AuthSpec { module, options })
-    }
-
-    fn option(&self, key: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The prompt shown by the client when it asks for a password.
-    pub fn prompt(&self) -> &str {
-        self.option("prompt").unwrap_or("password")
-    }
-}
-
-impl AuthModule {
-    pub fn name(self) -> &'static str {
-        match self {
-            AuthModule::Allow => "allow",
-            AuthModule::None => "none",
-            AuthModule::Reject => "reject",
-        }
-    }
-}
 
 /// Digests xfwd can verify, strongest first (xpra's order).
 const DIGEST_ORDER: [&str; 7] = [
@@ -123,22 +83,15 @@ pub fn choose_digest<'a>(offered: &[&'a str], allow_xor: bool) -> Option<&'a str
 }
 
 /// Picks the salt digest (how client and server salts combine): the
-/// strongest hmac the client offers; `xor` for clients that offer none
-/// (xpra's legacy behaviour, which modern clients refuse).
+/// strongest hmac the client offers (legacy `hmac` included, as xpra);
+/// `xor` for clients that offer none (xpra's legacy behaviour, which
+/// modern clients refuse; [`AuthFlow`] refuses it unless
+/// [`AuthPolicy::legacy_salt_digest`]).
 pub fn choose_salt_digest<'a>(offered: &[&'a str]) -> &'a str {
-    DIGEST_ORDER[..6]
+    DIGEST_ORDER
         .iter()
         .find_map(|d| offered.iter().find(|o| *o == d).copied())
         .unwrap_or("xor")
-}
-
-/// Why a challenge could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ChallengeError {
-    #[error("the client offers no digest this server accepts (offered: {0})")]
-    NoDigest(String),
-    #[error("cannot read random bytes for the salt: {0}")]
-    Random(String),
 }
 
 /// A fresh challenge for a client offering `digests` and `salt_digests`.
@@ -150,10 +103,9 @@ pub fn make_challenge(
 ) -> Result<Challenge, ChallengeError> {
     let digest = choose_digest(digests, allow_xor)
         .ok_or_else(|| ChallengeError::NoDigest(digests.join(", ")))?;
-    let mut salt = [0u8; SALT_LEN];
-    getrandom::getrandom(&mut salt).map_err(|e| ChallengeError::Random(e.to_string()))?;
+    let salt = challenge::random_bytes(SALT_LEN)?;
     Ok(Challenge {
-        salt: Bytes::copy_from_slice(&salt),
+        salt: Bytes::from(salt),
         auth_caps: Value::Str(String::new()),
         digest: digest.to_owned(),
         salt_digest: choose_salt_digest(salt_digests).to_owned(),
@@ -170,6 +122,7 @@ mod tests {
     fn parse_specs() {
         assert_eq!(AuthSpec::parse("allow").unwrap().module, AuthModule::Allow);
         assert_eq!(AuthSpec::parse("fail").unwrap().module, AuthModule::Reject);
+        assert_eq!(AuthSpec::parse("none").unwrap().module, AuthModule::None);
         let s = AuthSpec::parse("allow,prompt=Token").unwrap();
         assert_eq!(s.prompt(), "Token");
         assert!(AuthSpec::parse("allow,foo").is_err());
@@ -178,6 +131,11 @@ mod tests {
             AuthSpec::parse("kerberos"),
             Err(AuthSpecError::UnknownModule(_))
         ));
+        // modules the first engine cannot run fail closed there
+        assert_eq!(
+            AuthSpec::parse("multifile,filename=/x").unwrap().module,
+            AuthModule::Reject
+        );
     }
 
     #[test]
@@ -192,6 +150,7 @@ mod tests {
             choose_salt_digest(&["hmac+md5", "hmac+sha512", "hmac+sha3_512"]),
             "hmac+sha512"
         );
+        assert_eq!(choose_salt_digest(&["hmac", "xor"]), "hmac");
         assert_eq!(choose_salt_digest(&[]), "xor");
     }
 
