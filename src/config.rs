@@ -43,16 +43,18 @@ pub struct ServeArgs {
     /// Listen on a Unix socket at PATH; repeatable.
     #[arg(long = "bind", value_name = "PATH")]
     pub bind: Vec<PathBuf>,
-    /// Authentication for every listener without its own: MODULE[,key=value...]
-    /// (modules: allow, none, reject).
+    /// Authentication for every listener without its own:
+    /// MODULE[,key=value...] (allow, none, reject, fail, file, multifile,
+    /// sqlite, env, exec, pam, peercred); repeat to chain modules (all must
+    /// pass).
     #[arg(long = "auth", value_name = "MODULE")]
-    pub auth: Option<String>,
-    /// Authentication for TCP listeners.
+    pub auth: Vec<String>,
+    /// Authentication for TCP listeners (repeatable).
     #[arg(long = "tcp-auth", value_name = "MODULE")]
-    pub tcp_auth: Option<String>,
-    /// Authentication for Unix-socket listeners.
+    pub tcp_auth: Vec<String>,
+    /// Authentication for Unix-socket listeners (repeatable).
     #[arg(long = "unix-auth", value_name = "MODULE")]
-    pub unix_auth: Option<String>,
+    pub unix_auth: Vec<String>,
     /// Extra directory to look for local sessions in; repeatable.
     #[arg(long = "socket-dir", value_name = "DIR")]
     pub socket_dir: Vec<PathBuf>,
@@ -77,8 +79,10 @@ pub struct ServeArgs {
 pub struct Config {
     pub tcp: Vec<SocketAddr>,
     pub unix: Vec<PathBuf>,
-    pub tcp_auth: AuthSpec,
-    pub unix_auth: AuthSpec,
+    /// The auth chain of each listener kind (never empty: `none` when no
+    /// module is given).
+    pub tcp_auth: Vec<AuthSpec>,
+    pub unix_auth: Vec<AuthSpec>,
     /// Directories searched for local sessions first (`--socket-dir`).
     pub socket_dirs: Vec<PathBuf>,
     /// Replaces xpra's default session directories when set
@@ -88,8 +92,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
 }
 
-fn parse_auth(option: &'static str, v: &str) -> Result<AuthSpec, ConfigError> {
-    AuthSpec::parse(v).map_err(|source| ConfigError::Auth { option, source })
+fn parse_auth(option: &'static str, values: &[String]) -> Result<Vec<AuthSpec>, ConfigError> {
+    AuthSpec::parse_chain(values).map_err(|source| ConfigError::Auth { option, source })
 }
 
 impl ServeArgs {
@@ -107,18 +111,18 @@ impl ServeArgs {
         if tcp.is_empty() && self.bind.is_empty() {
             tcp.push(DEFAULT_TCP);
         }
-        let default_auth = match &self.auth {
-            Some(a) => parse_auth("auth", a)?,
-            None => AuthSpec::none(),
-        };
-        let tcp_auth = match &self.tcp_auth {
-            Some(a) => parse_auth("tcp-auth", a)?,
-            None => default_auth.clone(),
-        };
-        let unix_auth = match &self.unix_auth {
-            Some(a) => parse_auth("unix-auth", a)?,
-            None => default_auth,
-        };
+        let mut default_auth = parse_auth("auth", &self.auth)?;
+        if default_auth.is_empty() {
+            default_auth.push(AuthSpec::none());
+        }
+        let mut tcp_auth = parse_auth("tcp-auth", &self.tcp_auth)?;
+        if tcp_auth.is_empty() {
+            tcp_auth = default_auth.clone();
+        }
+        let mut unix_auth = parse_auth("unix-auth", &self.unix_auth)?;
+        if unix_auth.is_empty() {
+            unix_auth = default_auth;
+        }
         let cores = match self.cores {
             Some(0) => return Err(ConfigError::NoCores),
             Some(n) => n,
@@ -141,20 +145,22 @@ impl ServeArgs {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::auth::AuthModule;
+    use crate::auth::ModuleKind;
 
     #[test]
     fn defaults_and_overrides() {
         let args = ServeArgs {
             bind_tcp: vec!["127.0.0.1:0".into()],
-            auth: Some("reject".into()),
-            tcp_auth: Some("allow".into()),
+            auth: vec!["reject".into()],
+            tcp_auth: vec!["allow".into(), "env".into()],
             cores: Some(2),
             ..ServeArgs::default()
         };
         let c = args.into_config().unwrap();
-        assert_eq!(c.tcp_auth.module, AuthModule::Allow);
-        assert_eq!(c.unix_auth.module, AuthModule::Reject);
+        assert_eq!(c.tcp_auth[0].kind, ModuleKind::Allow);
+        assert_eq!(c.tcp_auth[1].kind, ModuleKind::Env);
+        assert_eq!(c.unix_auth.len(), 1);
+        assert_eq!(c.unix_auth[0].kind, ModuleKind::Reject);
         assert_eq!(c.cores, 2);
     }
 
@@ -171,7 +177,7 @@ mod tests {
         assert!(e.to_string().contains("nonsense"));
         let e = ServeArgs {
             bind_tcp: vec!["127.0.0.1:1".into()],
-            tcp_auth: Some("bogus".into()),
+            tcp_auth: vec!["bogus".into()],
             ..ServeArgs::default()
         }
         .into_config()

@@ -46,10 +46,16 @@ fn sigterm_tells_clients_and_exits_zero() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let hello = vec![
         Value::from("hello"),
-        Value::Dict(vec![(
-            Value::from("digest"),
-            Value::List(vec![Value::from("hmac+sha256")]),
-        )]),
+        Value::Dict(vec![
+            (
+                Value::from("digest"),
+                Value::List(vec![Value::from("hmac+sha256")]),
+            ),
+            (
+                Value::from("salt-digest"),
+                Value::List(vec![Value::from("hmac+sha256")]),
+            ),
+        ]),
     ];
     for r in packet::encode_packet(&hello, &EncodeOptions::plain(Encoder::Rencode)).unwrap() {
         s.write_all(&r.to_bytes()).unwrap();

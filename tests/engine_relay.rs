@@ -235,7 +235,7 @@ fn relays_both_ways_and_owns_the_handshake() {
 #[test]
 fn refusals_carry_reasons() {
     let dir = scratch("refuse");
-    let server = start(&dir, &["--tcp-auth=reject", "--handshake-timeout=1"]);
+    let server = start(&dir, &["--tcp-auth=fail", "--handshake-timeout=2"]);
     let addr = server.tcp_addrs()[0];
 
     let mut c = client(addr);
@@ -260,6 +260,23 @@ fn refusals_carry_reasons() {
     let mut p = Peer::new(s, Encoder::Rencode);
     let reason = close_reason(&p.recv().unwrap());
     assert!(reason.contains("exceeds"), "{reason}");
+    server.stop_and_join();
+}
+
+#[test]
+fn reject_challenges_then_refuses() {
+    let dir = scratch("reject");
+    let server = start(&dir, &["--tcp-auth=reject"]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.send(client_hello(None));
+    let ch = c.recv().unwrap();
+    assert_eq!(ch.packet_type(), Some("challenge"));
+    let mut answer = client_hello(None);
+    if let Value::Dict(d) = &mut answer[1] {
+        d.push((Value::from("challenge_response"), Value::from("00")));
+    }
+    c.send(answer);
+    assert_eq!(close_reason(&c.recv().unwrap()), "authentication failed");
     server.stop_and_join();
 }
 

@@ -13,7 +13,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_lite::future;
-use glommio::net::{TcpListener, UnixListener};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::auth::PeerInfo;
 
 use super::stop::StopSignal;
 use super::{conn, Shared, StartError};
@@ -28,7 +30,11 @@ pub enum ListenerKind {
 
 pub(super) enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// A Unix-socket listener. glommio's `UnixStream` exposes no file
+    /// descriptor, and auth needs the peer's credentials (SO_PEERCRED), so
+    /// the listening socket is driven through glommio's `TcpListener`:
+    /// accept(2) and the stream's recv/send are the same for both families.
+    Unix(TcpListener, PathBuf),
 }
 
 fn bind_error(addr: String, e: std::io::Error) -> StartError {
@@ -71,13 +77,38 @@ pub(super) fn prepare_unix(paths: &[PathBuf]) -> Result<(), StartError> {
     Ok(())
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
-    let l =
-        UnixListener::bind(path).map_err(|e| bind_error(path.display().to_string(), e.into()))?;
+fn bind_unix(path: &Path) -> Result<TcpListener, StartError> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let err = |e| bind_error(path.display().to_string(), e);
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+    sock.bind(&SockAddr::unix(path).map_err(err)?).map_err(err)?;
     // xpra's default socket permissions: the owner only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| bind_error(path.display().to_string(), e))?;
-    Ok(l)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    sock.listen(1024).map_err(err)?;
+    Ok(into_glommio_listener(sock))
+}
+
+/// Hands a bound, listening socket to glommio.
+fn into_glommio_listener(sock: socket2::Socket) -> TcpListener {
+    use std::os::fd::IntoRawFd;
+    let fd = sock.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening socket that we own: `into_raw_fd`
+    // gave up socket2's ownership, and `from_raw_fd` takes it over, so the
+    // descriptor is closed exactly once, by the listener.
+    #[allow(unsafe_code)]
+    unsafe {
+        <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }
+}
+
+/// The credentials of the peer of an accepted Unix-socket connection.
+fn unix_peer(stream: &TcpStream, path: &Path) -> PeerInfo {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this
+    // borrow (it is only used for the getsockopt call inside).
+    #[allow(unsafe_code)]
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    PeerInfo::unix(&fd, Some(path.to_owned()))
 }
 
 /// A listening TCP socket with SO_REUSEPORT (one per shard) and
@@ -85,7 +116,6 @@ fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
 /// TIME_WAIT; glommio's own `bind` sets only the former).
 fn bind_tcp(addr: &SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    use std::os::fd::IntoRawFd;
 
     let sock = Socket::new(
         Domain::for_address(*addr),
@@ -96,13 +126,7 @@ fn bind_tcp(addr: &SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_reuse_port(true)?;
     sock.bind(&(*addr).into())?;
     sock.listen(1024)?;
-    let fd = sock.into_raw_fd();
-    // SAFETY: `fd` is a bound, listening TCP socket that we own:
-    // `into_raw_fd` gave up socket2's ownership, and `from_raw_fd` takes it
-    // over, so the descriptor is closed exactly once, by the listener.
-    #[allow(unsafe_code)]
-    let listener = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    Ok(listener)
+    Ok(into_glommio_listener(sock))
 }
 
 /// The listeners of shard `id`: every TCP address (SO_REUSEPORT spreads
@@ -160,15 +184,15 @@ pub(super) async fn accept_loop(
                 Some(match &l {
                     Listener::Tcp(t) => t.accept().await.map(|s| {
                         let _ = s.set_nodelay(true);
-                        let peer = s.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                        let peer = match s.peer_addr() {
+                            Ok(remote) => PeerInfo::tcp(remote, s.local_addr().ok()),
+                            Err(_) => PeerInfo::default(),
+                        };
                         (conn::Stream::Tcp(s), peer, ListenerKind::Tcp)
                     }),
                     Listener::Unix(u, path) => u.accept().await.map(|s| {
-                        (
-                            conn::Stream::Unix(s),
-                            format!("unix:{}", path.display()),
-                            ListenerKind::Unix,
-                        )
+                        let peer = unix_peer(&s, path);
+                        (conn::Stream::Tcp(s), peer, ListenerKind::Unix)
                     }),
                 })
             },

@@ -10,10 +10,12 @@
 //! both ways -> close (each side told why).
 
 mod conn;
+mod handshake;
 mod listen;
 pub mod preflight;
 mod pump;
 mod stop;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::auth::{AuthChain, AuthPolicy, SharedThrottle, ThrottleConfig};
 use crate::config::Config;
 
 pub use listen::ListenerKind;
@@ -45,6 +48,12 @@ pub enum StartError {
     },
     #[error("{0}")]
     Executor(String),
+    #[error("{listener} authentication: {source}")]
+    Auth {
+        listener: &'static str,
+        #[source]
+        source: crate::auth::AuthError,
+    },
 }
 
 /// What every shard shares (read-only).
@@ -58,6 +67,11 @@ pub(crate) struct Shared {
     pub socket_dirs: Vec<PathBuf>,
     /// Identifies this proxy instance (its pings, its info).
     pub uuid: String,
+    pub tcp_auth: Arc<AuthChain>,
+    pub unix_auth: Arc<AuthChain>,
+    /// Failed-attempt delays, shared by every shard (an attacker's
+    /// connections land on any shard).
+    pub throttle: SharedThrottle,
     pub stop: AtomicBool,
 }
 
@@ -81,7 +95,10 @@ impl Server {
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
         preflight::check()?;
-        if !config.tcp.is_empty() && config.tcp_auth.module == crate::auth::AuthModule::None {
+        let none_only = |c: &[crate::auth::AuthSpec]| {
+            c.iter().all(|s| s.kind == crate::auth::ModuleKind::None)
+        };
+        if !config.tcp.is_empty() && none_only(&config.tcp_auth) {
             tracing::warn!(
                 "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {:?} can attach to your sessions",
                 config.tcp
@@ -111,7 +128,17 @@ impl Server {
                 "more shards than CPUs: shards share CPUs (shard i runs on CPU i mod {ncpu})"
             );
         }
+        let chain = |listener: &'static str, specs: &[crate::auth::AuthSpec]| {
+            AuthChain::new(specs, AuthPolicy::default())
+                .map(Arc::new)
+                .map_err(|source| StartError::Auth { listener, source })
+        };
+        let tcp_auth = chain("TCP", &config.tcp_auth)?;
+        let unix_auth = chain("Unix socket", &config.unix_auth)?;
         let shared = Arc::new(Shared {
+            tcp_auth,
+            unix_auth,
+            throttle: SharedThrottle::new(ThrottleConfig::default()),
             config,
             hostname,
             uid,
