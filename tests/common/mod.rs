@@ -1,0 +1,314 @@
+//! Shared helpers for the interop tests: real xpra sessions, Xvfb displays,
+//! the xfwd binary, `xpra attach` clients.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The tests start X servers and xpra sessions: one at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the interop tools are here; panics with advice when they are not
+/// (unless skipping was asked for).
+pub fn tools_present() -> bool {
+    let missing: Vec<&str> = ["xpra", "Xvfb", "xwininfo", "xterm"]
+        .into_iter()
+        .filter(|c| !have(c))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("XFWD_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("XFWD_SKIP_INTEROP=1: skipping, missing {missing:?}");
+        return false;
+    }
+    panic!(
+        "interop tests need {missing:?}: apt-get install -y xpra xvfb x11-utils xterm \
+         (or set XFWD_SKIP_INTEROP=1)"
+    );
+}
+
+pub fn free_display(from: u32) -> u32 {
+    (from..from + 200)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+        })
+        .expect("no free X display")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xfwd-interop-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn windows(display: u32) -> String {
+    let out = Command::new("xwininfo")
+        .args(["-root", "-tree"])
+        .env("DISPLAY", format!(":{display}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub const QUIET: [&str; 9] = [
+    "--mdns=no",
+    "--speaker=off",
+    "--microphone=off",
+    "--webcam=no",
+    "--notifications=no",
+    "--systemd-run=no",
+    "--bell=no",
+    "--clipboard=no",
+    "--printing=no",
+];
+
+/// A real xpra session with an xterm.
+pub struct Session {
+    pub display: u32,
+    pub dir: PathBuf,
+}
+
+impl Session {
+    pub fn start(display: u32, dir: &Path) -> Session {
+        Session::start_with(display, dir, &[])
+    }
+
+    /// A session with extra `xpra start` options.
+    pub fn start_with(display: u32, dir: &Path, extra: &[&str]) -> Session {
+        let status = Command::new("xpra")
+            .args([
+                "start",
+                &format!(":{display}"),
+                "--start=xterm",
+                "--daemon=yes",
+            ])
+            .args(QUIET)
+            .args([
+                "--pulseaudio=no",
+                "--dbus-launch=",
+                &format!("--socket-dirs={}", dir.display()),
+                &format!("--socket-dir={}", dir.display()),
+                &format!("--log-dir={}", dir.display()),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "xpra start :{display} failed");
+        let s = Session {
+            display,
+            dir: dir.to_owned(),
+        };
+        wait_until(
+            &format!("xterm in session :{display}"),
+            Duration::from_secs(40),
+            || windows(display).contains("xterm"),
+        );
+        s
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new("xpra")
+            .args(["stop", &format!(":{}", self.display)])
+            .arg(format!("--socket-dirs={}", self.dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn xvfb(display: u32) -> Proc {
+    let child = Command::new("Xvfb")
+        .args([
+            &format!(":{display}"),
+            "-screen",
+            "0",
+            "1280x1024x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("Xvfb", Duration::from_secs(10), || {
+        Path::new(&format!("/tmp/.X11-unix/X{display}")).exists()
+    });
+    Proc(child)
+}
+
+/// xfwd as a binary, its log collected.
+pub struct Xfwd {
+    pub proc: Proc,
+    pub port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Xfwd {
+    pub fn start(dir: &Path, extra: &[&str]) -> Xfwd {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+            .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+            .arg(format!("--socket-dirs={}", dir.display()))
+            .args(["--cores", "2"])
+            .args(extra)
+            .env("XFWD_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let x = Xfwd {
+            proc: Proc(child),
+            port,
+            log,
+        };
+        x.wait_log("xfwd listening", Duration::from_secs(10));
+        x
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_until(&format!("xfwd log line {needle:?}"), timeout, || {
+            self.log().contains(needle)
+        });
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.proc.0.try_wait().unwrap().is_none()
+            && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+}
+
+/// `xpra attach` through xfwd (`tcp://root:secret@127.0.0.1:PORT/PATH`),
+/// output kept in a file.
+pub fn attach(
+    port: u16,
+    path: &str,
+    client_display: u32,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, PathBuf) {
+    attach_uri(
+        &format!("tcp://root:secret@127.0.0.1:{port}/{path}"),
+        client_display,
+        dir,
+        env,
+        &[],
+    )
+}
+
+/// `xpra attach URI` with extra options, output kept in a file.
+pub fn attach_uri(
+    uri: &str,
+    client_display: u32,
+    dir: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (Proc, PathBuf) {
+    let name: String = uri
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let log = dir.join(format!("attach-{client_display}-{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new("xpra");
+    cmd.arg("attach")
+        .arg(uri)
+        .args(QUIET)
+        .args(["--tray=no", "--pulseaudio=no"])
+        .args(extra)
+        .env("DISPLAY", format!(":{client_display}"))
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (Proc(cmd.spawn().unwrap()), log)
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+pub fn wait_exit(p: &mut Proc, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if p.0.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+
+/// Ends a client the way a user closing it would (SIGTERM).
+pub fn client_kill(p: &mut Proc) -> bool {
+    let _ = Command::new("kill").arg(p.0.id().to_string()).status();
+    wait_exit(p, Duration::from_secs(20))
+}
