@@ -418,3 +418,40 @@ fn port_in_use_is_an_error_not_a_share() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown auth module \"nonsense\""), "{err}");
 }
+
+#[test]
+fn failed_attempts_are_delayed_while_others_are_served() {
+    let dir = scratch("throttle");
+    let pw = dir.join("password.txt");
+    std::fs::write(&pw, "right").unwrap();
+    let server = start(&dir, &[&format!("--tcp-auth=file,filename={}", pw.display())]);
+    let addr = server.tcp_addrs()[0];
+    let answer = |c: &mut Peer<TcpStream>, password: &[u8]| {
+        c.send(client_hello(None));
+        let ch = c.recv().unwrap();
+        let challenge = Challenge::parse(&ch.items).unwrap();
+        let a = xfwd::auth::client_answer(&challenge, password).unwrap();
+        let mut hello = client_hello(None);
+        if let Value::Dict(d) = &mut hello[1] {
+            let r = String::from_utf8(a.response.as_bytes().to_vec()).unwrap();
+            d.push((Value::from("challenge_response"), Value::from(r)));
+            d.push((
+                Value::from("challenge_client_salt"),
+                Value::Bytes(Bytes::from(a.client_salt.unwrap())),
+            ));
+        }
+        c.send(hello);
+    };
+    let mut bad = client(addr);
+    answer(&mut bad, b"wrong");
+    let sent = std::time::Instant::now();
+    // Meanwhile a client with the right password is served: it gets past
+    // auth (to routing, which finds no session here).
+    let mut good = client(addr);
+    answer(&mut good, b"right");
+    assert_eq!(close_reason(&good.recv().unwrap()), "no xpra sessions found");
+    assert_eq!(close_reason(&bad.recv().unwrap()), "authentication failed");
+    // A lower bound only: a busy machine can only make it longer.
+    assert!(sent.elapsed() >= Duration::from_millis(900), "{:?}", sent.elapsed());
+    server.stop_and_join();
+}
