@@ -443,7 +443,8 @@ fn xfwd_answers_pass_xpra_modules() {
     db_cmd(&["add", "foo", "bar", "nobody", "nobody", "tcp://h:10101/"]);
 
     // (xpra module, its options, user, password, should pass, text in its sessions)
-    let cases: Vec<(&str, String, &str, &[u8], bool, &str)> = vec![
+    type Case<'a> = (&'a str, String, &'a str, &'a [u8], bool, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "file",
             format!("filename={pwfile}"),

@@ -114,7 +114,7 @@ async fn serve_inner(
     stop: Rc<StopSignal>,
 ) {
     let (reader, writer) = split(stream);
-    let mut client = ClientSide::new(reader, writer, BytesMut::with_capacity(pump::READ_CHUNK));
+    let mut client = ClientSide::new(reader, writer, BytesMut::new());
     let deadline = shared.config.handshake_timeout;
     let result = future::or(
         async {
@@ -231,7 +231,10 @@ async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &Rc<St
             (None, Some(CLIENT_GONE.to_owned()))
         }
         Ended::Session(PumpEnd::Closed(c)) => {
-            tracing::info!("{session} disconnected the client: {}", c.reasons.join(", "));
+            tracing::info!(
+                "{session} disconnected the client: {}",
+                c.reasons.join(", ")
+            );
             (None, None)
         }
         Ended::Session(PumpEnd::WriteError(e)) => {

@@ -123,7 +123,10 @@ pub(super) fn decode(record: &Record) -> Result<Vec<Value>, String> {
         .map_err(|e| format!("invalid packet: {e}"))
 }
 
-async fn read_packet(side: &mut ClientSide, relay: &mut Relay) -> Result<Vec<Value>, HandshakeError> {
+async fn read_packet(
+    side: &mut ClientSide,
+    relay: &mut Relay,
+) -> Result<Vec<Value>, HandshakeError> {
     match read_record(&mut side.reader, &mut side.buf, &mut side.sizer, relay).await {
         Ok(Some(record)) => decode(&record).map_err(HandshakeError::Protocol),
         Ok(None) => Err(HandshakeError::Gone),
@@ -162,29 +165,36 @@ pub(super) async fn authenticate(
     let mut relay = handshake_relay();
     let mut hello = read_packet(side, &mut relay).await?;
     let view = Hello::parse(&hello).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-    let chain = match kind {
-        ListenerKind::Tcp => shared.tcp_auth.clone(),
-        ListenerKind::Unix => shared.unix_auth.clone(),
+    let (chain, inline) = match kind {
+        ListenerKind::Tcp => (shared.tcp_auth.clone(), shared.tcp_auth_inline),
+        ListenerKind::Unix => (shared.unix_auth.clone(), shared.unix_auth_inline),
     };
     let ip = peer.ip();
     let mut flow = AuthFlow::new(chain, ClientAuth::from_hello(&view), peer.clone());
     let mut answer: Option<Answer> = None;
     loop {
-        // Modules may read files, query sqlite, run commands: off the shard.
-        let (f, step) = glommio::executor()
-            .spawn_blocking(move || {
-                let step = flow.advance(answer);
-                (flow, step)
-            })
-            .await;
-        flow = f;
+        // Modules may read files, query sqlite, run commands: off the shard
+        // (unless none of them can block).
+        let step = if inline {
+            flow.advance(answer)
+        } else {
+            let (f, step) = glommio::executor()
+                .spawn_blocking(move || {
+                    let step = flow.advance(answer);
+                    (flow, step)
+                })
+                .await;
+            flow = f;
+            step
+        };
         match step {
             Step::Challenge(challenge) => {
                 send_packet(&mut side.writer, &challenge.to_items(), side.encoder)
                     .await
                     .map_err(|_| HandshakeError::Gone)?;
                 hello = read_packet(side, &mut relay).await?;
-                let v = Hello::parse(&hello).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
+                let v =
+                    Hello::parse(&hello).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
                 answer = Answer::from_hello(&v);
                 let wait = shared.throttle.admit(ip, flow.username(), Instant::now());
                 if !wait.is_zero() {
@@ -192,7 +202,9 @@ pub(super) async fn authenticate(
                 }
             }
             Step::Accepted(accepted) => {
-                shared.throttle.record(ip, &accepted.username, true, Instant::now());
+                shared
+                    .throttle
+                    .record(ip, &accepted.username, true, Instant::now());
                 let modules: Vec<&str> = accepted.modules.iter().map(|m| m.name()).collect();
                 log_attempt(&Attempt {
                     time: SystemTime::now(),
@@ -206,7 +218,9 @@ pub(super) async fn authenticate(
             }
             Step::Refused(r) => {
                 let delay = if r.counts_as_failure() {
-                    shared.throttle.record(ip, flow.username(), false, Instant::now())
+                    shared
+                        .throttle
+                        .record(ip, flow.username(), false, Instant::now())
                 } else {
                     Duration::ZERO
                 };

@@ -81,7 +81,8 @@ fn bind_unix(path: &Path) -> Result<TcpListener, StartError> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let err = |e| bind_error(path.display().to_string(), e);
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
-    sock.bind(&SockAddr::unix(path).map_err(err)?).map_err(err)?;
+    sock.bind(&SockAddr::unix(path).map_err(err)?)
+        .map_err(err)?;
     // xpra's default socket permissions: the owner only.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     sock.listen(1024).map_err(err)?;

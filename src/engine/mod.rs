@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     pub uuid: String,
     pub tcp_auth: Arc<AuthChain>,
     pub unix_auth: Arc<AuthChain>,
+    /// Whether each chain's modules never block (allow, none, reject,
+    /// fail): then they run on the shard, saving two thread hand-offs.
+    pub tcp_auth_inline: bool,
+    pub unix_auth_inline: bool,
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
@@ -95,9 +99,8 @@ impl Server {
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
         preflight::check()?;
-        let none_only = |c: &[crate::auth::AuthSpec]| {
-            c.iter().all(|s| s.kind == crate::auth::ModuleKind::None)
-        };
+        let none_only =
+            |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
         if !config.tcp.is_empty() && none_only(&config.tcp_auth) {
             tracing::warn!(
                 "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {:?} can attach to your sessions",
@@ -135,7 +138,18 @@ impl Server {
         };
         let tcp_auth = chain("TCP", &config.tcp_auth)?;
         let unix_auth = chain("Unix socket", &config.unix_auth)?;
+        let inline = |specs: &[crate::auth::AuthSpec]| {
+            use crate::auth::ModuleKind;
+            specs.iter().all(|s| {
+                matches!(
+                    s.kind,
+                    ModuleKind::Allow | ModuleKind::None | ModuleKind::Reject | ModuleKind::Fail
+                )
+            })
+        };
         let shared = Arc::new(Shared {
+            tcp_auth_inline: inline(&config.tcp_auth),
+            unix_auth_inline: inline(&config.unix_auth),
             tcp_auth,
             unix_auth,
             throttle: SharedThrottle::new(ThrottleConfig::default()),
@@ -153,8 +167,11 @@ impl Server {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let tcp = tcp_addrs.clone();
+            // A short preemption interval: a connection that becomes ready
+            // waits at most this long behind busy pumps.
             let builder = LocalExecutorBuilder::new(Placement::Fixed(id % ncpu))
-                .name(&format!("xfwd-shard-{id}"));
+                .name(&format!("xfwd-shard-{id}"))
+                .preempt_timer(PREEMPT_TIMER);
             let handle = builder
                 .spawn(move || async move { shard_main(id, shared, tcp, ready).await })
                 .map_err(|e| {
@@ -216,6 +233,9 @@ impl Server {
         }
     }
 }
+
+/// How often a busy shard lets other tasks run (glommio's default: 100 ms).
+const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 
 /// How long connections get to say goodbye when the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(3);

@@ -19,9 +19,6 @@ use crate::wire::relay::{Event, Relay};
 use crate::wire::views::{Close, CLOSE_PACKET_ALIASES};
 use crate::wire::Value;
 
-/// Initial capacity of a connection's read buffer.
-pub const READ_CHUNK: usize = 64 * 1024;
-
 /// Capabilities a proxy strips from a hello it relays: packet-type aliases
 /// would hide packet types from the relay's peek.
 const STRIP_FROM_HELLO: [&str; 1] = ["aliases"];
@@ -94,7 +91,9 @@ impl ReadSizer {
     pub const MAX: usize = 256 * 1024;
 
     pub fn new() -> ReadSizer {
-        ReadSizer { size: 16 * 1024 }
+        // Small first: an idle connection keeps little; a busy one doubles
+        // its way up in a few reads.
+        ReadSizer { size: Self::MIN }
     }
 
     pub fn size(&self) -> usize {
@@ -237,6 +236,13 @@ where
         if let Some(close) = closed {
             return PumpEnd::Closed(close);
         }
+        // A busy pump whose reads and writes complete at once never awaits
+        // anything pending: let the shard's other connections run.
+        glommio::yield_if_needed().await;
+        if buf.is_empty() && buf.capacity() > 4 * sizer.size() {
+            // Traffic went quiet: give back the big buffer of the burst.
+            buf = BytesMut::new();
+        }
         match read_more(r, &mut buf, &mut sizer).await {
             Ok(0) => {
                 return if relay.at_boundary() && buf.is_empty() {
@@ -275,12 +281,16 @@ mod tests {
             s.observe(full);
         }
         assert_eq!(s.size(), ReadSizer::MAX);
+        let before = s.size();
+        s.observe(before / 2);
+        assert_eq!(s.size(), before);
+        assert_eq!(s.size(), ReadSizer::MAX);
         for _ in 0..20 {
             s.observe(100);
         }
         assert_eq!(s.size(), ReadSizer::MIN);
-        let before = s.size();
-        s.observe(before / 2);
-        assert_eq!(s.size(), before);
+        s.observe(ReadSizer::MIN);
+        s.observe(3 * ReadSizer::MIN);
+        assert_eq!(s.size(), 2 * ReadSizer::MIN);
     }
 }

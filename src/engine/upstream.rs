@@ -52,16 +52,55 @@ pub(super) struct Plan {
     pub caps: Vec<(String, Value)>,
 }
 
-async fn local(shared: &Arc<Shared>, wanted: Option<String>) -> Result<LocalSession, HandshakeError> {
-    let dirs = shared.socket_dirs.clone();
-    let host = shared.hostname.clone();
-    let uid = shared.uid;
-    let found = glommio::executor()
-        .spawn_blocking(move || sessions::discover(&dirs, &host, uid))
-        .await;
-    sessions::choose(&found, wanted.as_deref())
-        .cloned()
+fn discover(shared: &Shared) -> Vec<LocalSession> {
+    sessions::discover(&shared.socket_dirs, &shared.hostname, shared.uid)
+}
+
+async fn local(
+    shared: &Arc<Shared>,
+    wanted: Option<String>,
+) -> Result<LocalSession, HandshakeError> {
+    let shared = shared.clone();
+    glommio::executor()
+        .spawn_blocking(move || sessions::choose(&discover(&shared), wanted.as_deref()))
+        .await
         .map_err(|e| HandshakeError::Route(e.to_string()))
+}
+
+/// Connects to the first socket of a local session that answers. When none
+/// does (all stale), the client is told which sessions are live.
+async fn local_connect(
+    session: &LocalSession,
+    shared: &Arc<Shared>,
+) -> Result<Stream, HandshakeError> {
+    let mut last = None;
+    for socket in &session.sockets {
+        match unix(socket).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!("{}: {e}", socket.display());
+                last = Some(e);
+            }
+        }
+    }
+    let stale = last.as_ref().is_none_or(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+        )
+    });
+    if stale {
+        let shared = shared.clone();
+        let display = session.display.clone();
+        let e = glommio::executor()
+            .spawn_blocking(move || sessions::not_found(&discover(&shared), &display))
+            .await;
+        return Err(HandshakeError::Route(e.to_string()));
+    }
+    Err(HandshakeError::Upstream {
+        target: format!("session :{}", session.display),
+        error: last.map_or_else(|| "no socket".to_owned(), |e| e.to_string()),
+    })
 }
 
 /// Chooses the destination for an accepted client.
@@ -120,25 +159,22 @@ async fn resolve(host: String, port: u16) -> std::io::Result<SocketAddr> {
         .await
 }
 
-async fn connect(destination: &Destination) -> std::io::Result<Stream> {
+async fn connect_target(t: &Target) -> std::io::Result<Stream> {
     let with_timeout = |e: glommio::GlommioError<()>| std::io::Error::from(e);
-    match destination {
-        Destination::Local(s) => unix(&s.socket).await,
-        Destination::Target(t) => match &t.kind {
-            TargetKind::Unix { path } => unix(path).await,
-            TargetKind::Tcp { host, port } => {
-                let addr = resolve(host.clone(), *port).await?;
-                let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
-                    .await
-                    .map_err(with_timeout)?;
-                let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
-            }
-            TargetKind::Ssl { .. } | TargetKind::Ws { .. } | TargetKind::Wss { .. } => Err(
-                std::io::Error::other("ssl://, ws:// and wss:// targets are not supported yet"),
-            ),
-            TargetKind::Local { .. } => Err(std::io::Error::other("unresolved local target")),
-        },
+    match &t.kind {
+        TargetKind::Unix { path } => unix(path).await,
+        TargetKind::Tcp { host, port } => {
+            let addr = resolve(host.clone(), *port).await?;
+            let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+                .await
+                .map_err(with_timeout)?;
+            let _ = s.set_nodelay(true);
+            Ok(Stream::Tcp(s))
+        }
+        TargetKind::Ssl { .. } | TargetKind::Ws { .. } | TargetKind::Wss { .. } => Err(
+            std::io::Error::other("ssl://, ws:// and wss:// targets are not supported yet"),
+        ),
+        TargetKind::Local { .. } => Err(std::io::Error::other("unresolved local target")),
     }
 }
 
@@ -184,8 +220,16 @@ pub(super) fn upstream_hello(hello: &[Value], plan: &Plan, shared: &Shared) -> V
         set(&mut caps, k, v.clone());
     }
     set(&mut caps, "proxy", Value::Bool(true));
-    set(&mut caps, "proxy.hostname", Value::from(shared.hostname.as_str()));
-    set(&mut caps, "proxy.platform", Value::from(std::env::consts::OS));
+    set(
+        &mut caps,
+        "proxy.hostname",
+        Value::from(shared.hostname.as_str()),
+    );
+    set(
+        &mut caps,
+        "proxy.platform",
+        Value::from(std::env::consts::OS),
+    );
     // Not `proxy.version`: xpra servers parse that as their own version
     // number and refuse what they cannot compare.
     set(&mut caps, "proxy.name", Value::from("xfwd"));
@@ -220,11 +264,14 @@ pub(super) async fn open(
     plan: &Plan,
     hello: &[Value],
     encoder: Encoder,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<Upstream, HandshakeError> {
-    let stream = connect(&plan.destination)
-        .await
-        .map_err(|e| upstream_error(plan, e))?;
+    let stream = match &plan.destination {
+        Destination::Local(s) => local_connect(s, shared).await?,
+        Destination::Target(t) => connect_target(t)
+            .await
+            .map_err(|e| upstream_error(plan, e))?,
+    };
     let (mut reader, mut writer) = split(stream);
     let items = upstream_hello(hello, plan, shared);
     send_packet(&mut writer, &items, encoder)
@@ -254,7 +301,9 @@ pub(super) async fn open(
             if let Some(Value::Dict(caps)) = again.get_mut(1) {
                 let response = match std::str::from_utf8(answer.response.as_bytes()) {
                     Ok(s) => Value::from(s),
-                    Err(_) => Value::Bytes(bytes::Bytes::copy_from_slice(answer.response.as_bytes())),
+                    Err(_) => {
+                        Value::Bytes(bytes::Bytes::copy_from_slice(answer.response.as_bytes()))
+                    }
                 };
                 caps.push((Value::from("challenge_response"), response));
                 if let Some(salt) = &answer.client_salt {

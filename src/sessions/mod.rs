@@ -15,12 +15,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// A live local session.
+/// A local session: a display and its sockets, in socket-dir order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSession {
     /// Display number, without the `:`.
     pub display: String,
-    pub socket: PathBuf,
+    pub sockets: Vec<PathBuf>,
 }
 
 /// xpra's default socket dirs for the user `uid` with home `home`.
@@ -95,25 +95,39 @@ pub fn candidates(dirs: &[PathBuf], hostname: &str, uid: u32) -> Vec<(String, Pa
     out
 }
 
-/// The live sessions in `dirs`, one per display, sorted by display number.
+/// The sessions in `dirs`, one per display, sorted by display number.
+/// Nothing is probed: some sockets may be stale.
 pub fn discover(dirs: &[PathBuf], hostname: &str, uid: u32) -> Vec<LocalSession> {
-    let mut live: BTreeMap<u64, LocalSession> = BTreeMap::new();
+    let mut found: BTreeMap<u64, LocalSession> = BTreeMap::new();
     for (display, path) in candidates(dirs, hostname, uid) {
         let Ok(n) = display.parse::<u64>() else {
             continue;
         };
-        if live.contains_key(&n) || !is_live(&path) {
-            continue;
-        }
-        live.insert(
-            n,
-            LocalSession {
+        found
+            .entry(n)
+            .or_insert_with(|| LocalSession {
                 display,
-                socket: path,
-            },
-        );
+                sockets: Vec::new(),
+            })
+            .sockets
+            .push(path);
     }
-    live.into_values().collect()
+    found.into_values().collect()
+}
+
+/// The sessions with at least one live socket, keeping only those (this
+/// connects to every socket: for the ambiguous and error paths).
+pub fn live(sessions: &[LocalSession]) -> Vec<LocalSession> {
+    sessions
+        .iter()
+        .filter_map(|s| {
+            let sockets: Vec<PathBuf> = s.sockets.iter().filter(|p| is_live(p)).cloned().collect();
+            (!sockets.is_empty()).then(|| LocalSession {
+                display: s.display.clone(),
+                sockets,
+            })
+        })
+        .collect()
 }
 
 /// Why no session could be chosen; the text goes to the client.
@@ -136,31 +150,39 @@ fn list(sessions: &[LocalSession]) -> String {
 }
 
 /// Chooses the session for a client that asked for `wanted` (a display,
-/// without the `:`), or for none.
-pub fn choose<'a>(
-    sessions: &'a [LocalSession],
-    wanted: Option<&str>,
-) -> Result<&'a LocalSession, RouteError> {
-    if sessions.is_empty() {
-        return Err(RouteError::NoSessions);
-    }
-    match wanted {
-        Some(w) => {
-            let w = w.trim_start_matches(':');
-            sessions
-                .iter()
-                .find(|s| s.display == w)
-                .ok_or_else(|| RouteError::NotFound {
-                    wanted: w.to_owned(),
-                    available: list(sessions),
-                })
-        }
-        None => match sessions {
-            [one] => Ok(one),
-            _ => Err(RouteError::Ambiguous {
-                available: list(sessions),
-            }),
+/// without the `:`), or for none. May probe sockets (see the module doc).
+pub fn choose(sessions: &[LocalSession], wanted: Option<&str>) -> Result<LocalSession, RouteError> {
+    match wanted.map(|w| w.trim_start_matches(':')) {
+        Some(w) => match sessions.iter().find(|s| s.display == w) {
+            Some(s) => Ok(s.clone()),
+            None => Err(not_found(sessions, w)),
         },
+        None => {
+            if let [one] = sessions {
+                return Ok(one.clone());
+            }
+            let live = live(sessions);
+            match live.as_slice() {
+                [] => Err(RouteError::NoSessions),
+                [one] => Ok(one.clone()),
+                _ => Err(RouteError::Ambiguous {
+                    available: list(&live),
+                }),
+            }
+        }
+    }
+}
+
+/// The refusal for a display that is not there (or whose sockets are all
+/// stale), listing the live ones.
+pub fn not_found(sessions: &[LocalSession], wanted: &str) -> RouteError {
+    let live = live(sessions);
+    if live.is_empty() {
+        return RouteError::NoSessions;
+    }
+    RouteError::NotFound {
+        wanted: wanted.trim_start_matches(':').to_owned(),
+        available: list(&live),
     }
 }
 
@@ -203,7 +225,17 @@ mod tests {
         }
         let found = discover(&[a.clone(), b.clone()], "host", uid());
         let displays: Vec<_> = found.iter().map(|s| s.display.as_str()).collect();
-        assert_eq!(displays, vec!["100", "120"]);
+        assert_eq!(displays, vec!["100", "101", "120"], "no probing here");
+        let live: Vec<_> = live(&found).into_iter().map(|s| s.display).collect();
+        assert_eq!(live, vec!["100", "120"]);
+        assert_eq!(
+            choose(&found, None).unwrap_err().to_string(),
+            "please specify a display: found :100, :120"
+        );
+        assert_eq!(
+            not_found(&found, "101").to_string(),
+            "session :101 not found; available: :100, :120"
+        );
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 
@@ -211,20 +243,16 @@ mod tests {
     fn choosing() {
         let s = |d: &str| LocalSession {
             display: d.into(),
-            socket: PathBuf::from(format!("/x/{d}")),
+            sockets: vec![PathBuf::from(format!("/nonexistent/{d}"))],
         };
         let one = vec![s("100")];
         let two = vec![s("100"), s("101")];
+        // Named or alone: chosen without probing.
         assert_eq!(choose(&one, None).unwrap().display, "100");
         assert_eq!(choose(&two, Some(":101")).unwrap().display, "101");
-        assert_eq!(
-            choose(&two, None).unwrap_err().to_string(),
-            "please specify a display: found :100, :101"
-        );
-        assert_eq!(
-            choose(&two, Some("7")).unwrap_err().to_string(),
-            "session :7 not found; available: :100, :101"
-        );
+        // Several: only live ones count (none of these is).
+        assert_eq!(choose(&two, None).unwrap_err(), RouteError::NoSessions);
+        assert_eq!(choose(&two, Some("7")).unwrap_err(), RouteError::NoSessions);
         assert_eq!(choose(&[], None).unwrap_err(), RouteError::NoSessions);
     }
 }
