@@ -22,6 +22,12 @@ pub enum ConfigError {
         #[source]
         source: AuthSpecError,
     },
+    #[error("--{option}={value}: expected HOST:PORT")]
+    BadAddress { option: &'static str, value: String },
+    #[error("--proxy-protocol-from: {0}")]
+    BadCidr(String),
+    #[error("--bind-ssl and --bind-wss need --ssl-cert")]
+    NoCertificate,
     #[error("--cores must be at least 1")]
     NoCores,
 }
@@ -43,6 +49,39 @@ pub struct ServeArgs {
     /// Listen on a Unix socket at PATH; repeatable.
     #[arg(long = "bind", value_name = "PATH")]
     pub bind: Vec<PathBuf>,
+    /// Listen for TLS clients (xpra's ssl://); every TCP port also sniffs
+    /// TLS, WebSocket and HTTP, as xpra's do.
+    #[arg(long = "bind-ssl", value_name = "HOST:PORT")]
+    pub bind_ssl: Vec<String>,
+    /// Listen for WebSocket clients (ws://, the HTML5 client).
+    #[arg(long = "bind-ws", value_name = "HOST:PORT")]
+    pub bind_ws: Vec<String>,
+    /// Listen for WebSocket-over-TLS clients (wss://).
+    #[arg(long = "bind-wss", value_name = "HOST:PORT")]
+    pub bind_wss: Vec<String>,
+    /// TLS certificate chain (PEM; may also hold the key).
+    #[arg(long = "ssl-cert", value_name = "FILE")]
+    pub ssl_cert: Option<PathBuf>,
+    /// TLS private key (PEM), when not in --ssl-cert.
+    #[arg(long = "ssl-key", value_name = "FILE")]
+    pub ssl_key: Option<PathBuf>,
+    /// Verify client certificates against these CAs (file or directory).
+    #[arg(long = "ssl-ca-certs", value_name = "FILE")]
+    pub ssl_ca_certs: Option<PathBuf>,
+    /// Serve these files (e.g. /usr/share/xpra/www) to HTTP requests.
+    #[arg(long = "html", value_name = "DIR")]
+    pub html: Option<PathBuf>,
+    /// Pass non-xpra traffic (HTTP not served here, anything else) to this
+    /// server.
+    #[arg(long = "tcp-proxy", value_name = "HOST:PORT")]
+    pub tcp_proxy: Option<String>,
+    /// Accept PROXY protocol v1/v2 headers from these fronts.
+    #[arg(
+        long = "proxy-protocol-from",
+        value_name = "CIDR[,CIDR...]",
+        value_delimiter = ','
+    )]
+    pub proxy_protocol_from: Vec<String>,
     /// Authentication for every listener without its own:
     /// MODULE[,key=value...] (allow, none, reject, fail, file, multifile,
     /// sqlite, env, exec, pam, peercred); repeat to chain modules (all must
@@ -55,6 +94,16 @@ pub struct ServeArgs {
     /// Authentication for Unix-socket listeners (repeatable).
     #[arg(long = "unix-auth", value_name = "MODULE")]
     pub unix_auth: Vec<String>,
+    /// Authentication for TLS connections (default: --tcp-auth's).
+    #[arg(long = "ssl-auth", value_name = "MODULE")]
+    pub ssl_auth: Vec<String>,
+    /// Authentication for WebSocket connections (default: --tcp-auth's).
+    #[arg(long = "ws-auth", value_name = "MODULE")]
+    pub ws_auth: Vec<String>,
+    /// Authentication for WebSocket-over-TLS connections (default:
+    /// --ssl-auth's).
+    #[arg(long = "wss-auth", value_name = "MODULE")]
+    pub wss_auth: Vec<String>,
     /// Extra directory to look for local sessions in; repeatable.
     #[arg(long = "socket-dir", value_name = "DIR")]
     pub socket_dir: Vec<PathBuf>,
@@ -83,6 +132,14 @@ pub struct Config {
     /// module is given).
     pub tcp_auth: Vec<AuthSpec>,
     pub unix_auth: Vec<AuthSpec>,
+    pub ssl_auth: Vec<AuthSpec>,
+    pub ws_auth: Vec<AuthSpec>,
+    pub wss_auth: Vec<AuthSpec>,
+    /// TLS settings, when --ssl-cert is given.
+    pub tls: Option<crate::transport::tls::ServerTls>,
+    pub html: Option<PathBuf>,
+    pub tcp_proxy: Option<SocketAddr>,
+    pub proxy_protocol_from: Vec<crate::transport::proxy_protocol::Cidr>,
     /// Directories searched for local sessions first (`--socket-dir`).
     pub socket_dirs: Vec<PathBuf>,
     /// Replaces xpra's default session directories when set
@@ -99,6 +156,15 @@ fn parse_auth(option: &'static str, values: &[String]) -> Result<Vec<AuthSpec>, 
 impl ServeArgs {
     /// Validates the options.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let resolve = |option: &'static str, a: &String| {
+            a.to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| ConfigError::BadAddress {
+                    option,
+                    value: a.clone(),
+                })
+        };
         let mut tcp = Vec::new();
         for a in &self.bind_tcp {
             let addr = a
@@ -108,6 +174,38 @@ impl ServeArgs {
                 .ok_or_else(|| ConfigError::BadTcpAddress(a.clone()))?;
             tcp.push(addr);
         }
+        for (option, list) in [
+            ("bind-ssl", &self.bind_ssl),
+            ("bind-ws", &self.bind_ws),
+            ("bind-wss", &self.bind_wss),
+        ] {
+            for a in list {
+                tcp.push(resolve(option, a)?);
+            }
+        }
+        if (!self.bind_ssl.is_empty() || !self.bind_wss.is_empty()) && self.ssl_cert.is_none() {
+            return Err(ConfigError::NoCertificate);
+        }
+        let tls = self.ssl_cert.as_ref().map(|cert| {
+            let mut t = crate::transport::tls::ServerTls::new(cert);
+            if let Some(k) = &self.ssl_key {
+                t = t.key(k);
+            }
+            if let Some(ca) = &self.ssl_ca_certs {
+                t = t.ca_certs(ca, crate::transport::tls::VerifyMode::Optional);
+            }
+            t
+        });
+        let tcp_proxy = match &self.tcp_proxy {
+            Some(a) => Some(resolve("tcp-proxy", a)?),
+            None => None,
+        };
+        let proxy_protocol_from = self
+            .proxy_protocol_from
+            .iter()
+            .map(|c| crate::transport::proxy_protocol::Cidr::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::BadCidr(e.to_string()))?;
         if tcp.is_empty() && self.bind.is_empty() {
             tcp.push(DEFAULT_TCP);
         }
@@ -123,6 +221,10 @@ impl ServeArgs {
         if unix_auth.is_empty() {
             unix_auth = default_auth;
         }
+        let or = |v: Vec<AuthSpec>, d: &Vec<AuthSpec>| if v.is_empty() { d.clone() } else { v };
+        let ssl_auth = or(parse_auth("ssl-auth", &self.ssl_auth)?, &tcp_auth);
+        let ws_auth = or(parse_auth("ws-auth", &self.ws_auth)?, &tcp_auth);
+        let wss_auth = or(parse_auth("wss-auth", &self.wss_auth)?, &ssl_auth);
         let cores = match self.cores {
             Some(0) => return Err(ConfigError::NoCores),
             Some(n) => n,
@@ -133,6 +235,13 @@ impl ServeArgs {
             unix: self.bind,
             tcp_auth,
             unix_auth,
+            ssl_auth,
+            ws_auth,
+            wss_auth,
+            tls,
+            html: self.html,
+            tcp_proxy,
+            proxy_protocol_from,
             socket_dirs: self.socket_dir,
             default_socket_dirs: self.socket_dirs,
             cores,

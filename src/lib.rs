@@ -14,4 +14,5 @@ pub mod config;
 pub mod engine;
 pub mod sessions;
 pub mod tools;
+pub mod transport;
 pub mod wire;

@@ -109,6 +109,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
     if let Err(e) = signals.thread_block() {
         eprintln!("xfwd: cannot block signals: {e}");
         return ExitCode::from(1);
@@ -120,9 +121,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match signals.wait() {
-        Ok(sig) => tracing::info!("{sig}: stopping, telling every client"),
-        Err(e) => tracing::error!("waiting for signals failed: {e}; stopping"),
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => match server.reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the previous certificate"),
+            },
+            Ok(sig) => {
+                tracing::info!("{sig}: stopping, telling every client");
+                break;
+            }
+            Err(e) => {
+                tracing::error!("waiting for signals failed: {e}; stopping");
+                break;
+            }
+        }
     }
     server.stop_and_join();
     tracing::info!("stopped");

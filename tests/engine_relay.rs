@@ -242,16 +242,37 @@ fn refusals_carry_reasons() {
     c.send(client_hello(None));
     assert_eq!(close_reason(&c.recv().unwrap()), "authentication failed");
 
-    // Silence: the handshake deadline.
+    // Silence: at the handshake deadline the connection is closed (with
+    // nothing said, xfwd cannot know which protocol to answer in).
     let mut c = client(addr);
+    assert!(c.recv().is_none());
+
+    // A hello, then silence: the deadline, told in the client's encoder.
+    let mut c = client(addr);
+    let mut partial = Vec::new();
+    for r in
+        packet::encode_packet(&client_hello(None), &EncodeOptions::plain(Encoder::Rencode)).unwrap()
+    {
+        partial.extend_from_slice(&r.to_bytes());
+    }
+    c.s.write_all(&partial[..partial.len() - 1]).unwrap();
     assert_eq!(close_reason(&c.recv().unwrap()), "handshake timeout");
 
-    // Not xpra at all: closed (no encoder to answer in is known).
+    // Not xpra at all: a plain-text line, then closed.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert_eq!(out, b"invalid protocol for this port\n");
+    // HTTP without --html or --tcp-proxy: a 404 that says why.
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
 
     // A declared hello of 64 MiB is refused before it is read.
     let mut s = TcpStream::connect(addr).unwrap();
@@ -424,7 +445,10 @@ fn failed_attempts_are_delayed_while_others_are_served() {
     let dir = scratch("throttle");
     let pw = dir.join("password.txt");
     std::fs::write(&pw, "right").unwrap();
-    let server = start(&dir, &[&format!("--tcp-auth=file,filename={}", pw.display())]);
+    let server = start(
+        &dir,
+        &[&format!("--tcp-auth=file,filename={}", pw.display())],
+    );
     let addr = server.tcp_addrs()[0];
     let answer = |c: &mut Peer<TcpStream>, password: &[u8]| {
         c.send(client_hello(None));
@@ -449,9 +473,16 @@ fn failed_attempts_are_delayed_while_others_are_served() {
     // auth (to routing, which finds no session here).
     let mut good = client(addr);
     answer(&mut good, b"right");
-    assert_eq!(close_reason(&good.recv().unwrap()), "no xpra sessions found");
+    assert_eq!(
+        close_reason(&good.recv().unwrap()),
+        "no xpra sessions found"
+    );
     assert_eq!(close_reason(&bad.recv().unwrap()), "authentication failed");
     // A lower bound only: a busy machine can only make it longer.
-    assert!(sent.elapsed() >= Duration::from_millis(900), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        sent.elapsed()
+    );
     server.stop_and_join();
 }

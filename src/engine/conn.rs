@@ -12,23 +12,21 @@
 //! Records are relayed as they came: the client and the session negotiate
 //! encoder and compression between themselves, through the capabilities.
 
-use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::io::split;
-use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::{TcpStream, UnixStream};
+use futures_lite::{future, AsyncWriteExt};
 use tracing::Instrument;
 
+use super::front::{self, Front};
 use super::handshake::{self, send_packet, ClientSide, HandshakeError};
 use super::listen::ListenerKind;
 use super::pump::{self, Counters, Direction, OutState, PumpEnd};
 use super::stop::StopSignal;
+pub(super) use super::stream::Stream;
 use super::upstream::{self, Upstream};
 use super::Shared;
 use crate::auth::PeerInfo;
@@ -36,53 +34,6 @@ use crate::wire::frame::Limits;
 use crate::wire::header::Rules;
 use crate::wire::relay::{Relay, RelayLimits};
 use crate::wire::views::Close;
-
-/// A client or session stream. Accepted Unix-socket connections are
-/// `Tcp` too (see `listen::Listener::Unix`).
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_close(cx),
-            Stream::Unix(s) => Pin::new(s).poll_close(cx),
-        }
-    }
-}
 
 /// xpra's reason for a session that went away.
 const SESSION_CLOSED: &str = "session closed the connection";
@@ -113,13 +64,26 @@ async fn serve_inner(
     shared: Arc<Shared>,
     stop: Rc<StopSignal>,
 ) {
-    let (reader, writer) = split(stream);
-    let mut client = ClientSide::new(reader, writer, BytesMut::new());
     let deadline = shared.config.handshake_timeout;
+    // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
+    let front = if kind == ListenerKind::Unix {
+        Front::Xpra(stream, BytesMut::new(), peer)
+    } else {
+        let door = async { front::front_door(stream, peer, &shared).await };
+        let late = async {
+            glommio::timer::sleep(deadline).await;
+            Front::Done
+        };
+        future::or(door, late).await
+    };
+    let Front::Xpra(stream, buf, peer) = front else {
+        return;
+    };
+    let (reader, writer) = split(stream);
+    let mut client = ClientSide::new(reader, writer, buf);
     let result = future::or(
         async {
-            let (hello, accepted) =
-                handshake::authenticate(&mut client, kind, &peer, &shared).await?;
+            let (hello, accepted) = handshake::authenticate(&mut client, &peer, &shared).await?;
             let plan = upstream::route(&hello, &accepted, &shared).await?;
             tracing::info!(user = %accepted.username, "routing to {}", plan.destination.describe());
             let up = upstream::open(&plan, &hello, client.encoder, &shared).await?;

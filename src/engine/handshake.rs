@@ -9,13 +9,12 @@ use bytes::BytesMut;
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::conn::Stream;
-use super::listen::ListenerKind;
 use super::pump::{self, ReadSizer};
+use super::stream::Stream;
 use super::Shared;
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{Answer, PeerInfo};
+use crate::auth::{Answer, PeerInfo, Transport};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
 use crate::wire::packet;
@@ -157,7 +156,6 @@ async fn sniff_generation(side: &mut ClientSide) -> Result<(), HandshakeError> {
 /// relay (the last one the client sent) and what auth decided.
 pub(super) async fn authenticate(
     side: &mut ClientSide,
-    kind: ListenerKind,
     peer: &PeerInfo,
     shared: &Arc<Shared>,
 ) -> Result<(Vec<Value>, Accepted), HandshakeError> {
@@ -165,10 +163,12 @@ pub(super) async fn authenticate(
     let mut relay = handshake_relay();
     let mut hello = read_packet(side, &mut relay).await?;
     let view = Hello::parse(&hello).map_err(|e| HandshakeError::Protocol(e.to_string()))?;
-    let (chain, inline) = match kind {
-        ListenerKind::Tcp => (shared.tcp_auth.clone(), shared.tcp_auth_inline),
-        ListenerKind::Unix => (shared.unix_auth.clone(), shared.unix_auth_inline),
-    };
+    let entry = shared
+        .auth_for(peer.transport)
+        .or_else(|| shared.auth_for(Transport::Tcp))
+        .cloned()
+        .ok_or_else(|| HandshakeError::Protocol("no authentication for this transport".into()))?;
+    let (chain, inline) = (entry.chain, entry.inline);
     let ip = peer.ip();
     let mut flow = AuthFlow::new(chain, ClientAuth::from_hello(&view), peer.clone());
     let mut answer: Option<Answer> = None;

@@ -10,11 +10,13 @@
 //! both ways -> close (each side told why).
 
 mod conn;
+mod front;
 mod handshake;
 mod listen;
 pub mod preflight;
 mod pump;
 mod stop;
+mod stream;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::auth::{AuthChain, AuthPolicy, SharedThrottle, ThrottleConfig};
+use crate::auth::{AuthChain, AuthPolicy, AuthSpec, SharedThrottle, ThrottleConfig, Transport};
 use crate::config::Config;
 
 pub use listen::ListenerKind;
@@ -48,6 +50,10 @@ pub enum StartError {
     },
     #[error("{0}")]
     Executor(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("--html: {0}")]
+    Html(String),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -67,16 +73,39 @@ pub(crate) struct Shared {
     pub socket_dirs: Vec<PathBuf>,
     /// Identifies this proxy instance (its pings, its info).
     pub uuid: String,
-    pub tcp_auth: Arc<AuthChain>,
-    pub unix_auth: Arc<AuthChain>,
-    /// Whether each chain's modules never block (allow, none, reject,
-    /// fail): then they run on the shard, saving two thread hand-offs.
-    pub tcp_auth_inline: bool,
-    pub unix_auth_inline: bool,
+    /// The auth chain of each transport.
+    pub auth: Vec<(Transport, AuthEntry)>,
+    /// TLS configuration, swapped whole on reload (SIGHUP).
+    pub tls: Option<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+    /// `--html` files.
+    pub html: Option<crate::transport::http::StaticFiles>,
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
     pub stop: AtomicBool,
+}
+
+/// One transport's auth chain.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthEntry {
+    pub chain: Arc<AuthChain>,
+    /// The chain's modules never block (allow, none, reject, fail): they
+    /// run on the shard, saving two thread hand-offs.
+    pub inline: bool,
+}
+
+impl Shared {
+    /// The auth chain for a connection that arrived over `t`.
+    pub fn auth_for(&self, t: Transport) -> Option<&AuthEntry> {
+        self.auth.iter().find(|(k, _)| *k == t).map(|(_, e)| e)
+    }
+
+    /// The current TLS configuration.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls
+            .as_ref()
+            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 /// A running server.
@@ -131,27 +160,46 @@ impl Server {
                 "more shards than CPUs: shards share CPUs (shard i runs on CPU i mod {ncpu})"
             );
         }
-        let chain = |listener: &'static str, specs: &[crate::auth::AuthSpec]| {
-            AuthChain::new(specs, AuthPolicy::default())
-                .map(Arc::new)
-                .map_err(|source| StartError::Auth { listener, source })
-        };
-        let tcp_auth = chain("TCP", &config.tcp_auth)?;
-        let unix_auth = chain("Unix socket", &config.unix_auth)?;
-        let inline = |specs: &[crate::auth::AuthSpec]| {
+        let entry = |listener: &'static str, specs: &[AuthSpec]| {
             use crate::auth::ModuleKind;
-            specs.iter().all(|s| {
+            let chain = AuthChain::new(specs, AuthPolicy::default())
+                .map(Arc::new)
+                .map_err(|source| StartError::Auth { listener, source })?;
+            let inline = specs.iter().all(|s| {
                 matches!(
                     s.kind,
                     ModuleKind::Allow | ModuleKind::None | ModuleKind::Reject | ModuleKind::Fail
                 )
-            })
+            });
+            Ok::<_, StartError>(AuthEntry { chain, inline })
+        };
+        let auth = vec![
+            (Transport::Tcp, entry("TCP", &config.tcp_auth)?),
+            (Transport::Unix, entry("Unix socket", &config.unix_auth)?),
+            (Transport::Ssl, entry("TLS", &config.ssl_auth)?),
+            (Transport::Ws, entry("WebSocket", &config.ws_auth)?),
+            (
+                Transport::Wss,
+                entry("WebSocket over TLS", &config.wss_auth)?,
+            ),
+        ];
+        let tls = match &config.tls {
+            Some(t) => Some(std::sync::RwLock::new(
+                t.build().map_err(|e| StartError::Tls(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let html = match &config.html {
+            Some(dir) => Some(
+                crate::transport::http::StaticFiles::new(dir)
+                    .map_err(|e| StartError::Html(e.to_string()))?,
+            ),
+            None => None,
         };
         let shared = Arc::new(Shared {
-            tcp_auth_inline: inline(&config.tcp_auth),
-            unix_auth_inline: inline(&config.unix_auth),
-            tcp_auth,
-            unix_auth,
+            auth,
+            tls,
+            html,
             throttle: SharedThrottle::new(ThrottleConfig::default()),
             config,
             hostname,
@@ -208,6 +256,17 @@ impl Server {
     /// The TCP addresses listened on (ports resolved when 0 was asked).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// Reloads the TLS certificate and key (SIGHUP): new connections use
+    /// the new ones; established connections are not touched.
+    pub fn reload_tls(&self) -> Result<(), StartError> {
+        let (Some(lock), Some(t)) = (&self.shared.tls, &self.shared.config.tls) else {
+            return Ok(());
+        };
+        let fresh = t.build().map_err(|e| StartError::Tls(e.to_string()))?;
+        *lock.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Asks every shard to stop: clients are told why, then the shards end.

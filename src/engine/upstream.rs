@@ -10,9 +10,9 @@ use bytes::BytesMut;
 use futures_lite::io::{split, ReadHalf, WriteHalf};
 use glommio::net::{TcpStream, UnixStream};
 
-use super::conn::Stream;
 use super::handshake::{decode, handshake_relay, read_record, send_packet, HandshakeError};
 use super::pump::ReadSizer;
+use super::stream::Stream;
 use super::Shared;
 use crate::auth::{client_answer, Accepted, Secret, SessionOptions, Target, TargetKind};
 use crate::sessions::{self, LocalSession};

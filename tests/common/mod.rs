@@ -84,6 +84,10 @@ pub fn windows(display: u32) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// xpra re-runs Python by name in places (its WebSocket client does): the
+/// system one, which has xpra's modules, must come first on PATH.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/bin";
+
 pub const QUIET: [&str; 9] = [
     "--mdns=no",
     "--speaker=off",
@@ -277,7 +281,8 @@ pub fn attach_uri(
     let log = dir.join(format!("attach-{client_display}-{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new("xpra");
-    cmd.arg("attach")
+    cmd.env("PATH", SYSTEM_PATH)
+        .arg("attach")
         .arg(uri)
         .args(QUIET)
         .args(["--tray=no", "--pulseaudio=no"])
@@ -305,7 +310,6 @@ pub fn wait_exit(p: &mut Proc, timeout: Duration) -> bool {
     }
     false
 }
-
 
 /// Ends a client the way a user closing it would (SIGTERM).
 pub fn client_kill(p: &mut Proc) -> bool {
