@@ -3,7 +3,7 @@
 //! socket or needs an executor; `http` reads file metadata, `tls` reads PEM
 //! files.
 //!
-//! - [`sniff`]: classify a connection's first bytes (xpra, TLS, HTTP,
+//! - [`sniff`](mod@sniff): classify a connection's first bytes (xpra, TLS, HTTP,
 //!   PROXY v1/v2, other), as xpra's server does;
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers and the
 //!   `--proxy-protocol-from` CIDR list;
