@@ -24,6 +24,8 @@ pub enum ConfigError {
     },
     #[error("--{option}={value}: expected HOST:PORT")]
     BadAddress { option: &'static str, value: String },
+    #[error("--{option}: {error}")]
+    BadOption { option: &'static str, error: String },
     #[error("--proxy-protocol-from: {0}")]
     BadCidr(String),
     #[error("--bind-ssl and --bind-wss need --ssl-cert")]
@@ -68,6 +70,18 @@ pub struct ServeArgs {
     /// Verify client certificates against these CAs (file or directory).
     #[arg(long = "ssl-ca-certs", value_name = "FILE")]
     pub ssl_ca_certs: Option<PathBuf>,
+    /// Verify the certificates of `ssl://` session targets: required
+    /// (default, against the system's CAs or --ssl-server-ca-certs) or none
+    /// (self-signed test sessions only).
+    #[arg(
+        long = "ssl-server-verify-mode",
+        value_name = "MODE",
+        default_value = "required"
+    )]
+    pub ssl_server_verify_mode: String,
+    /// CAs that sign the certificates of `ssl://` session targets.
+    #[arg(long = "ssl-server-ca-certs", value_name = "FILE")]
+    pub ssl_server_ca_certs: Option<PathBuf>,
     /// Serve these files (e.g. /usr/share/xpra/www) to HTTP requests.
     #[arg(long = "html", value_name = "DIR")]
     pub html: Option<PathBuf>,
@@ -137,6 +151,8 @@ pub struct Config {
     pub wss_auth: Vec<AuthSpec>,
     /// TLS settings, when --ssl-cert is given.
     pub tls: Option<crate::transport::tls::ServerTls>,
+    /// TLS settings for `ssl://` session targets.
+    pub upstream_tls: crate::transport::tls::ClientTls,
     pub html: Option<PathBuf>,
     pub tcp_proxy: Option<SocketAddr>,
     pub proxy_protocol_from: Vec<crate::transport::proxy_protocol::Cidr>,
@@ -196,6 +212,19 @@ impl ServeArgs {
             }
             t
         });
+        let mut upstream_tls = match &self.ssl_server_ca_certs {
+            Some(ca) => crate::transport::tls::ClientTls::with_ca(ca),
+            None => crate::transport::tls::ClientTls::system(),
+        };
+        upstream_tls.verify =
+            self.ssl_server_verify_mode
+                .parse()
+                .map_err(
+                    |e: crate::transport::tls::TlsError| ConfigError::BadOption {
+                        option: "ssl-server-verify-mode",
+                        error: e.to_string(),
+                    },
+                )?;
         let tcp_proxy = match &self.tcp_proxy {
             Some(a) => Some(resolve("tcp-proxy", a)?),
             None => None,
@@ -239,6 +268,7 @@ impl ServeArgs {
             ws_auth,
             wss_auth,
             tls,
+            upstream_tls,
             html: self.html,
             tcp_proxy,
             proxy_protocol_from,

@@ -156,3 +156,49 @@ fn one_port_serves_a_web_server_and_xpra() {
     assert_eq!(curl("hello.txt"), "hello from the web server\n");
     assert!(xfwd.alive());
 }
+
+#[test]
+fn ssl_session_target() {
+    if !tools_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("ssltarget");
+    let (cert, key) = certificate(&dir);
+    let ssl_port = free_port();
+    let session = Session::start_with(
+        free_display(271),
+        &dir,
+        &[
+            &format!("--bind-ssl=127.0.0.1:{ssl_port}"),
+            &cert,
+            &key,
+            "--ssl-auth=none",
+        ],
+    );
+    let users = dir.join("users.txt");
+    std::fs::write(
+        &users,
+        format!("foo|bar|nobody|nobody|ssl://127.0.0.1:{ssl_port}/||\n"),
+    )
+    .unwrap();
+    let xfwd = Xfwd::start(
+        &dir,
+        &[
+            &format!("--tcp-auth=multifile,filename={}", users.display()),
+            "--ssl-server-verify-mode=none",
+        ],
+    );
+    let pw = dir.join("foo.pw");
+    std::fs::write(&pw, "bar").unwrap();
+    see_xterm(
+        &format!("tcp://foo@127.0.0.1:{}/", xfwd.port),
+        &dir,
+        session.display + 1,
+        &[&format!("--password-file={}", pw.display())],
+    );
+    xfwd.wait_log(
+        &format!("routing to session ssl://127.0.0.1:{ssl_port}/"),
+        Duration::from_secs(1),
+    );
+}

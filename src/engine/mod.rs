@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     pub tls: Option<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
     /// `--html` files.
     pub html: Option<crate::transport::http::StaticFiles>,
+    /// Client TLS for `ssl://` session targets.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
@@ -196,10 +198,15 @@ impl Server {
             ),
             None => None,
         };
+        let upstream_tls = config
+            .upstream_tls
+            .build()
+            .map_err(|e| StartError::Tls(format!("for ssl:// targets: {e}")))?;
         let shared = Arc::new(Shared {
             auth,
             tls,
             html,
+            upstream_tls,
             throttle: SharedThrottle::new(ThrottleConfig::default()),
             config,
             hostname,

@@ -21,6 +21,8 @@ pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<futures_rustls::server::TlsStream<Stream>>),
+    /// TLS toward an `ssl://` session.
+    TlsClient(Box<futures_rustls::client::TlsStream<Stream>>),
     Ws(Box<WsStream<Stream>>),
 }
 
@@ -30,6 +32,7 @@ macro_rules! each {
             Stream::Tcp($s) => $e,
             Stream::Unix($s) => $e,
             Stream::Tls($s) => $e,
+            Stream::TlsClient($s) => $e,
             Stream::Ws($s) => $e,
         }
     };

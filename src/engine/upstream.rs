@@ -159,21 +159,29 @@ async fn resolve(host: String, port: u16) -> std::io::Result<SocketAddr> {
         .await
 }
 
-async fn connect_target(t: &Target) -> std::io::Result<Stream> {
-    let with_timeout = |e: glommio::GlommioError<()>| std::io::Error::from(e);
+async fn tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let addr = resolve(host.to_owned(), port).await?;
+    let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+        .await
+        .map_err(std::io::Error::from)?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> {
     match &t.kind {
         TargetKind::Unix { path } => unix(path).await,
-        TargetKind::Tcp { host, port } => {
-            let addr = resolve(host.clone(), *port).await?;
-            let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
-                .await
-                .map_err(with_timeout)?;
-            let _ = s.set_nodelay(true);
-            Ok(Stream::Tcp(s))
+        TargetKind::Tcp { host, port } => Ok(Stream::Tcp(tcp(host, *port).await?)),
+        TargetKind::Ssl { host, port } => {
+            let s = tcp(host, *port).await?;
+            let name = crate::transport::tls::server_name(host).map_err(std::io::Error::other)?;
+            let connector = futures_rustls::TlsConnector::from(shared.upstream_tls.clone());
+            let tls = connector.connect(name, Stream::Tcp(s)).await?;
+            Ok(Stream::TlsClient(Box::new(tls)))
         }
-        TargetKind::Ssl { .. } | TargetKind::Ws { .. } | TargetKind::Wss { .. } => Err(
-            std::io::Error::other("ssl://, ws:// and wss:// targets are not supported yet"),
-        ),
+        TargetKind::Ws { .. } | TargetKind::Wss { .. } => Err(std::io::Error::other(
+            "ws:// and wss:// session targets are not supported yet",
+        )),
         TargetKind::Local { .. } => Err(std::io::Error::other("unresolved local target")),
     }
 }
@@ -268,7 +276,7 @@ pub(super) async fn open(
 ) -> Result<Upstream, HandshakeError> {
     let stream = match &plan.destination {
         Destination::Local(s) => local_connect(s, shared).await?,
-        Destination::Target(t) => connect_target(t)
+        Destination::Target(t) => connect_target(t, shared)
             .await
             .map_err(|e| upstream_error(plan, e))?,
     };
