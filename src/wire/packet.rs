@@ -145,8 +145,11 @@ impl Assembler {
             self.chunks.push((record.header.index, data));
             return Ok(None);
         }
+        // The chunks belong to this packet whether or not it decodes: a
+        // caller that goes on after an error must not see them again.
+        let chunks = std::mem::take(&mut self.chunks);
         let mut packet = decode_main(record, limits)?;
-        for (index, data) in self.chunks.drain(..) {
+        for (index, data) in chunks {
             let len = packet.items.len();
             let slot = packet
                 .items
@@ -260,5 +263,34 @@ mod tests {
         };
         assert_eq!(main_flags(&opts), FLAG_RENCODEPLUS | FLAG_FLUSH);
         assert_eq!(main_flags(&EncodeOptions::plain(Encoder::Bencode)), 0);
+    }
+
+    /// A main packet that failed to decode used to leave its raw chunks
+    /// queued, and the next packet got them.
+    #[test]
+    fn chunks_do_not_outlive_a_bad_main_packet() {
+        let limits = Limits::default();
+        let mut a = Assembler::new();
+        let chunk = Record::new(0, 0, 1, Bytes::from_static(b"stale"));
+        assert_eq!(a.push(&chunk, &limits), Ok(None));
+        let bad = Record::new(FLAG_RENCODEPLUS, 0, 0, Bytes::from_static(b"\x2e"));
+        assert!(matches!(
+            a.push(&bad, &limits),
+            Err(PacketError::Decode { .. })
+        ));
+        assert_eq!(a.pending(), 0);
+        let items = vec![Value::from("ping"), Value::Int(1)];
+        let good = encode_packet(&items, &EncodeOptions::plain(Encoder::Rencodeplus)).unwrap();
+        let p = a.push(&good[0], &limits).unwrap().unwrap();
+        assert_eq!(p.items, items);
+        // and after a chunk-index error too
+        let chunk = Record::new(0, 0, 5, Bytes::from_static(b"x"));
+        assert_eq!(a.push(&chunk, &limits), Ok(None));
+        assert!(matches!(
+            a.push(&good[0], &limits),
+            Err(PacketError::ChunkIndex { index: 5, len: 2 })
+        ));
+        assert_eq!(a.pending(), 0);
+        assert_eq!(a.push(&good[0], &limits).unwrap().unwrap().items, items);
     }
 }

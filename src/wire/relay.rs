@@ -10,9 +10,11 @@
 //!   whatever part of the payload is buffered go out at once, the rest as it
 //!   comes. Memory per direction is the read buffer, whatever the record's
 //!   size;
-//! - a main packet's type is peeked from its first bytes; when the caller's
+//! - a main packet's type is peeked from its first bytes (the first 80 of
+//!   an uncompressed payload; of a compressed one, the first KiB, or as
+//!   much more as the compressor needs, up to 1 MiB); when the caller's
 //!   `intercept` predicate says so, the whole record is buffered (up to
-//!   `Limits::max_intercept`) and returned as [`Event::Intercept`].
+//!   `RelayLimits::max_intercept`) and returned as [`Event::Intercept`].
 //!
 //! Passed bytes are split off the read buffer as `BytesMut` (no copy);
 //! consecutive pieces are contiguous, so a caller can `unsplit` them into one
@@ -24,8 +26,16 @@ use super::frame::{FrameError, Record};
 use super::header::{Header, Rules, HEADER_LEN};
 use super::peek::{self, PacketType, PeekError, PEEK_WINDOW};
 
-/// Compressed bytes read to peek a compressed main packet's type.
+/// Compressed bytes read first to peek a compressed main packet's type.
 const COMPRESSED_PEEK_INPUT: usize = 1024;
+/// The most compressed input read to find a type (never more than
+/// `RelayLimits::max_intercept` either). The type comes out of the first
+/// kilobyte of any ordinary packet, but lz4 writes the length of a literal
+/// run before the literals (one byte per 255 of them: 64 KiB of length for
+/// 16 MiB of incompressible data) and zstd decodes whole blocks (up to
+/// 128 KiB). Until the type is known, the record's bytes stay buffered; the
+/// relay retries with twice as much input each time.
+const MAX_COMPRESSED_PEEK_INPUT: usize = 1024 * 1024;
 
 /// Limits of a relay direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +105,9 @@ pub struct Relay {
     state: State,
     chunks: u16,
     records: u64,
+    /// Payload bytes to have before the next peek of a compressed main
+    /// packet whose type did not come out of less (0: none tried yet).
+    peek_at: usize,
 }
 
 impl Relay {
@@ -105,6 +118,7 @@ impl Relay {
             state: State::Boundary,
             chunks: 0,
             records: 0,
+            peek_at: 0,
         }
     }
 
@@ -175,19 +189,33 @@ impl Relay {
             return Ok(Some(Event::Pass(self.start_passing(buf, len))));
         }
         // A main packet: peek its type from the first bytes.
-        let want = if header.compression == 0 {
-            PEEK_WINDOW
+        let compressed = header.compression != 0;
+        let want = if compressed {
+            COMPRESSED_PEEK_INPUT.max(self.peek_at)
         } else {
-            COMPRESSED_PEEK_INPUT
+            PEEK_WINDOW
         };
-        let have = buf.len() - HEADER_LEN;
-        let prefix_len = len.min(want);
-        let ptype = match peek::peek_payload(&header, &buf[HEADER_LEN..HEADER_LEN + have.min(len)])
-        {
+        let have = (buf.len() - HEADER_LEN).min(len);
+        if have < want.min(len) {
+            return Ok(None);
+        }
+        let ptype = match peek::peek_payload(&header, &buf[HEADER_LEN..HEADER_LEN + have]) {
             Ok(t) => t,
-            Err(_) if have < prefix_len => return Ok(None),
-            Err(e) => return Err(RelayError::Peek(e)),
+            Err(e) => {
+                // An uncompressed type lies within the window; a complete
+                // record holds all there is; past the cap is too far.
+                let cap = MAX_COMPRESSED_PEEK_INPUT
+                    .min(self.limits.max_intercept as usize)
+                    .max(COMPRESSED_PEEK_INPUT);
+                if !compressed || have == len || have >= cap {
+                    self.peek_at = 0;
+                    return Err(RelayError::Peek(e));
+                }
+                self.peek_at = have.saturating_mul(2).min(cap);
+                return Ok(None);
+            }
         };
+        self.peek_at = 0;
         self.chunks = 0;
         if intercept(&header, &ptype) {
             if header.length > self.limits.max_intercept {
@@ -352,6 +380,94 @@ mod tests {
         assert!(matches!(
             relay.next_event(&mut buf, |_, _| false),
             Err(RelayError::Frame(FrameError::DuplicateChunk(3)))
+        ));
+    }
+
+    /// Deterministic bytes that no compressor can shrink.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A compressed main packet whose type sits behind more than 1 KiB of
+    /// compressed input: lz4 writes a literal run's length before the
+    /// literals (one byte per 255 of them), zstd decodes whole blocks. The
+    /// relay used to give up after 1 KiB (`RelayError::Peek`) when the
+    /// record arrived in pieces.
+    #[test]
+    fn compressed_type_behind_more_than_a_kib() {
+        use crate::wire::header::{Compressor, Encoder};
+        use crate::wire::packet::{encode_packet, EncodeOptions};
+        use crate::wire::value::Value;
+        let mut data = noise(400_000);
+        // a compressible tail, so that zstd writes a compressed block
+        data.extend(std::iter::repeat_n(7u8, 100_000));
+        let items = vec![
+            Value::from("send-file-chunk"),
+            Value::Bytes(Bytes::from(data)),
+        ];
+        for c in [Compressor::Lz4, Compressor::Zstd, Compressor::Brotli] {
+            let opts = EncodeOptions {
+                compressor: c,
+                level: 1,
+                ..EncodeOptions::plain(Encoder::Rencodeplus)
+            };
+            let recs = encode_packet(&items, &opts).unwrap();
+            let mut stream = Vec::new();
+            for r in &recs {
+                stream.extend_from_slice(&r.to_bytes());
+            }
+            stream.extend(main_rec("ping", 0));
+            for pieces in [vec![4096], vec![1500; 200], vec![stream.len()]] {
+                let (passed, grabbed, types) = run(&stream, &pieces, "none");
+                assert_eq!(passed, stream, "{c}");
+                assert!(grabbed.is_empty());
+                assert_eq!(types, vec!["\"send-file-chunk\"", "\"ping\""], "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_compressed_main_packet_is_refused() {
+        // complete and still unreadable: an error, not a wait
+        let rec = Record::new(
+            FLAG_RENCODEPLUS,
+            0x11,
+            0,
+            Bytes::from_static(b"\x10\x00\x00\x00junk"),
+        );
+        let mut relay = Relay::new(Rules::Modern, RelayLimits::default());
+        let mut buf = BytesMut::from(&rec.to_bytes()[..]);
+        assert!(matches!(
+            relay.next_event(&mut buf, |_, _| false),
+            Err(RelayError::Peek(_))
+        ));
+        // incomplete, but past the most the relay reads to find a type
+        let mut payload = vec![0xff, 0xff, 0xff, 0x0f, 0xf0];
+        payload.extend(std::iter::repeat_n(0xff, 2 * 1024 * 1024));
+        let header = Header {
+            flags: FLAG_RENCODEPLUS,
+            compression: 0x11,
+            index: 0,
+            length: 8 * 1024 * 1024,
+        };
+        let mut buf = BytesMut::from(&header.to_bytes()[..]);
+        buf.extend_from_slice(&payload);
+        let limits = RelayLimits {
+            max_intercept: 1024 * 1024,
+            ..RelayLimits::default()
+        };
+        let mut relay = Relay::new(Rules::Modern, limits);
+        assert!(matches!(
+            relay.next_event(&mut buf, |_, _| false),
+            Err(RelayError::Peek(_))
         ));
     }
 
