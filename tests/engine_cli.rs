@@ -39,7 +39,10 @@ fn sigterm_tells_clients_and_exits_zero() {
     let mut line = String::new();
     while !line.contains("xfwd listening") {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "xfwd exited early");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "xfwd exited early"
+        );
     }
     // A client mid-handshake (it has been sent a challenge).
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -83,7 +86,10 @@ fn sigterm_tells_clients_and_exits_zero() {
         dec.feed(&buf[..n]);
     }
     assert_eq!(got[0].packet_type(), Some("challenge"));
-    assert_eq!(Close::parse(&got[1].items).unwrap().reason(), "server shutdown");
+    assert_eq!(
+        Close::parse(&got[1].items).unwrap().reason(),
+        "server shutdown"
+    );
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 }
@@ -113,7 +119,10 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     let mut err = String::new();
     out.stderr.as_slice().read_to_string(&mut err).unwrap();
-    assert!(err.contains("--bind-tcp=nowhere: expected HOST:PORT"), "{err}");
+    assert!(
+        err.contains("--bind-tcp=nowhere: expected HOST:PORT"),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
         .arg("--no-such-flag")
         .output()

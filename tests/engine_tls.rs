@@ -21,7 +21,9 @@ fn have_openssl() -> bool {
 
 fn make_cert(dir: &Path, cn: &str) {
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", &format!("/CN={cn}")])
         .arg("-keyout")
         .arg(dir.join("key.pem"))
@@ -110,7 +112,12 @@ fn versions_and_reload() {
 
     // An established connection, kept open across the reload.
     let mut held = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -127,10 +134,16 @@ fn versions_and_reload() {
         if out.contains("second.example") {
             break;
         }
-        assert!(Instant::now() < deadline, "certificate not reloaded:\n{out}");
+        assert!(
+            Instant::now() < deadline,
+            "certificate not reloaded:\n{out}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(held.try_wait().unwrap().is_none(), "the reload dropped a connection");
+    assert!(
+        held.try_wait().unwrap().is_none(),
+        "the reload dropped a connection"
+    );
     let _ = held.stdin.as_mut().unwrap().write_all(b"\n");
     let _ = held.kill();
     let _ = held.wait();

@@ -48,7 +48,10 @@ fn two_sessions(dir: &Path, from: u32) -> Pair {
     let open = Session::start_with(
         free_display(from),
         dir,
-        &[&format!("--bind-tcp=127.0.0.1:{open_port}"), "--tcp-auth=none"],
+        &[
+            &format!("--bind-tcp=127.0.0.1:{open_port}"),
+            "--tcp-auth=none",
+        ],
     );
     let locked_port = free_port();
     let pw = dir.join("session-password.txt");
@@ -88,7 +91,10 @@ fn attach_and_see_xterm(port: u16, user: &str, password: &str, dir: &Path, from:
         || windows(display).contains("xterm"),
     );
     let title = windows(display);
-    eprintln!("{user}: {}", title.lines().find(|l| l.contains("xterm")).unwrap_or(""));
+    eprintln!(
+        "{user}: {}",
+        title.lines().find(|l| l.contains("xterm")).unwrap_or("")
+    );
     assert!(client_kill(&mut client), "{}", read(&log));
 }
 
@@ -103,7 +109,10 @@ fn wrong_password_fails(port: u16, user: &str, dir: &Path, from: u32) {
         &[],
         &[&pwf],
     );
-    assert!(wait_exit(&mut client, Duration::from_secs(40)), "client still running");
+    assert!(
+        wait_exit(&mut client, Duration::from_secs(40)),
+        "client still running"
+    );
     let text = read(&log);
     assert!(text.contains("authentication failed"), "{text}");
 }
@@ -120,19 +129,40 @@ fn sqlite_database_from_xpra_routes_users_to_their_sessions() {
     sqlite_tool(&db, &["create"]);
     let open_target = format!("tcp://127.0.0.1:{}/", pair.open_port);
     let locked_target = format!("tcp://root:s3ssion@127.0.0.1:{}/", pair.locked_port);
-    sqlite_tool(&db, &["add", "foo", "bar", "nobody", "nobody", &open_target]);
     sqlite_tool(
         &db,
-        &["add", "moo", "cow", "nobody", "nobody", &locked_target, "", "compression=0"],
+        &["add", "foo", "bar", "nobody", "nobody", &open_target],
     );
-    let mut xfwd = Xfwd::start(&dir, &[&format!("--tcp-auth=sqlite,filename={}", db.display())]);
+    sqlite_tool(
+        &db,
+        &[
+            "add",
+            "moo",
+            "cow",
+            "nobody",
+            "nobody",
+            &locked_target,
+            "",
+            "compression=0",
+        ],
+    );
+    let mut xfwd = Xfwd::start(
+        &dir,
+        &[&format!("--tcp-auth=sqlite,filename={}", db.display())],
+    );
 
     attach_and_see_xterm(xfwd.port, "foo", "bar", &dir, pair.locked.display + 1);
-    xfwd.wait_log(&format!("routing to session tcp://127.0.0.1:{}/", pair.open_port), Duration::from_secs(5));
+    xfwd.wait_log(
+        &format!("routing to session tcp://127.0.0.1:{}/", pair.open_port),
+        Duration::from_secs(5),
+    );
     attach_and_see_xterm(xfwd.port, "moo", "cow", &dir, pair.locked.display + 1);
     let log = xfwd.log();
     assert!(log.contains(&format!(":{}", pair.locked_port)), "{log}");
-    assert!(!log.contains("s3ssion"), "a target password reached the log:\n{log}");
+    assert!(
+        !log.contains("s3ssion"),
+        "a target password reached the log:\n{log}"
+    );
 
     wrong_password_fails(xfwd.port, "foo", &dir, pair.locked.display + 1);
     wrong_password_fails(xfwd.port, "nobody-known", &dir, pair.locked.display + 1);
@@ -159,7 +189,13 @@ fn multifile_routes_and_answers_the_target_challenge() {
         ),
     )
     .unwrap();
-    let mut xfwd = Xfwd::start(&dir, &[&format!("--tcp-auth=multifile,filename={}", users.display())]);
+    let mut xfwd = Xfwd::start(
+        &dir,
+        &[&format!(
+            "--tcp-auth=multifile,filename={}",
+            users.display()
+        )],
+    );
     attach_and_see_xterm(xfwd.port, "moo", "cow", &dir, pair.locked.display + 1);
     attach_and_see_xterm(xfwd.port, "foo", "bar", &dir, pair.locked.display + 1);
     wrong_password_fails(xfwd.port, "moo", &dir, pair.locked.display + 1);

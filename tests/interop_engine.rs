@@ -112,7 +112,6 @@ fn display_omitted_bencode_and_several_sessions() {
     assert!(xfwd.alive());
 }
 
-
 #[test]
 fn stopping_the_session_disconnects_the_client_with_a_reason() {
     if !tools_present() {
