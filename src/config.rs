@@ -73,12 +73,8 @@ pub struct ServeArgs {
     /// Verify the certificates of `ssl://` session targets: required
     /// (default, against the system's CAs or --ssl-server-ca-certs) or none
     /// (self-signed test sessions only).
-    #[arg(
-        long = "ssl-server-verify-mode",
-        value_name = "MODE",
-        default_value = "required"
-    )]
-    pub ssl_server_verify_mode: String,
+    #[arg(long = "ssl-server-verify-mode", value_name = "MODE")]
+    pub ssl_server_verify_mode: Option<String>,
     /// CAs that sign the certificates of `ssl://` session targets.
     #[arg(long = "ssl-server-ca-certs", value_name = "FILE")]
     pub ssl_server_ca_certs: Option<PathBuf>,
@@ -216,15 +212,17 @@ impl ServeArgs {
             Some(ca) => crate::transport::tls::ClientTls::with_ca(ca),
             None => crate::transport::tls::ClientTls::system(),
         };
-        upstream_tls.verify =
-            self.ssl_server_verify_mode
-                .parse()
-                .map_err(
-                    |e: crate::transport::tls::TlsError| ConfigError::BadOption {
-                        option: "ssl-server-verify-mode",
-                        error: e.to_string(),
-                    },
-                )?;
+        upstream_tls.verify = self
+            .ssl_server_verify_mode
+            .as_deref()
+            .unwrap_or("required")
+            .parse()
+            .map_err(
+                |e: crate::transport::tls::TlsError| ConfigError::BadOption {
+                    option: "ssl-server-verify-mode",
+                    error: e.to_string(),
+                },
+            )?;
         let tcp_proxy = match &self.tcp_proxy {
             Some(a) => Some(resolve("tcp-proxy", a)?),
             None => None,

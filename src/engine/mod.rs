@@ -79,8 +79,9 @@ pub(crate) struct Shared {
     pub tls: Option<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
     /// `--html` files.
     pub html: Option<crate::transport::http::StaticFiles>,
-    /// Client TLS for `ssl://` session targets.
-    pub upstream_tls: Arc<rustls::ClientConfig>,
+    /// Client TLS for `ssl://` session targets (or why there is none: a
+    /// machine without CA certificates can still serve everything else).
+    pub upstream_tls: Result<Arc<rustls::ClientConfig>, String>,
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
@@ -198,10 +199,10 @@ impl Server {
             ),
             None => None,
         };
-        let upstream_tls = config
-            .upstream_tls
-            .build()
-            .map_err(|e| StartError::Tls(format!("for ssl:// targets: {e}")))?;
+        let upstream_tls = config.upstream_tls.build().map_err(|e| e.to_string());
+        if let Err(e) = &upstream_tls {
+            tracing::debug!("no TLS for ssl:// session targets: {e}");
+        }
         let shared = Arc::new(Shared {
             auth,
             tls,

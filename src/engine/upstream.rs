@@ -175,7 +175,11 @@ async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> 
         TargetKind::Ssl { host, port } => {
             let s = tcp(host, *port).await?;
             let name = crate::transport::tls::server_name(host).map_err(std::io::Error::other)?;
-            let connector = futures_rustls::TlsConnector::from(shared.upstream_tls.clone());
+            let config = shared
+                .upstream_tls
+                .clone()
+                .map_err(|e| std::io::Error::other(format!("no TLS for ssl:// targets: {e}")))?;
+            let connector = futures_rustls::TlsConnector::from(config);
             let tls = connector.connect(name, Stream::Tcp(s)).await?;
             Ok(Stream::TlsClient(Box::new(tls)))
         }
