@@ -1,6 +1,242 @@
-//! `loadgen`: fake xpra sessions and clients (see issue: loadgen and perf/).
+//! `loadgen`: fake xpra sessions and clients, and the side-by-side runner.
+//!
+//! - `loadgen server`: a fake session that streams draws;
+//! - `loadgen client`: N fake clients that check and measure what arrives;
+//! - `loadgen perf`: direct / xfwd / HAProxy / xpra's proxy, interleaved;
+//! - `loadgen check`: a perf run's ratios against a baseline.
+//!
+//! See docs/loadgen.md.
 
-fn main() {
-    eprintln!("loadgen: not built yet; see docs/ for what exists today");
-    std::process::exit(2);
+mod check;
+mod client;
+mod digest;
+mod evloop;
+mod net;
+mod perf;
+mod procstat;
+mod proto;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use xfwd::wire::header::{Compressor, Encoder};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Fake xpra sessions and clients to measure xpra proxies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// A fake xpra session: answers hellos, streams draws, echoes pings.
+    Server(ServerArgs),
+    /// N concurrent fake xpra clients; checks draws, measures latency.
+    Client(ClientArgs),
+    /// Side-by-side runs: direct, xfwd, HAProxy, xpra's proxy (see perf/run).
+    Perf(perf::PerfArgs),
+    /// Compares a perf run's ratios with a baseline (see perf/check).
+    Check(check::CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Where to listen: tcp://HOST:PORT or unix:PATH (repeatable).
+    #[arg(long, value_name = "URI")]
+    listen: Vec<String>,
+    /// Appear as a local session in DIR (socket DIR/HOSTNAME-DISPLAY, mode 0600).
+    #[arg(long, value_name = "DIR")]
+    socket_dir: Option<PathBuf>,
+    /// Display number of the session (without ':').
+    #[arg(long, default_value = "100")]
+    display: String,
+    /// Demand this password with xpra's challenge (hmac+sha256).
+    #[arg(long)]
+    password: Option<String>,
+    /// Read the password from a file (first line).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Pixel bytes per draw.
+    #[arg(long, default_value_t = 262_144)]
+    draw_size: usize,
+    /// Draws per second per window, `max`, or 0 for none.
+    #[arg(long, default_value = "max")]
+    draw_rate: String,
+    /// Windows per connection (draws go round-robin over them).
+    #[arg(long, default_value_t = 1)]
+    windows: u32,
+    /// Event-loop threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// tcp://[user[:password]@]host:port[/display] or unix:PATH.
+    #[arg(long, value_name = "URI")]
+    connect: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Send a ping every MS milliseconds on each connection (0: never).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    ping_interval: u64,
+    /// Packet encoder: rencodeplus (a 6.x client), rencode or bencode (a 3.1 client).
+    #[arg(long, default_value = "rencode")]
+    encoder: String,
+    /// Compression offered for main packets: none or lz4.
+    #[arg(long, default_value = "none")]
+    compress: String,
+    /// Password file (first line); a password in the URI works too.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Event-loop threads (default: the CPUs available).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds a connection has to get the server's hello.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Close each connection after its handshake and open a new one
+    /// (measures connection setup).
+    #[arg(long)]
+    handshake_loop: bool,
+    /// Handshakes in flight at once (connections ramp up at this pace).
+    #[arg(long, default_value_t = 128)]
+    max_pending: usize,
+    /// Write this file once every initial connection has finished its handshake.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+    /// End the run SECS after every initial connection has finished its
+    /// handshake (instead of at --duration, when that comes first).
+    #[arg(long, value_name = "SECS")]
+    hold_after_ready: Option<f64>,
+    /// Read at most BYTES per second per connection once established (a
+    /// slow reader).
+    #[arg(long, value_name = "BYTES")]
+    read_rate: Option<u64>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn read_password(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+fn server_config(a: ServerArgs) -> Result<server::ServerConfig, String> {
+    let password = match (&a.password, &a.password_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(read_password(f)?),
+        (None, None) => None,
+    };
+    if password.as_deref() == Some("") {
+        return Err("the password is empty".into());
+    }
+    if a.draw_size == 0 {
+        return Err("--draw-size must be at least 1".into());
+    }
+    Ok(server::ServerConfig {
+        listen: server::parse_listens(&a.listen)?,
+        socket_dir: a.socket_dir,
+        display: a.display.trim_start_matches(':').to_owned(),
+        password: password.map(String::into_bytes),
+        draw_size: a.draw_size,
+        rate: server::Rate::parse(&a.draw_rate)?,
+        windows: a.windows.max(1),
+        threads: a.threads.max(1),
+    })
+}
+
+fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
+    let target = net::Target::parse(&a.connect)?;
+    let encoder = match a.encoder.as_str() {
+        "rencodeplus" => Encoder::Rencodeplus,
+        "rencode" => Encoder::Rencode,
+        "bencode" => Encoder::Bencode,
+        other => {
+            return Err(format!(
+                "--encoder {other}: expected rencodeplus, rencode or bencode"
+            ))
+        }
+    };
+    let compress = match a.compress.as_str() {
+        "none" => Compressor::None,
+        "lz4" => Compressor::Lz4,
+        other => return Err(format!("--compress {other}: expected none or lz4")),
+    };
+    let password = match (&a.password_file, &target.password) {
+        (Some(f), _) => Some(read_password(f)?),
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => None,
+    };
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(a.duration) || !positive(a.timeout) {
+        return Err("--duration and --timeout must be positive".into());
+    }
+    if a.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    Ok(client::ClientConfig {
+        target,
+        connections: a.connections,
+        duration: Duration::from_secs_f64(a.duration),
+        ping_interval: (a.ping_interval > 0).then(|| Duration::from_millis(a.ping_interval)),
+        encoder,
+        compress,
+        password: password.filter(|p| !p.is_empty()).map(String::into_bytes),
+        json: a.json,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        timeout: Duration::from_secs_f64(a.timeout),
+        handshake_loop: a.handshake_loop,
+        ready_file: a.ready_file,
+        hold_after_ready: a
+            .hold_after_ready
+            .filter(|h| *h >= 0.0 && h.is_finite())
+            .map(Duration::from_secs_f64),
+        read_rate: a.read_rate.filter(|r| *r > 0),
+        max_pending: a.max_pending.max(1),
+        quiet: a.quiet,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(a) => match server_config(a) {
+            Ok(c) => server::run(c),
+            Err(e) => {
+                eprintln!("loadgen server: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Client(a) => match client_config(a) {
+            Ok(c) => client::run(c),
+            Err(e) => {
+                eprintln!("loadgen client: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Perf(a) => perf::run(a),
+        Command::Check(a) => check::run(a),
+    }
 }

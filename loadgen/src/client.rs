@@ -1,0 +1,757 @@
+//! `loadgen client`: N concurrent fake xpra clients.
+//!
+//! Each connection sends a hello, answers challenges, then reads draws
+//! (checking sequence numbers and pixel checksums), answers pings and sends
+//! its own, measuring the round trip. With `--handshake-loop` a connection
+//! closes right after the server's hello and a new one takes its place, to
+//! measure connection setup.
+//!
+//! Model: `--threads` OS threads (default: the CPUs), each one mio event
+//! loop owning its share of the connections; nothing is shared between
+//! threads on the data path but relaxed counters for the progress line.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+use mio::{Events, Interest, Poll, Token};
+
+use xfwd::wire::frame::Record;
+use xfwd::wire::header::{Compressor, Encoder};
+use xfwd::wire::views::{Challenge, Close, CLOSE_PACKET_ALIASES};
+use xfwd::wire::Value;
+
+use crate::evloop::{Slab, Timers};
+use crate::net::{Item, RecordReader, Stream, Target, WriteQueue};
+use crate::proto::{self, ClientHello, Framing};
+use crate::report::{self, Fail, Stats};
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub target: Target,
+    pub connections: usize,
+    pub duration: Duration,
+    pub ping_interval: Option<Duration>,
+    pub encoder: Encoder,
+    pub compress: Compressor,
+    pub password: Option<Vec<u8>>,
+    pub json: Option<PathBuf>,
+    pub threads: usize,
+    pub timeout: Duration,
+    pub handshake_loop: bool,
+    pub ready_file: Option<PathBuf>,
+    /// Stop this long after every initial connection has settled.
+    pub hold_after_ready: Option<Duration>,
+    /// Read at most this many bytes per second per connection once
+    /// established (a slow reader: the proxy must push back, not buffer).
+    pub read_rate: Option<u64>,
+    /// Handshakes in flight at once, all threads together.
+    pub max_pending: usize,
+    pub quiet: bool,
+}
+
+/// Counters the progress line reads.
+#[derive(Default)]
+struct Progress {
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Initial connections that finished their handshake, either way.
+    settled: AtomicU64,
+    stop: AtomicBool,
+}
+
+const TIMER_PING: u8 = 1;
+const TIMER_HANDSHAKE: u8 = 2;
+const TIMER_READ: u8 = 3;
+
+enum State {
+    Connecting,
+    Handshake { challenges: u8 },
+    Streaming,
+}
+
+struct Conn {
+    stream: Stream,
+    reader: RecordReader,
+    wq: WriteQueue,
+    state: State,
+    gen: u64,
+    started: Instant,
+    uuid: String,
+    next_seq: i64,
+    pixels: Option<(usize, u32)>,
+    /// One of the first `connections` (counts toward the ready file).
+    initial: bool,
+    writable: bool,
+    /// `--read-rate` budget: bytes that may be read now, and when it was
+    /// last refilled.
+    tokens: f64,
+    refilled: Instant,
+    /// A read timer is pending (reading paused by `--read-rate`).
+    paused: bool,
+}
+
+struct Worker {
+    cfg: Arc<ClientConfig>,
+    poll: Poll,
+    conns: Slab<Conn>,
+    timers: Timers,
+    stats: Stats,
+    progress: Arc<Progress>,
+    t0: Instant,
+    deadline: Instant,
+    /// Connections of this thread not opened yet.
+    to_open: usize,
+    /// Handshakes in flight.
+    pending: usize,
+    max_pending: usize,
+    gen: u64,
+    caps: Vec<(Value, Value)>,
+    framing: Framing,
+    scratch: Vec<u8>,
+    items: Vec<Item>,
+    /// Initial connections opened so far by this thread.
+    initial_left: usize,
+}
+
+pub fn run(cfg: ClientConfig) -> ExitCode {
+    crate::evloop::raise_nofile();
+    let cfg = Arc::new(cfg);
+    let threads = cfg.threads.max(1).min(cfg.connections.max(1));
+    let progress = Arc::new(Progress::default());
+    let t0 = Instant::now();
+    let deadline = t0 + cfg.duration;
+    let cpu0 = crate::evloop::self_cpu();
+    let mut handles = Vec::new();
+    for i in 0..threads {
+        let share = cfg.connections / threads + usize::from(i < cfg.connections % threads);
+        let max_pending = (cfg.max_pending / threads).max(1);
+        let poll = match Poll::new() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("loadgen client: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let (c, p) = (cfg.clone(), progress.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("client-{i}"))
+            .spawn(move || {
+                let caps = proto::client_caps(&ClientHello {
+                    encoder: c.encoder,
+                    compress: c.compress,
+                    username: c.target.username.as_deref(),
+                    display: c.target.display.as_deref(),
+                    uuid: "",
+                });
+                let mut w = Worker {
+                    framing: Framing {
+                        encoder: c.encoder,
+                        compressor: c.compress,
+                    },
+                    cfg: c,
+                    poll,
+                    conns: Slab::default(),
+                    timers: Timers::default(),
+                    stats: Stats::new(),
+                    progress: p,
+                    t0,
+                    deadline,
+                    to_open: share,
+                    pending: 0,
+                    max_pending,
+                    gen: 0,
+                    caps,
+                    scratch: vec![0u8; 256 * 1024],
+                    items: Vec::new(),
+                    initial_left: share,
+                };
+                w.run();
+                w.stats
+            });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("loadgen client: cannot start a thread: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // progress line, ready file
+    let tty = nix::unistd::isatty(2).unwrap_or(false);
+    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut ready_written = false;
+    let mut next_line = t0 + Duration::from_secs(1);
+    let mut end = deadline;
+    while Instant::now() < end && !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        let settled = progress.settled.load(Ordering::Relaxed);
+        if !ready_written && settled >= cfg.connections as u64 {
+            ready_written = true;
+            if let Some(f) = &cfg.ready_file {
+                let _ = std::fs::write(f, format!("{settled}\n"));
+            }
+            if let Some(hold) = cfg.hold_after_ready {
+                end = end.min(Instant::now() + hold);
+            }
+        }
+        let now = Instant::now();
+        if now >= next_line && !cfg.quiet {
+            next_line += Duration::from_secs(1);
+            let bytes = progress.bytes.load(Ordering::Relaxed);
+            let packets = progress.packets.load(Ordering::Relaxed);
+            let dt = now.duration_since(last.0).as_secs_f64().max(1e-9);
+            let line = format!(
+                "[{:>4.0}s] connections ok {} failed {} | {} | {:.0} packets/s",
+                now.duration_since(t0).as_secs_f64(),
+                progress.ok.load(Ordering::Relaxed),
+                progress.failed.load(Ordering::Relaxed),
+                report::rate_bytes((bytes - last.1) as f64 / dt),
+                (packets - last.2) as f64 / dt,
+            );
+            if tty {
+                eprint!("\r{line}   ");
+            } else {
+                eprintln!("{line}");
+            }
+            last = (now, bytes, packets);
+        }
+    }
+    progress.stop.store(true, Ordering::Relaxed);
+    let mut stats = Stats::new();
+    for h in handles {
+        match h.join() {
+            Ok(s) => stats.merge(&s),
+            Err(_) => stats.fail(Fail::Protocol, "client thread panicked"),
+        }
+    }
+    if tty && !cfg.quiet {
+        eprintln!();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = crate::evloop::self_cpu();
+    let summary = report::summarize(&stats, &cfg, elapsed, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1));
+    print!("{}", report::table(&summary));
+    if let Some(path) = &cfg.json {
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("loadgen client: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    let clean =
+        stats.failed_total() == 0 && stats.lost == 0 && stats.reordered == 0 && stats.corrupt == 0;
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        self.open_more();
+        loop {
+            let now = Instant::now();
+            if now >= self.deadline || self.progress.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.conns.is_empty() && self.to_open == 0 {
+                // every connection failed or ended: nothing left to measure
+                break;
+            }
+            let mut timeout = self.deadline - now;
+            if let Some(t) = self.timers.next_timeout(now) {
+                timeout = timeout.min(t);
+            }
+            // wake at least every 100 ms to notice the stop flag
+            timeout = timeout.min(Duration::from_millis(100));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.stats.fail(Fail::Protocol, &format!("poll: {e}"));
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                let idx = ev.token().0;
+                if ev.is_writable() {
+                    self.on_writable(idx);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.on_readable(idx);
+                }
+            }
+            let now = Instant::now();
+            while let Some((idx, gen, kind)) = self.timers.pop_due(now) {
+                self.on_timer(idx, gen, kind, now);
+            }
+            self.open_more();
+        }
+        self.finish();
+    }
+
+    fn us_since_t0(&self, at: Instant) -> i64 {
+        at.duration_since(self.t0).as_micros() as i64
+    }
+
+    fn open_more(&mut self) {
+        let now = Instant::now();
+        while self.to_open > 0 && self.pending < self.max_pending && now < self.deadline {
+            self.to_open -= 1;
+            let initial = self.initial_left > 0;
+            self.initial_left = self.initial_left.saturating_sub(1);
+            self.open(initial);
+        }
+    }
+
+    fn open(&mut self, initial: bool) {
+        let started = Instant::now();
+        let mut stream = match Stream::connect(&self.cfg.target.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.failed(initial, Fail::Refused, &e.to_string());
+                self.replace(initial);
+                return;
+            }
+        };
+        self.gen += 1;
+        let idx = self.conns.next_key();
+        if let Err(e) = stream.register(
+            self.poll.registry(),
+            Token(idx),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.failed(initial, Fail::Refused, &e.to_string());
+            return;
+        }
+        let uuid = proto::hex_uuid();
+        let mut caps = self.caps.clone();
+        for (k, v) in caps.iter_mut() {
+            if k.as_str() == Some("uuid") {
+                *v = Value::from(uuid.as_str());
+            }
+        }
+        let mut wq = WriteQueue::new();
+        match proto::encode(&proto::client_hello(&caps, None), &self.framing) {
+            Ok(b) => wq.push(vec![b]),
+            Err(e) => {
+                self.failed(initial, Fail::Protocol, &e);
+                return;
+            }
+        }
+        self.conns.insert(Conn {
+            stream,
+            reader: RecordReader::new(256 * 1024 * 1024),
+            wq,
+            state: State::Connecting,
+            gen: self.gen,
+            started,
+            uuid,
+            next_seq: 1,
+            pixels: None,
+            initial,
+            writable: false,
+            tokens: 0.0,
+            refilled: started,
+            paused: false,
+        });
+        self.pending += 1;
+        self.timers
+            .add(started + self.cfg.timeout, idx, self.gen, TIMER_HANDSHAKE);
+    }
+
+    /// In handshake-loop mode a finished or failed connection is replaced.
+    fn replace(&mut self, _initial: bool) {
+        if self.cfg.handshake_loop && Instant::now() < self.deadline {
+            self.to_open += 1;
+        }
+    }
+
+    fn failed(&mut self, initial: bool, kind: Fail, reason: &str) {
+        self.stats.fail(kind, reason);
+        self.progress.failed.fetch_add(1, Ordering::Relaxed);
+        if initial {
+            self.progress.settled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a connection; `fail` when it ended badly.
+    fn drop_conn(&mut self, idx: usize, fail: Option<(Fail, String)>) {
+        let Some(mut c) = self.conns.remove(idx) else {
+            return;
+        };
+        let _ = c.stream.deregister(self.poll.registry());
+        c.stream.shutdown();
+        let handshaking = !matches!(c.state, State::Streaming);
+        if handshaking {
+            self.pending -= 1;
+        }
+        if let Some((kind, reason)) = fail {
+            if handshaking {
+                self.failed(c.initial, kind, &reason);
+                self.replace(c.initial);
+            } else {
+                // an established connection that broke during the run
+                self.stats.dropped += 1;
+                self.stats.note(&format!("dropped: {reason}"));
+            }
+        }
+    }
+
+    fn on_writable(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if matches!(c.state, State::Connecting) {
+            match c.stream.check_connected() {
+                Ok(true) => c.state = State::Handshake { challenges: 0 },
+                Ok(false) => return,
+                Err(e) => {
+                    let e = e.to_string();
+                    self.drop_conn(idx, Some((Fail::Refused, e)));
+                    return;
+                }
+            }
+        }
+        c.writable = true;
+        self.flush(idx);
+    }
+
+    fn flush(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if !c.writable || matches!(c.state, State::Connecting) {
+            return;
+        }
+        match c.wq.flush(&mut c.stream) {
+            Ok(true) => {}
+            Ok(false) => c.writable = false,
+            Err(e) => {
+                let e = e.to_string();
+                let kind = if matches!(c.state, State::Handshake { .. }) {
+                    Fail::Closed
+                } else {
+                    Fail::Lost
+                };
+                self.drop_conn(idx, Some((kind, e)));
+            }
+        }
+    }
+
+    fn on_readable(&mut self, idx: usize) {
+        let mut items = std::mem::take(&mut self.items);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut end: Option<(Fail, String)> = None;
+        let mut bytes = 0usize;
+        if let Some(c) = self.conns.get_mut(idx) {
+            if matches!(c.state, State::Connecting) {
+                // an error or hang-up before connecting completes
+                if let Err(e) = c.stream.check_connected() {
+                    end = Some((Fail::Refused, e.to_string()));
+                }
+            }
+            let throttle = self
+                .cfg
+                .read_rate
+                .filter(|_| matches!(c.state, State::Streaming));
+            if let Some(rate) = throttle {
+                let now = Instant::now();
+                let burst = (rate as f64 / 10.0).max(16_384.0);
+                c.tokens = (c.tokens + rate as f64 * now.duration_since(c.refilled).as_secs_f64())
+                    .min(burst);
+                c.refilled = now;
+            }
+            while end.is_none() {
+                let room = match throttle {
+                    None => scratch.len(),
+                    Some(_) => (c.tokens.max(0.0) as usize).min(scratch.len()),
+                };
+                if room == 0 {
+                    // out of budget: come back in 10 ms (the socket keeps the
+                    // rest, and the sender has to wait)
+                    if !c.paused {
+                        c.paused = true;
+                        let at = Instant::now() + Duration::from_millis(10);
+                        self.timers.add(at, idx, c.gen, TIMER_READ);
+                    }
+                    break;
+                }
+                match c.stream.read(&mut scratch[..room]) {
+                    Ok(0) => {
+                        let kind = if matches!(c.state, State::Streaming) {
+                            Fail::Lost
+                        } else {
+                            Fail::Closed
+                        };
+                        end = Some((kind, "connection closed by peer".into()));
+                    }
+                    Ok(n) => {
+                        bytes += n;
+                        if throttle.is_some() {
+                            c.tokens -= n as f64;
+                        }
+                        if let Err(e) = c.reader.feed(&scratch[..n], &mut items) {
+                            end = Some((Fail::Protocol, e));
+                        }
+                        if n < room {
+                            // most likely drained: saves a read returning EAGAIN
+                            // (edge-triggered: safe, a later arrival raises a new event)
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let kind = if matches!(c.state, State::Connecting) {
+                            Fail::Refused
+                        } else if matches!(c.state, State::Streaming) {
+                            Fail::Lost
+                        } else {
+                            Fail::Closed
+                        };
+                        end = Some((kind, e.to_string()));
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.stats.bytes += bytes as u64;
+        self.progress
+            .bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        let mut packets = 0u64;
+        for item in items.drain(..) {
+            match item {
+                Item::Chunk { index, len, crc } => {
+                    if usize::from(index) == proto::PIXELS_INDEX {
+                        if let Some(c) = self.conns.get_mut(idx) {
+                            c.pixels = Some((len, crc));
+                        }
+                    }
+                }
+                Item::Main(record) => {
+                    packets += 1;
+                    if let Err(f) = self.on_packet(idx, &record) {
+                        end = Some(f);
+                        break;
+                    }
+                }
+            }
+        }
+        self.items = items;
+        self.stats.packets += packets;
+        self.progress.packets.fetch_add(packets, Ordering::Relaxed);
+        if let Some(f) = end {
+            // the error that ended it may come after a close packet that
+            // already removed the connection: then this does nothing
+            self.drop_conn(idx, Some(f));
+        } else {
+            self.flush(idx);
+        }
+    }
+
+    fn on_packet(&mut self, idx: usize, record: &Record) -> Result<(), (Fail, String)> {
+        let p = proto::decode(record).map_err(|e| (Fail::Protocol, e))?;
+        let now = Instant::now();
+        let now_us = self.us_since_t0(now);
+        let ptype = p.packet_type().unwrap_or("");
+        let Some(c) = self.conns.get_mut(idx) else {
+            return Ok(());
+        };
+        match ptype {
+            "draw" => {
+                let chunk = c.pixels.take();
+                match proto::check_draw(&p.items, chunk) {
+                    Some(d) => {
+                        self.stats.draws += 1;
+                        if !d.ok {
+                            self.stats.corrupt += 1;
+                        }
+                        if d.seq == c.next_seq {
+                            c.next_seq += 1;
+                        } else if d.seq > c.next_seq {
+                            self.stats.lost += (d.seq - c.next_seq) as u64;
+                            c.next_seq = d.seq + 1;
+                        } else {
+                            self.stats.reordered += 1;
+                        }
+                    }
+                    None => self.stats.corrupt += 1,
+                }
+            }
+            "ping_echo" => {
+                let ours = p.items.get(6).and_then(Value::as_str) == Some(c.uuid.as_str());
+                if let (true, Some(sent)) = (ours, p.items.get(1).and_then(Value::as_int)) {
+                    let rtt = (now_us - sent).max(0) as u64;
+                    let _ = self.stats.rtt.record(rtt.max(1));
+                }
+            }
+            "ping" => {
+                if let Ok(b) = proto::encode(&proto::ping_echo(&p.items), &self.framing) {
+                    c.wq.push_urgent(vec![b]);
+                }
+            }
+            "challenge" => {
+                let State::Handshake { challenges } = &mut c.state else {
+                    return Err((Fail::Protocol, "challenge after hello".into()));
+                };
+                *challenges += 1;
+                if *challenges > 3 {
+                    return Err((Fail::AuthFailed, "too many challenges".into()));
+                }
+                let ch = Challenge::parse(&p.items).map_err(|e| (Fail::Protocol, e.to_string()))?;
+                let Some(pw) = self.cfg.password.as_deref() else {
+                    return Err((
+                        Fail::AuthFailed,
+                        "the server wants a password and none was given".into(),
+                    ));
+                };
+                let (resp, salt) =
+                    crate::digest::respond(&ch.digest, &ch.salt_digest, pw, &ch.salt)
+                        .map_err(|e| (Fail::AuthFailed, e))?;
+                let mut caps = self.caps.clone();
+                for (k, v) in caps.iter_mut() {
+                    if k.as_str() == Some("uuid") {
+                        *v = Value::from(c.uuid.as_str());
+                    }
+                }
+                let b = proto::encode(
+                    &proto::client_hello(&caps, Some((&resp, &salt))),
+                    &self.framing,
+                )
+                .map_err(|e| (Fail::Protocol, e))?;
+                c.wq.push_urgent(vec![b]);
+            }
+            "hello" => {
+                if matches!(c.state, State::Streaming) {
+                    return Ok(());
+                }
+                c.state = State::Streaming;
+                let us = now.duration_since(c.started).as_micros() as u64;
+                let _ = self.stats.handshake.record(us.max(1));
+                self.stats.ok += 1;
+                self.pending -= 1;
+                self.progress.ok.fetch_add(1, Ordering::Relaxed);
+                if c.initial {
+                    self.progress.settled.fetch_add(1, Ordering::Relaxed);
+                }
+                if self.cfg.handshake_loop {
+                    if let Ok(b) =
+                        proto::encode(&proto::disconnect("loadgen: handshake done"), &self.framing)
+                    {
+                        c.wq.push_urgent(vec![b]);
+                        let _ = c.wq.flush(&mut c.stream);
+                    }
+                    self.drop_conn(idx, None);
+                    self.replace(false);
+                    return Ok(());
+                }
+                if let Some(iv) = self.cfg.ping_interval {
+                    // spread the first pings over one interval
+                    let jitter = Duration::from_micros(
+                        u64::from(rand_u32()) % (iv.as_micros().max(1) as u64),
+                    );
+                    self.timers.add(now + jitter, idx, c.gen, TIMER_PING);
+                }
+            }
+            t if CLOSE_PACKET_ALIASES.contains(&t) => {
+                let reason = Close::parse(&p.items)
+                    .map(|c| c.reasons.join(", "))
+                    .unwrap_or_default();
+                let auth = ["auth", "password", "challenge"]
+                    .iter()
+                    .any(|w| reason.contains(w));
+                let kind = match c.state {
+                    State::Streaming => Fail::Lost,
+                    _ if auth => Fail::AuthFailed,
+                    _ => Fail::Closed,
+                };
+                return Err((kind, reason));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, idx: usize, gen: u64, kind: u8, now: Instant) {
+        let now_us = self.us_since_t0(now);
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        if c.gen != gen {
+            return;
+        }
+        match kind {
+            TIMER_HANDSHAKE if !matches!(c.state, State::Streaming) => {
+                let t = self.cfg.timeout.as_secs_f64();
+                self.drop_conn(
+                    idx,
+                    Some((Fail::Timeout, format!("no hello within {t:.0} s"))),
+                );
+            }
+            TIMER_READ => {
+                c.paused = false;
+                self.on_readable(idx);
+            }
+            TIMER_PING => {
+                if let Ok(b) = proto::encode(&proto::ping(now_us, &c.uuid), &self.framing) {
+                    c.wq.push_urgent(vec![b]);
+                    self.stats.pings += 1;
+                }
+                if let Some(iv) = self.cfg.ping_interval {
+                    self.timers.add(now + iv, idx, gen, TIMER_PING);
+                }
+                self.flush(idx);
+            }
+            _ => {}
+        }
+    }
+
+    /// End of the run: say goodbye, close everything.
+    fn finish(&mut self) {
+        for idx in self.conns.keys() {
+            let Some(c) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            match c.state {
+                State::Streaming => {
+                    if let Ok(b) =
+                        proto::encode(&proto::disconnect("loadgen: run complete"), &self.framing)
+                    {
+                        c.wq.push_urgent(vec![b]);
+                        let _ = c.wq.flush(&mut c.stream);
+                    }
+                    self.drop_conn(idx, None);
+                }
+                _ => {
+                    if self.cfg.handshake_loop {
+                        // cut off by the end of the run: not a failure
+                        self.drop_conn(idx, None);
+                    } else {
+                        self.drop_conn(
+                            idx,
+                            Some((
+                                Fail::Timeout,
+                                "handshake not finished by the end of the run".into(),
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::getrandom(&mut b);
+    u32::from_le_bytes(b)
+}

@@ -1,0 +1,418 @@
+//! End-to-end: `loadgen server` (a fake session in a socket dir) behind the
+//! `xfwd` binary, driven by `loadgen client`. Checks correctness only (no
+//! timing assertions): every connection set up, no draw lost, reordered or
+//! corrupt, challenges relayed, wrong passwords refused and counted.
+//!
+//! The xfwd binary is looked for next to loadgen's (`cargo test --workspace`
+//! builds both); when it is missing it is built with cargo, same profile.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn loadgen() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
+}
+
+/// The xfwd binary of the same profile as this test's loadgen.
+fn xfwd() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = loadgen()
+            .parent()
+            .expect("loadgen has a parent dir")
+            .to_path_buf();
+        let bin = dir.join("xfwd");
+        if bin.is_file() {
+            return bin;
+        }
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root).args(["build", "--bin", "xfwd"]);
+        if release {
+            cmd.arg("--release");
+        }
+        // cargo may wait on a lock another build holds: bounded, with a
+        // message saying what to do instead
+        let mut child = cmd.spawn().expect("cannot run cargo to build xfwd");
+        let until = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("waiting for cargo") {
+                break Some(st);
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            status.is_some_and(|s| s.success()) && bin.is_file(),
+            "xfwd is not built at {} and `cargo build --bin xfwd` did not build it: \
+             run `cargo build --workspace` (or `cargo test --workspace`) first",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A child process killed on drop; its output goes to a log file that is
+/// printed when a test fails.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM so the fake session removes its socket
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    dir: PathBuf,
+    port: u16,
+    session: Proc,
+    xfwd: Proc,
+}
+
+impl Setup {
+    /// A fake session `:display` in a fresh socket dir, and xfwd in front.
+    fn new(name: &str, display: &str, session_args: &[&str], tcp_auth: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sockets")).unwrap();
+        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        let socket = dir.join("sockets").join(format!("{hostname}-{display}"));
+        let mut session = Proc::start(
+            Command::new(loadgen())
+                .arg("server")
+                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
+                .arg(format!("--display={display}"))
+                .args(session_args),
+            dir.join("session.log"),
+        );
+        wait_for(|| socket.exists(), "the session socket", &mut session);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&socket).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "session socket mode");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut xfwd = Proc::start(
+            Command::new(xfwd())
+                .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+                .arg(format!("--tcp-auth={tcp_auth}"))
+                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
+                .arg("--cores=1"),
+            dir.join("xfwd.log"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for(
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok(),
+            "xfwd to listen",
+            &mut xfwd,
+        );
+        Setup {
+            dir,
+            port,
+            session,
+            xfwd,
+        }
+    }
+
+    /// Runs `loadgen client` through xfwd; returns (exit code, report).
+    fn client(&self, tag: &str, userpass: &str, display: &str, args: &[&str]) -> (i32, Value) {
+        let json = self.dir.join(format!("{tag}.json"));
+        let out = Command::new(loadgen())
+            .arg("client")
+            .arg(format!(
+                "--connect=tcp://{userpass}@127.0.0.1:{}/{display}",
+                self.port
+            ))
+            .arg(format!("--json={}", json.display()))
+            .args(["--quiet", "--threads=1", "--timeout=10"])
+            .args(args)
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "client wrote no report ({e}); exit {code}\nstdout: {}\nstderr: {}\nsession log:\n{}\nxfwd log:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.session.log(),
+                self.xfwd.log()
+            )
+        });
+        let report: Value = serde_json::from_str(&text).unwrap();
+        (code, report)
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "session log:\n{}\nxfwd log:\n{}",
+            self.session.log(),
+            self.xfwd.log()
+        )
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str, p: &mut Proc) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if ok() {
+            return;
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            panic!("waiting for {what}: the process exited ({st})\n{}", p.log());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}\n{}", p.log());
+}
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| cur.as_f64().map_or(u64::MAX, |f| f as u64))
+}
+
+#[test]
+fn draws_arrive_whole_and_in_order_through_xfwd() {
+    let s = Setup::new(
+        "draws",
+        "21",
+        &["--draw-size=65536", "--draw-rate=100", "--windows=2"],
+        "allow",
+    );
+    let (code, r) = s.client(
+        "draws",
+        "u:any",
+        "21",
+        &["--connections=4", "--duration=3", "--ping-interval=50"],
+    );
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 4, "{ctx}");
+    assert_eq!(n(&r, &["connections_failed"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["connections_dropped"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["lost"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["reordered"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["corrupt"]), 0, "{ctx}");
+    assert!(n(&r, &["bytes"]) > 0, "{ctx}");
+    assert!(n(&r, &["draws"]) > 0, "{ctx}");
+    assert!(n(&r, &["rtt_us", "count"]) > 0, "pings were echoed: {ctx}");
+    assert_eq!(code, 0, "{ctx}");
+}
+
+#[test]
+fn every_encoder_and_lz4_through_xfwd() {
+    let s = Setup::new(
+        "encoders",
+        "22",
+        &["--draw-size=4096", "--draw-rate=50"],
+        "allow",
+    );
+    for (enc, comp) in [
+        ("rencodeplus", "lz4"),
+        ("rencode", "none"),
+        ("bencode", "lz4"),
+    ] {
+        let (code, r) = s.client(
+            enc,
+            "u:any",
+            "22",
+            &[
+                "--connections=2",
+                "--duration=1",
+                "--ping-interval=100",
+                &format!("--encoder={enc}"),
+                &format!("--compress={comp}"),
+            ],
+        );
+        let ctx = format!("{enc}/{comp}: {r:#}\n{}", s.logs());
+        assert_eq!(n(&r, &["connections_ok"]), 2, "{ctx}");
+        assert!(n(&r, &["draws"]) > 0, "{ctx}");
+        assert_eq!(
+            n(&r, &["lost"]) + n(&r, &["reordered"]) + n(&r, &["corrupt"]),
+            0,
+            "{ctx}"
+        );
+        assert_eq!(code, 0, "{ctx}");
+    }
+}
+
+#[test]
+fn session_password_challenge_is_relayed_through_xfwd() {
+    // xfwd does not authenticate (none): the only challenge comes from the
+    // session, through xfwd, and the client must answer it
+    let s = Setup::new(
+        "relay-auth",
+        "23",
+        &["--draw-size=4096", "--draw-rate=20", "--password=s3cret"],
+        "none",
+    );
+    let (code, r) = s.client(
+        "good",
+        "u:s3cret",
+        "23",
+        &["--connections=2", "--duration=1"],
+    );
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 2, "{ctx}");
+    assert!(n(&r, &["draws"]) > 0, "{ctx}");
+    assert_eq!(code, 0, "{ctx}");
+    // no password at all: refused by the session, counted as an auth failure
+    let (code, r) = s.client("nopass", "u", "23", &["--connections=2", "--duration=1"]);
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["failures", "auth_failed"]), 2, "{ctx}");
+    assert_eq!(code, 3, "{ctx}");
+}
+
+#[test]
+fn wrong_password_fails_cleanly_and_is_counted() {
+    // xfwd challenges (allow: any password) and the session challenges too:
+    // the session's check is the one that fails
+    let s = Setup::new(
+        "wrong-pass",
+        "24",
+        &["--draw-rate=0", "--password=right"],
+        "allow",
+    );
+    let (code, r) = s.client(
+        "wrong",
+        "u:wrong",
+        "24",
+        &["--connections=3", "--duration=2"],
+    );
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["connections_failed"]), 3, "{ctx}");
+    assert_eq!(n(&r, &["failures", "auth_failed"]), 3, "{ctx}");
+    assert_eq!(code, 3, "an error exit, not a panic (101): {ctx}");
+    // and the right one, answering two challenges (xfwd's, then the session's)
+    let (code, r) = s.client(
+        "right",
+        "u:right",
+        "24",
+        &["--connections=3", "--duration=1"],
+    );
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 3, "{ctx}");
+    assert_eq!(code, 0, "{ctx}");
+}
+
+#[test]
+fn refused_and_missing_sessions_are_counted_not_fatal() {
+    // nothing listens on this port
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("loadgen-test-{}-refused", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let out = Command::new(loadgen())
+        .arg("client")
+        .arg(format!("--connect=tcp://127.0.0.1:{port}/1"))
+        .args(["--connections=3", "--duration=1", "--quiet"])
+        .arg(format!("--json={}", json.display()))
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{r:#}");
+    assert_eq!(n(&r, &["failures", "refused"]), 3, "{r:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // xfwd up, but the display asked for does not exist: closed with a reason
+    let s = Setup::new("missing", "25", &["--draw-rate=0"], "allow");
+    let (code, r) = s.client("missing", "u:x", "99", &["--connections=2", "--duration=1"]);
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 0, "{ctx}");
+    assert_eq!(n(&r, &["failures", "closed"]), 2, "{ctx}");
+    assert_eq!(code, 3, "{ctx}");
+}
+
+#[test]
+fn slow_readers_lose_nothing_through_xfwd() {
+    // the session draws at max rate, the clients read 2 MB/s: xfwd has to
+    // push back on the session, and every draw must still arrive whole
+    let s = Setup::new(
+        "slow",
+        "26",
+        &["--draw-size=65536", "--draw-rate=max"],
+        "allow",
+    );
+    let (code, r) = s.client(
+        "slow",
+        "u:any",
+        "26",
+        &["--connections=2", "--duration=2", "--read-rate=2000000"],
+    );
+    let ctx = format!("{r:#}\n{}", s.logs());
+    assert_eq!(n(&r, &["connections_ok"]), 2, "{ctx}");
+    assert_eq!(n(&r, &["connections_dropped"]), 0, "{ctx}");
+    assert!(n(&r, &["draws"]) > 0, "{ctx}");
+    assert_eq!(
+        n(&r, &["lost"]) + n(&r, &["reordered"]) + n(&r, &["corrupt"]),
+        0,
+        "{ctx}"
+    );
+    assert_eq!(code, 0, "{ctx}");
+}
