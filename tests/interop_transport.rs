@@ -12,36 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A self-signed certificate and key for 127.0.0.1, made with openssl.
-fn certificate(dir: &Path) -> (String, String) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is needed: apt-get install -y openssl")
-        .success();
-    assert!(ok, "openssl req failed");
-    (
-        format!("--ssl-cert={}", cert.display()),
-        format!("--ssl-key={}", key.display()),
-    )
-}
-
 fn see_xterm(uri: &str, dir: &Path, from: u32, extra: &[&str]) {
     let display = free_display(from);
     let _x = xvfb(display);

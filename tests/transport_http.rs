@@ -248,7 +248,7 @@ fn precompressed_variants() {
 #[test]
 fn traversal_is_impossible() {
     let t = tree("trav");
-    let files = StaticFiles::new(t.root()).unwrap();
+    let files = StaticFiles::new(t.root()).unwrap().follow_symlinks(false);
     for path in [
         "/../outside/secret.txt",
         "/js/../../outside/secret.txt",
@@ -279,6 +279,21 @@ fn traversal_is_impossible() {
     }
     // A symlink out of the root is not even a directory to redirect to.
     assert_eq!(get(&files, "/escape-dir", "").head.status, 404);
+}
+
+#[test]
+fn symlinks_put_in_the_root_are_followed_by_default() {
+    // As Debian's xpra www links js/lib/jquery.js to /usr/share/javascript.
+    let t = tree("links");
+    let files = StaticFiles::new(t.root()).unwrap();
+    let r = get(&files, "/escape.txt", "");
+    assert_eq!(r.head.status, 200);
+    assert!(body_bytes(&r).starts_with(b"TOP SECRET"));
+    // Requests still cannot climb out by name.
+    for path in ["/../outside/secret.txt", "/%2e%2e/outside/secret.txt"] {
+        let r = get(&files, path, "");
+        assert!(!body_bytes(&r).starts_with(b"TOP SECRET"), "{path}");
+    }
 }
 
 #[test]

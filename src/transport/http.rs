@@ -853,9 +853,13 @@ fn parse_q(v: &str) -> Option<u32> {
 /// - `GET` and `HEAD` only (others: 405 with `Allow`);
 /// - the path is percent-decoded, then split on `/`; `..` segments, NUL,
 ///   bad escapes and non-UTF-8 are 400, dotfiles (`.git`, `.htpasswd`)
-///   404; the joined path is canonicalized and must still be under the
-///   canonical root (a symlink out of the root is 404); only regular files
-///   are served (never a FIFO or a device);
+///   404, so a request can only name a path inside the root; symlinks the
+///   root's owner put there are followed, as xpra's own server and nginx
+///   do (Debian's `/usr/share/xpra/www/js/lib/jquery.js` links out of the
+///   root); with [`StaticFiles::follow_symlinks`] off, the joined path is
+///   canonicalized and must still be under the canonical root (a symlink
+///   out of the root is 404); only regular files are served (never a FIFO
+///   or a device);
 /// - a directory without a trailing slash is 301 to the slash form; with
 ///   one, its `index.html`, else a listing when allowed, else 404;
 /// - `FILE.br` / `FILE.gz` beside a file are sent instead when
@@ -871,6 +875,7 @@ fn parse_q(v: &str) -> Option<u32> {
 pub struct StaticFiles {
     root: PathBuf,
     allow_listing: bool,
+    follow_symlinks: bool,
 }
 
 impl StaticFiles {
@@ -890,7 +895,14 @@ impl StaticFiles {
         Ok(StaticFiles {
             root,
             allow_listing: false,
+            follow_symlinks: true,
         })
+    }
+
+    /// Whether symlinks inside the root may point out of it (default: yes).
+    pub fn follow_symlinks(mut self, follow: bool) -> StaticFiles {
+        self.follow_symlinks = follow;
+        self
     }
 
     /// Whether a directory without `index.html` is listed (default: no,
@@ -996,7 +1008,12 @@ impl StaticFiles {
     /// Canonicalizes `path` and checks it is under the root.
     fn resolve(&self, path: &Path) -> Option<(PathBuf, fs::Metadata)> {
         let real = fs::canonicalize(path).ok()?;
-        if !real.starts_with(&self.root) {
+        // `path` is the root joined with validated segments: inside the
+        // root by name. Its real location may be elsewhere only through a
+        // symlink in the root.
+        let inside =
+            real.starts_with(&self.root) || (self.follow_symlinks && path.starts_with(&self.root));
+        if !inside {
             return None;
         }
         let meta = fs::metadata(&real).ok()?;

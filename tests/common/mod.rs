@@ -316,3 +316,33 @@ pub fn client_kill(p: &mut Proc) -> bool {
     let _ = Command::new("kill").arg(p.0.id().to_string()).status();
     wait_exit(p, Duration::from_secs(20))
 }
+
+/// A self-signed certificate and key for 127.0.0.1, made with openssl.
+pub fn certificate(dir: &Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is needed: apt-get install -y openssl")
+        .success();
+    assert!(ok, "openssl req failed");
+    (
+        format!("--ssl-cert={}", cert.display()),
+        format!("--ssl-key={}", key.display()),
+    )
+}
