@@ -29,6 +29,7 @@ use crate::evloop::{Slab, Timers};
 use crate::net::{Item, RecordReader, Stream, Target, WriteQueue};
 use crate::proto::{self, ClientHello, Framing};
 use crate::report::{self, Fail, Stats};
+use crate::transport::{self, Transport};
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -52,6 +53,11 @@ pub struct ClientConfig {
     /// Handshakes in flight at once, all threads together.
     pub max_pending: usize,
     pub quiet: bool,
+    /// For `ssl://` and `wss://`: the TLS client settings and server name.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// Counters the progress line reads.
@@ -78,6 +84,8 @@ enum State {
 
 struct Conn {
     stream: Stream,
+    /// TLS / WebSocket layers (nothing for tcp:// and unix:).
+    io: Transport,
     reader: RecordReader,
     wq: WriteQueue,
     state: State,
@@ -116,6 +124,7 @@ struct Worker {
     framing: Framing,
     scratch: Vec<u8>,
     items: Vec<Item>,
+    bufs: transport::Bufs,
     /// Initial connections opened so far by this thread.
     initial_left: usize,
 }
@@ -170,6 +179,7 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
                     caps,
                     scratch: vec![0u8; 256 * 1024],
                     items: Vec::new(),
+                    bufs: transport::Bufs::default(),
                     initial_left: share,
                 };
                 w.run();
@@ -313,6 +323,22 @@ impl Worker {
 
     fn open(&mut self, initial: bool) {
         let started = Instant::now();
+        let t = &self.cfg.target;
+        let io = if matches!(t.addr, crate::net::Addr::Unix(_)) {
+            Ok(Transport::plain())
+        } else {
+            Transport::new(
+                self.cfg.tls.as_ref().map(|(c, n)| (c, n)),
+                t.scheme.ws().then_some((t.hostport.as_str(), "/")),
+            )
+        };
+        let io = match io {
+            Ok(io) => io,
+            Err(e) => {
+                self.failed(initial, Fail::Protocol, &e.to_string());
+                return;
+            }
+        };
         let mut stream = match Stream::connect(&self.cfg.target.addr) {
             Ok(s) => s,
             Err(e) => {
@@ -348,6 +374,7 @@ impl Worker {
         }
         self.conns.insert(Conn {
             stream,
+            io,
             reader: RecordReader::new(256 * 1024 * 1024),
             wq,
             state: State::Connecting,
@@ -431,7 +458,7 @@ impl Worker {
         if !c.writable || matches!(c.state, State::Connecting) {
             return;
         }
-        match c.wq.flush(&mut c.stream) {
+        match c.io.flush(&mut c.wq, &mut c.stream) {
             Ok(true) => {}
             Ok(false) => c.writable = false,
             Err(e) => {
@@ -498,8 +525,25 @@ impl Worker {
                         if throttle.is_some() {
                             c.tokens -= n as f64;
                         }
-                        if let Err(e) = c.reader.feed(&scratch[..n], &mut items) {
-                            end = Some((Fail::Protocol, e));
+                        if c.io.is_plain() {
+                            if let Err(e) = c.reader.feed(&scratch[..n], &mut items) {
+                                end = Some((Fail::Protocol, e));
+                            }
+                        } else {
+                            let reader = &mut c.reader;
+                            let r = c.io.ingest(&scratch[..n], &mut self.bufs, &mut |d| {
+                                reader.feed(d, &mut items)
+                            });
+                            if let Err(e) = r {
+                                end = Some((Fail::Protocol, e.to_string()));
+                            } else if let Some(why) = c.io.closed() {
+                                let kind = if matches!(c.state, State::Streaming) {
+                                    Fail::Lost
+                                } else {
+                                    Fail::Closed
+                                };
+                                end = Some((kind, why.to_owned()));
+                            }
                         }
                         if n < room {
                             // most likely drained: saves a read returning EAGAIN
@@ -648,8 +692,9 @@ impl Worker {
                         proto::encode(&proto::disconnect("loadgen: handshake done"), &self.framing)
                     {
                         c.wq.push_urgent(vec![b]);
-                        let _ = c.wq.flush(&mut c.stream);
+                        let _ = c.io.flush(&mut c.wq, &mut c.stream);
                     }
+                    c.io.close(&mut c.stream);
                     self.drop_conn(idx, None);
                     self.replace(false);
                     return Ok(());
@@ -727,8 +772,9 @@ impl Worker {
                         proto::encode(&proto::disconnect("loadgen: run complete"), &self.framing)
                     {
                         c.wq.push_urgent(vec![b]);
-                        let _ = c.wq.flush(&mut c.stream);
+                        let _ = c.io.flush(&mut c.wq, &mut c.stream);
                     }
+                    c.io.close(&mut c.stream);
                     self.drop_conn(idx, None);
                 }
                 _ => {

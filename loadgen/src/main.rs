@@ -17,6 +17,7 @@ mod procstat;
 mod proto;
 mod report;
 mod server;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,9 +83,18 @@ struct ServerArgs {
 
 #[derive(clap::Args, Debug)]
 struct ClientArgs {
-    /// tcp://[user[:password]@]host:port[/display] or unix:PATH.
+    /// tcp://[user[:password]@]host:port[/display] (or ssl://, ws://,
+    /// wss://) or unix:PATH.
     #[arg(long, value_name = "URI")]
     connect: String,
+    /// ssl:// and wss://: check the server's certificate (required: against
+    /// the system's CAs or --ssl-ca-certs) or not (none, the default: a
+    /// load tool in front of self-signed test proxies).
+    #[arg(long, value_name = "none|required", default_value = "none")]
+    ssl_server_verify_mode: String,
+    /// CAs (PEM file or directory) to verify the server against.
+    #[arg(long, value_name = "FILE")]
+    ssl_ca_certs: Option<PathBuf>,
     /// Concurrent connections.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -194,6 +204,38 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
     if a.connections == 0 {
         return Err("--connections must be at least 1".into());
     }
+    let tls = if target.scheme.tls() {
+        use xfwd::transport::tls::{self as xtls, ClientTls, VerifyMode};
+        let mode: VerifyMode = a
+            .ssl_server_verify_mode
+            .parse()
+            .map_err(|e| format!("--ssl-server-verify-mode: {e}"))?;
+        let settings = match (&a.ssl_ca_certs, mode) {
+            (_, VerifyMode::None) => ClientTls::insecure_accept_any(),
+            (Some(ca), _) => ClientTls::with_ca(ca.clone()),
+            (None, _) => ClientTls::system(),
+        };
+        let config = settings.build().map_err(|e| e.to_string())?;
+        let name = xtls::server_name(&target.host).map_err(|e| e.to_string())?;
+        // said even with --quiet: a run's log should show what was checked
+        eprintln!(
+            "loadgen client: {}:// with ssl-server-verify-mode={}{}",
+            target.scheme.name(),
+            if mode == VerifyMode::None {
+                "none"
+            } else {
+                "required"
+            },
+            if mode == VerifyMode::None {
+                " (the server's certificate is not checked)"
+            } else {
+                ""
+            }
+        );
+        Some((config, name))
+    } else {
+        None
+    };
     Ok(client::ClientConfig {
         target,
         connections: a.connections,
@@ -216,6 +258,7 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
         read_rate: a.read_rate.filter(|r| *r > 0),
         max_pending: a.max_pending.max(1),
         quiet: a.quiet,
+        tls,
     })
 }
 

@@ -30,11 +30,48 @@ impl std::fmt::Display for Addr {
     }
 }
 
-/// A parsed connect URI: `tcp://[user[:pass]@]host:port[/display]`,
-/// `unix:PATH` or `unix://PATH` (xpra's forms).
+/// How a `tcp` address is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Tcp,
+    /// TLS (xpra's `ssl://`).
+    Ssl,
+    /// WebSocket.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Ssl => "ssl",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Scheme::Ssl | Scheme::Wss)
+    }
+
+    pub fn ws(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+/// A parsed connect URI: `tcp://[user[:pass]@]host:port[/display]` (or
+/// `ssl://`, `ws://`, `wss://`), `unix:PATH` or `unix://PATH` (xpra's
+/// forms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub addr: Addr,
+    pub scheme: Scheme,
+    /// The host as written (TLS server name); `host:port` for WebSocket's
+    /// `Host` header.
+    pub host: String,
+    pub hostport: String,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Display number without the `:`.
@@ -61,13 +98,24 @@ impl Target {
             }
             return Ok(Target {
                 addr: Addr::Unix(PathBuf::from(path)),
+                scheme: Scheme::Tcp,
+                host: String::new(),
+                hostport: String::new(),
                 username: None,
                 password: None,
                 display: None,
             });
         }
-        let rest = uri.strip_prefix("tcp://").ok_or_else(|| {
-            format!("{uri}: expected tcp://[user:pass@]host:port[/display] or unix:PATH")
+        let (scheme, rest) = [
+            ("tcp://", Scheme::Tcp),
+            ("ssl://", Scheme::Ssl),
+            ("ws://", Scheme::Ws),
+            ("wss://", Scheme::Wss),
+        ]
+        .iter()
+        .find_map(|(p, s)| uri.strip_prefix(p).map(|r| (*s, r)))
+        .ok_or_else(|| {
+            format!("{uri}: expected tcp|ssl|ws|wss://[user:pass@]host:port[/display] or unix:PATH")
         })?;
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
@@ -84,8 +132,15 @@ impl Target {
                 None => (Some(a.to_owned()), None),
             },
         };
+        let host = match hostport.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => hostport,
+        };
         Ok(Target {
             addr: Addr::Tcp(resolve(hostport)?),
+            scheme,
+            host: host.to_owned(),
+            hostport: hostport.to_owned(),
             username: username.filter(|u| !u.is_empty()),
             password,
             display: display.map(str::to_owned),
@@ -513,6 +568,31 @@ mod tests {
         w.out.clear();
         assert!(q.flush(&mut w).unwrap());
         assert_eq!(w.out, b"Rcc");
+    }
+
+    #[test]
+    fn uri_schemes() {
+        let t = Target::parse("wss://me:pw@127.0.0.1:14500/:100").unwrap();
+        assert_eq!(t.scheme, Scheme::Wss);
+        assert_eq!(
+            (t.host.as_str(), t.hostport.as_str()),
+            ("127.0.0.1", "127.0.0.1:14500")
+        );
+        assert_eq!(t.password.as_deref(), Some("pw"));
+        assert_eq!(t.display.as_deref(), Some("100"));
+        assert_eq!(
+            Target::parse("ssl://localhost:1").unwrap().scheme,
+            Scheme::Ssl
+        );
+        assert_eq!(
+            Target::parse("ws://127.0.0.1:1/").unwrap().scheme,
+            Scheme::Ws
+        );
+        assert_eq!(
+            Target::parse("tcp://127.0.0.1:1").unwrap().scheme,
+            Scheme::Tcp
+        );
+        assert!(Target::parse("http://127.0.0.1:1").is_err());
     }
 
     #[test]

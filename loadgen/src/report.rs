@@ -186,7 +186,10 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
         "cpu_s": cpu.0 + cpu.1,
         "errors": s.reasons,
         "config": {
-            "connect": format!("{}", cfg.target.addr),
+            "connect": match &cfg.target.addr {
+                crate::net::Addr::Tcp(a) => format!("{}://{a}", cfg.target.scheme.name()),
+                other => other.to_string(),
+            },
             "connections": cfg.connections,
             "encoder": cfg.encoder.name(),
             "compress": cfg.compress.name(),
