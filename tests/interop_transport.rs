@@ -172,3 +172,54 @@ fn ssl_session_target() {
         Duration::from_secs(1),
     );
 }
+
+#[test]
+fn ws_and_wss_session_targets() {
+    if !tools_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("wstarget");
+    let (cert, key) = certificate(&dir);
+    let ws_port = free_port();
+    let wss_port = free_port();
+    let session = Session::start_with(
+        free_display(281),
+        &dir,
+        &[
+            &format!("--bind-ws=127.0.0.1:{ws_port}"),
+            &format!("--bind-wss=127.0.0.1:{wss_port}"),
+            &cert,
+            &key,
+            "--ws-auth=none",
+            "--wss-auth=none",
+        ],
+    );
+    let users = dir.join("users.txt");
+    std::fs::write(
+        &users,
+        format!(
+            "foo|bar|nobody|nobody|ws://127.0.0.1:{ws_port}/||\n\
+             moo|cow|nobody|nobody|wss://127.0.0.1:{wss_port}/||\n"
+        ),
+    )
+    .unwrap();
+    let xfwd = Xfwd::start(
+        &dir,
+        &[
+            &format!("--tcp-auth=multifile,filename={}", users.display()),
+            "--ssl-server-verify-mode=none",
+        ],
+    );
+    for (user, pw, port) in [("foo", "bar", ws_port), ("moo", "cow", wss_port)] {
+        let pwf = dir.join(format!("{user}.pw"));
+        std::fs::write(&pwf, pw).unwrap();
+        see_xterm(
+            &format!("tcp://{user}@127.0.0.1:{}/", xfwd.port),
+            &dir,
+            session.display + 1,
+            &[&format!("--password-file={}", pwf.display())],
+        );
+        xfwd.wait_log(&format!("127.0.0.1:{port}/"), Duration::from_secs(1));
+    }
+}

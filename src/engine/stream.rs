@@ -102,6 +102,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         }
     }
 
+    /// The client role (toward a `ws://`/`wss://` session): frames sent
+    /// masked, frames received unmasked. `already` holds bytes read past
+    /// the upgrade response.
+    pub fn client(inner: S, already: BytesMut) -> WsStream<S> {
+        WsStream {
+            inner,
+            decoder: FrameDecoder::new(DecoderConfig::client()),
+            encoder: FrameEncoder::new(Role::Client),
+            raw: already,
+            data: Bytes::new(),
+            out: BytesMut::new(),
+            closed: false,
+        }
+    }
+
     /// Writes what is queued; Ready once all of it is written.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {

@@ -12,7 +12,7 @@ use glommio::net::{TcpStream, UnixStream};
 
 use super::handshake::{decode, handshake_relay, read_record, send_packet, HandshakeError};
 use super::pump::ReadSizer;
-use super::stream::Stream;
+use super::stream::{Stream, WsStream};
 use super::Shared;
 use crate::auth::{client_answer, Accepted, Secret, SessionOptions, Target, TargetKind};
 use crate::sessions::{self, LocalSession};
@@ -168,24 +168,58 @@ async fn tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
+/// TLS toward a session (`ssl://`, `wss://`).
+async fn tls(host: &str, port: u16, shared: &Shared) -> std::io::Result<Stream> {
+    let s = tcp(host, port).await?;
+    let name = crate::transport::tls::server_name(host).map_err(std::io::Error::other)?;
+    let config = shared
+        .upstream_tls
+        .clone()
+        .map_err(|e| std::io::Error::other(format!("no TLS for ssl:// targets: {e}")))?;
+    let connector = futures_rustls::TlsConnector::from(config);
+    let tls = connector.connect(name, Stream::Tcp(s)).await?;
+    Ok(Stream::TlsClient(Box::new(tls)))
+}
+
+/// The WebSocket upgrade toward a session (`ws://`, `wss://`), as xpra's
+/// client does it (subprotocol `binary`).
+async fn websocket(mut s: Stream, host: &str, port: u16) -> std::io::Result<Stream> {
+    use crate::transport::websocket::ClientHandshake;
+    use futures_lite::AsyncWriteExt;
+
+    let handshake = ClientHandshake::new(&format!("{host}:{port}"), "/")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    s.write_all(&handshake.request()).await?;
+    s.flush().await?;
+    let mut buf = BytesMut::new();
+    let mut sizer = ReadSizer::new();
+    loop {
+        let answer = handshake
+            .read_response(&buf)
+            .map_err(|e| std::io::Error::other(format!("WebSocket upgrade refused: {e}")))?;
+        if let Some(accepted) = answer {
+            let rest = buf.split_off(accepted.head_len);
+            return Ok(Stream::Ws(Box::new(WsStream::client(s, rest))));
+        }
+        if super::pump::read_more(&mut s, &mut buf, &mut sizer).await? == 0 {
+            return Err(std::io::Error::other("closed during the WebSocket upgrade"));
+        }
+    }
+}
+
 async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> {
     match &t.kind {
         TargetKind::Unix { path } => unix(path).await,
         TargetKind::Tcp { host, port } => Ok(Stream::Tcp(tcp(host, *port).await?)),
-        TargetKind::Ssl { host, port } => {
-            let s = tcp(host, *port).await?;
-            let name = crate::transport::tls::server_name(host).map_err(std::io::Error::other)?;
-            let config = shared
-                .upstream_tls
-                .clone()
-                .map_err(|e| std::io::Error::other(format!("no TLS for ssl:// targets: {e}")))?;
-            let connector = futures_rustls::TlsConnector::from(config);
-            let tls = connector.connect(name, Stream::Tcp(s)).await?;
-            Ok(Stream::TlsClient(Box::new(tls)))
+        TargetKind::Ssl { host, port } => tls(host, *port, shared).await,
+        TargetKind::Ws { host, port } => {
+            let s = Stream::Tcp(tcp(host, *port).await?);
+            websocket(s, host, *port).await
         }
-        TargetKind::Ws { .. } | TargetKind::Wss { .. } => Err(std::io::Error::other(
-            "ws:// and wss:// session targets are not supported yet",
-        )),
+        TargetKind::Wss { host, port } => {
+            let s = tls(host, *port, shared).await?;
+            websocket(s, host, *port).await
+        }
         TargetKind::Local { .. } => Err(std::io::Error::other("unresolved local target")),
     }
 }
