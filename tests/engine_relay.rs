@@ -486,3 +486,23 @@ fn failed_attempts_are_delayed_while_others_are_served() {
     );
     server.stop_and_join();
 }
+
+#[test]
+fn proxy_protocol_only_from_trusted_fronts() {
+    let dir = scratch("proxyproto");
+    let header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n";
+    // Trusted: the header is read, then the xpra path goes on.
+    let server = start(&dir, &["--proxy-protocol-from=127.0.0.0/8"]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.s.write_all(header).unwrap();
+    c.send(client_hello(None));
+    assert_eq!(close_reason(&c.recv().unwrap()), "no xpra sessions found");
+    server.stop_and_join();
+    // Untrusted: closed without a word.
+    let server = start(&dir, &[]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.s.write_all(header).unwrap();
+    c.send(client_hello(None));
+    assert!(c.recv().is_none());
+    server.stop_and_join();
+}
