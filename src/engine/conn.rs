@@ -1,5 +1,7 @@
 //! One client connection, from accept to close:
 //!
+//! 0. **front door** (TCP ports, `front.rs`): PROXY header, TLS, HTTP or
+//!    WebSocket, decided from the first bytes;
 //! 1. **handshake**: read the client's `hello` (bounded, with a deadline),
 //!    authenticate it (a `challenge` when the module needs one);
 //! 2. **route**: find the user's sessions and choose one;
