@@ -10,118 +10,21 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use common::*;
 
-struct Setup {
-    dir: PathBuf,
-    port: u16,
-    session: Proc,
-    xfwd: Proc,
-}
-
-impl Setup {
-    /// A fake session `:display` in a fresh socket dir, and xfwd in front.
-    fn new(name: &str, display: &str, session_args: &[&str], tcp_auth: &str) -> Setup {
-        let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("sockets")).unwrap();
-        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
-        let socket = dir.join("sockets").join(format!("{hostname}-{display}"));
-        let mut session = Proc::start(
-            Command::new(loadgen())
-                .arg("server")
-                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
-                .arg(format!("--display={display}"))
-                .args(session_args),
-            dir.join("session.log"),
-        );
-        wait_for(|| socket.exists(), "the session socket", &mut session);
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&socket).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600, "session socket mode");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut xfwd = Proc::start(
-            Command::new(xfwd())
-                .arg(format!("--bind-tcp=127.0.0.1:{port}"))
-                .arg(format!("--tcp-auth={tcp_auth}"))
-                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
-                .arg("--cores=1"),
-            dir.join("xfwd.log"),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for(
-            || TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok(),
-            "xfwd to listen",
-            &mut xfwd,
-        );
-        Setup {
-            dir,
-            port,
-            session,
-            xfwd,
-        }
-    }
-
-    /// Runs `loadgen client` through xfwd; returns (exit code, report).
-    fn client(&self, tag: &str, userpass: &str, display: &str, args: &[&str]) -> (i32, Value) {
-        let json = self.dir.join(format!("{tag}.json"));
-        let out = Command::new(loadgen())
-            .arg("client")
-            .arg(format!(
-                "--connect=tcp://{userpass}@127.0.0.1:{}/{display}",
-                self.port
-            ))
-            .arg(format!("--json={}", json.display()))
-            .args(["--quiet", "--threads=1", "--timeout=10"])
-            .args(args)
-            .output()
-            .unwrap();
-        let code = out.status.code().unwrap_or(-1);
-        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
-            panic!(
-                "client wrote no report ({e}); exit {code}\nstdout: {}\nstderr: {}\nsession log:\n{}\nxfwd log:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                self.session.log(),
-                self.xfwd.log()
-            )
-        });
-        let report: Value = serde_json::from_str(&text).unwrap();
-        (code, report)
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "session log:\n{}\nxfwd log:\n{}",
-            self.session.log(),
-            self.xfwd.log()
-        )
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+/// A fake session `:display` and xfwd in front, for test `name`.
+fn setup(name: &str, display: &str, session_args: &[&str], tcp_auth: &str) -> Setup {
+    Setup::start(Setup::scratch(name), display, session_args, tcp_auth, &[])
 }
 
 #[test]
 fn draws_arrive_whole_and_in_order_through_xfwd() {
-    let s = Setup::new(
+    let s = setup(
         "draws",
         "21",
         &["--draw-size=65536", "--draw-rate=100", "--windows=2"],
@@ -148,7 +51,7 @@ fn draws_arrive_whole_and_in_order_through_xfwd() {
 
 #[test]
 fn every_encoder_and_lz4_through_xfwd() {
-    let s = Setup::new(
+    let s = setup(
         "encoders",
         "22",
         &["--draw-size=4096", "--draw-rate=50"],
@@ -187,7 +90,7 @@ fn every_encoder_and_lz4_through_xfwd() {
 fn session_password_challenge_is_relayed_through_xfwd() {
     // xfwd does not authenticate (none): the only challenge comes from the
     // session, through xfwd, and the client must answer it
-    let s = Setup::new(
+    let s = setup(
         "relay-auth",
         "23",
         &["--draw-size=4096", "--draw-rate=20", "--password=s3cret"],
@@ -215,7 +118,7 @@ fn session_password_challenge_is_relayed_through_xfwd() {
 fn wrong_password_fails_cleanly_and_is_counted() {
     // xfwd challenges (allow: any password) and the session challenges too:
     // the session's check is the one that fails
-    let s = Setup::new(
+    let s = setup(
         "wrong-pass",
         "24",
         &["--draw-rate=0", "--password=right"],
@@ -268,7 +171,7 @@ fn refused_and_missing_sessions_are_counted_not_fatal() {
     let _ = std::fs::remove_dir_all(&dir);
 
     // xfwd up, but the display asked for does not exist: closed with a reason
-    let s = Setup::new("missing", "25", &["--draw-rate=0"], "allow");
+    let s = setup("missing", "25", &["--draw-rate=0"], "allow");
     let (code, r) = s.client("missing", "u:x", "99", &["--connections=2", "--duration=3"]);
     let ctx = format!("{r:#}\n{}", s.logs());
     assert_eq!(n(&r, &["connections_ok"]), 0, "{ctx}");
@@ -280,7 +183,7 @@ fn refused_and_missing_sessions_are_counted_not_fatal() {
 fn slow_readers_lose_nothing_through_xfwd() {
     // the session draws at max rate, the clients read 2 MB/s: xfwd has to
     // push back on the session, and every draw must still arrive whole
-    let s = Setup::new(
+    let s = setup(
         "slow",
         "26",
         &["--draw-size=65536", "--draw-rate=max"],

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -124,4 +125,130 @@ pub fn n(v: &Value, path: &[&str]) -> u64 {
     }
     cur.as_u64()
         .unwrap_or_else(|| cur.as_f64().map_or(u64::MAX, |f| f as u64))
+}
+
+/// A fake session `:display` in a socket dir, and xfwd in front of it.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub session: Proc,
+    pub xfwd: Proc,
+}
+
+impl Setup {
+    /// A fresh scratch dir for test `name` (with its `sockets` dir).
+    pub fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sockets")).unwrap();
+        dir
+    }
+
+    /// Starts the session in `dir/sockets` and xfwd with `--tcp-auth`
+    /// plus `xfwd_args`.
+    pub fn start(
+        dir: PathBuf,
+        display: &str,
+        session_args: &[&str],
+        tcp_auth: &str,
+        xfwd_args: &[String],
+    ) -> Setup {
+        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        let socket = dir.join("sockets").join(format!("{hostname}-{display}"));
+        let mut session = Proc::start(
+            Command::new(loadgen())
+                .arg("server")
+                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
+                .arg(format!("--display={display}"))
+                .args(session_args),
+            dir.join("session.log"),
+        );
+        wait_for(|| socket.exists(), "the session socket", &mut session);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&socket).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "session socket mode");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut xfwd = Proc::start(
+            Command::new(xfwd())
+                .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+                .arg(format!("--tcp-auth={tcp_auth}"))
+                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
+                .arg("--cores=1")
+                .args(xfwd_args),
+            dir.join("xfwd.log"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for(
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok(),
+            "xfwd to listen",
+            &mut xfwd,
+        );
+        Setup {
+            dir,
+            port,
+            session,
+            xfwd,
+        }
+    }
+
+    /// Runs `loadgen client` through xfwd over tcp://; returns (exit code,
+    /// report).
+    pub fn client(&self, tag: &str, userpass: &str, display: &str, args: &[&str]) -> (i32, Value) {
+        self.client_over("tcp", tag, userpass, display, args)
+    }
+
+    /// The same over another scheme (ssl, ws, wss).
+    pub fn client_over(
+        &self,
+        scheme: &str,
+        tag: &str,
+        userpass: &str,
+        display: &str,
+        args: &[&str],
+    ) -> (i32, Value) {
+        let json = self.dir.join(format!("{tag}.json"));
+        let out = Command::new(loadgen())
+            .arg("client")
+            .arg(format!(
+                "--connect={scheme}://{userpass}@127.0.0.1:{}/{display}",
+                self.port
+            ))
+            .arg(format!("--json={}", json.display()))
+            .args(["--quiet", "--threads=1", "--timeout=10"])
+            .args(args)
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "client wrote no report ({e}); exit {code}\nstdout: {}\nstderr: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            )
+        });
+        let report: Value = serde_json::from_str(&text).unwrap();
+        (code, report)
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "session log:\n{}\nxfwd log:\n{}",
+            self.session.log(),
+            self.xfwd.log()
+        )
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
