@@ -96,13 +96,16 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     /// After every module of the chain passed: the sessions this module
     /// offers the user (xpra's `get_sessions`). `matched` is the stored
     /// password that matched, for [`Method::Stored`] modules. The first
-    /// module of a chain that returns `Some` decides.
+    /// module of a chain that returns `Some` decides. Default: the user's
+    /// own local sessions (what xpra's system-account modules offer).
     fn sessions(
         &self,
         username: &str,
-        peer: &PeerInfo,
-        matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError>;
+        _peer: &PeerInfo,
+        _matched: Option<&Secret>,
+    ) -> Result<Option<Sessions>, AuthError> {
+        Ok(Some(Sessions::system(username)))
+    }
 }
 
 /// Where an authenticated user's sessions are.

@@ -5,7 +5,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use super::authenticator::{AuthError, Authenticator, Method, Sessions};
+use super::authenticator::{AuthError, Authenticator, Method};
 use super::peer::PeerInfo;
 use super::secret::Secret;
 use super::spec::{AuthSpec, ModuleKind};
@@ -46,14 +46,6 @@ impl Authenticator for EnvAuth {
         Ok(std::env::var_os(&self.var)
             .filter(|v| !v.is_empty())
             .map(|v| vec![Secret::from(v.as_bytes())]))
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
     }
 }
 

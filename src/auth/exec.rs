@@ -28,9 +28,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::authenticator::{AuthError, Authenticator, Method, Sessions};
+use super::authenticator::{AuthError, Authenticator, Method};
 use super::peer::PeerInfo;
-use super::secret::Secret;
 use super::spec::{AuthSpec, ModuleKind};
 use super::targets::parse_bool;
 
@@ -198,14 +197,6 @@ impl Authenticator for ExecAuth {
         peer: &PeerInfo,
     ) -> Result<bool, AuthError> {
         self.run(username, peer, Some(password))
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
     }
 }
 

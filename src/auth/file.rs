@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-use super::authenticator::{resolve_path, AuthError, Authenticator, Method, Sessions};
+use super::authenticator::{resolve_path, AuthError, Authenticator, Method};
 use super::peer::PeerInfo;
 use super::secret::Secret;
 use super::spec::{AuthSpec, ModuleKind};
@@ -108,14 +108,6 @@ impl Authenticator for FileAuth {
             Secret::from(data)
         })?;
         Ok((!pw.is_empty()).then(|| vec![(*pw).clone()]))
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
     }
 }
 

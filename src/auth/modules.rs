@@ -30,14 +30,6 @@ impl Authenticator for Allow {
     fn prompt(&self) -> &str {
         &self.prompt
     }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
-    }
 }
 
 /// `none`: no challenge, everyone passes; the user's local sessions.
@@ -53,14 +45,6 @@ impl Authenticator for NoneAuth {
     }
     fn check_direct(&self, _username: &str, _peer: &PeerInfo) -> Result<bool, AuthError> {
         Ok(true)
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
     }
 }
 
@@ -156,13 +140,5 @@ impl Authenticator for PasswordAuth {
     }
     fn lookup(&self, _username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
         Ok(Some(vec![self.password.clone()]))
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        _matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
     }
 }
