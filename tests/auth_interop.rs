@@ -14,6 +14,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{python, skip_interop};
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -100,21 +104,6 @@ for line in sys.stdin:
         print("ERR %s: %s" % (type(e).__name__, str(e).replace("\n", " ")))
     sys.stdout.flush()
 "#;
-
-fn skip_interop() -> bool {
-    if std::env::var("XFWD_SKIP_INTEROP").as_deref() == Ok("1") {
-        eprintln!("note: XFWD_SKIP_INTEROP=1, skipping the xpra auth interop checks");
-        true
-    } else {
-        false
-    }
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("XFWD_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
-}
 
 /// Sends request lines to the helper, returns one answer line each.
 fn ask(requests: &[String]) -> Vec<String> {
@@ -226,7 +215,7 @@ impl Drop for TempDir {
 
 #[test]
 fn gendigest_matches_xpra() {
-    if skip_interop() {
+    if skip_interop("xpra auth interop checks") {
         return;
     }
     let mut rng = Rng(0x5eed_1234_abcd_0001);
@@ -255,7 +244,7 @@ fn gendigest_matches_xpra() {
 
 #[test]
 fn response_salt_matches_xpra() {
-    if skip_interop() {
+    if skip_interop("xpra auth interop checks") {
         return;
     }
     let mut rng = Rng(0xfeed_0000_1111_2222);
@@ -306,7 +295,7 @@ fn pairs() -> Vec<(Digest, Digest)> {
 
 #[test]
 fn xpra_client_answers_pass_xfwd_checks() {
-    if skip_interop() {
+    if skip_interop("xpra auth interop checks") {
         return;
     }
     let password = b"p\xe4ssw\xf6rd with spaces";
@@ -354,7 +343,7 @@ fn xpra_client_answers_pass_xfwd_checks() {
 
 #[test]
 fn xpra_client_through_xfwd_modules() {
-    if skip_interop() {
+    if skip_interop("xpra auth interop checks") {
         return;
     }
     let d = TempDir::new("modules");
@@ -416,7 +405,7 @@ fn xpra_client_through_xfwd_modules() {
 
 #[test]
 fn xfwd_answers_pass_xpra_modules() {
-    if skip_interop() {
+    if skip_interop("xpra auth interop checks") {
         return;
     }
     let d = TempDir::new("xpra-modules");

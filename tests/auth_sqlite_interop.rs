@@ -8,6 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{python, skip_interop};
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -17,21 +21,6 @@ use xfwd::auth::{
 };
 
 const XPRA_TOOL: &str = "/usr/lib/python3/dist-packages/xpra/server/auth/sqlite_auth.py";
-
-fn skip_interop() -> bool {
-    if std::env::var("XFWD_SKIP_INTEROP").as_deref() == Ok("1") {
-        eprintln!("note: XFWD_SKIP_INTEROP=1, skipping the xpra sqlite interop checks");
-        true
-    } else {
-        false
-    }
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("XFWD_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
-}
 
 fn xpra(db: &str, args: &[&str]) -> Output {
     assert!(
@@ -148,7 +137,7 @@ fn login(db: &str, user: &str, password: &[u8]) -> bool {
 
 #[test]
 fn xfwd_writes_xpra_reads() {
-    if skip_interop() {
+    if skip_interop("xpra sqlite interop checks") {
         return;
     }
     let d = TempDir::new("xfwd-writes");
@@ -183,7 +172,7 @@ fn xfwd_writes_xpra_reads() {
 
 #[test]
 fn xpra_writes_xfwd_reads() {
-    if skip_interop() {
+    if skip_interop("xpra sqlite interop checks") {
         return;
     }
     let d = TempDir::new("xpra-writes");
@@ -224,7 +213,7 @@ fn xpra_writes_xfwd_reads() {
 
 #[test]
 fn same_usage_errors() {
-    if skip_interop() {
+    if skip_interop("xpra sqlite interop checks") {
         return;
     }
     let d = TempDir::new("usage");

@@ -12,6 +12,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{python, skip_interop};
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,21 +25,6 @@ use xfwd::wire::{bencode, rencode, DecodeLimits, EncodeError, Value};
 
 // ---------------------------------------------------------------------------
 // The Python side
-
-fn skip_interop() -> bool {
-    if std::env::var("XFWD_SKIP_INTEROP").as_deref() == Ok("1") {
-        eprintln!("note: XFWD_SKIP_INTEROP=1, skipping the Python interop checks");
-        true
-    } else {
-        false
-    }
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("XFWD_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
-}
 
 /// Sends request lines to the helper, returns its answer lines (one each).
 fn ask(requests: &[String]) -> Vec<String> {
@@ -366,7 +355,7 @@ fn answer_hex(answer: &str, what: &dyn std::fmt::Debug) -> Vec<u8> {
 
 #[test]
 fn python_modules_present() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let answers = ask(&["versions".to_owned()]);
@@ -378,7 +367,7 @@ fn python_modules_present() {
 /// Rust legacy encoder writes the very same bytes.
 #[test]
 fn python_rencode_dumps_decode_in_rust() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let mut values = common_values();
@@ -422,7 +411,7 @@ fn python_rencode_dumps_decode_in_rust() {
 /// value.
 #[test]
 fn rust_rencode_legacy_decodes_in_python() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let mut values = common_values();
@@ -454,7 +443,7 @@ fn rust_rencode_legacy_decodes_in_python() {
 /// see `known_divergences`).
 #[test]
 fn rencode_rejections_agree() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let inputs: Vec<&[u8]> = vec![
@@ -497,7 +486,7 @@ fn rencode_rejections_agree() {
 /// so that a change on either side shows up.
 #[test]
 fn rencode_known_divergences() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let requests = [
@@ -530,7 +519,7 @@ fn rencode_known_divergences() {
 /// decodes the other's.
 #[test]
 fn bencode_both_directions() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let values = common_values();
@@ -576,7 +565,7 @@ fn has_list_key(v: &Value) -> bool {
 /// xpra's `bencode()` refuses None and floats, and so does the Rust encoder.
 #[test]
 fn bencode_unsupported_agree() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let values = [
@@ -602,7 +591,7 @@ fn bencode_unsupported_agree() {
 /// Hand-made inputs, including xpra's `u` strings, read alike by both sides.
 #[test]
 fn bencode_decoders_agree() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let accepted: Vec<&[u8]> = vec![
@@ -654,7 +643,7 @@ fn bencode_decoders_agree() {
 /// Where xpra 3.1.3's Cython bdecode is laxer than xfwd; pinned.
 #[test]
 fn bencode_known_divergences() {
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let inputs: [&[u8]; 5] = [b"i+1e", b"i 1e", b"i1ei2e", b"3:ab", b"dl1:ae1:be"];
@@ -810,7 +799,7 @@ fn real_xpra31_hello_legacy() {
         "re-encoding is byte-identical"
     );
 
-    if skip_interop() {
+    if skip_interop("Python interop checks") {
         return;
     }
     let answers = ask(&[format!("rloads {}", hex(&raw))]);

@@ -84,6 +84,24 @@ pub fn windows(display: u32) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether the interop checks were asked to be skipped
+/// (`XFWD_SKIP_INTEROP=1`); says so, naming `what`.
+pub fn skip_interop(what: &str) -> bool {
+    let skip = std::env::var("XFWD_SKIP_INTEROP").as_deref() == Ok("1");
+    if skip {
+        eprintln!("note: XFWD_SKIP_INTEROP=1, skipping the {what}");
+    }
+    skip
+}
+
+/// The Python that has xpra's modules: Debian's (the first `python3` on
+/// PATH may be another), or `XFWD_INTEROP_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("XFWD_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+}
+
 /// xpra re-runs Python by name in places (its WebSocket client does): the
 /// system one, which has xpra's modules, must come first on PATH.
 pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/bin";
