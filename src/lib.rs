@@ -4,7 +4,7 @@
 //! - [`auth`]: auth modules and challenges;
 //! - [`sessions`]: finding and choosing sessions;
 //! - [`config`]: options to a typed configuration;
-//! - [`engine`]: the glommio shards that accept, route and relay;
+//! - [`engine`]: the shards (one pinned runtime per core) that accept, route and relay;
 //! - [`tools`]: command-line tools on top of the library.
 
 #![deny(unsafe_code)]

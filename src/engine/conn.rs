@@ -14,20 +14,18 @@
 //! Records are relayed as they came: the client and the session negotiate
 //! encoder and compression between themselves, through the capabilities.
 
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::split;
-use futures_lite::{future, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::front::{self, Front};
 use super::handshake::{self, send_packet, ClientSide, HandshakeError};
 use super::listen::ListenerKind;
-use super::pump::{self, Counters, Direction, OutState, PumpEnd};
-use super::stop::StopSignal;
+use super::pump::{self, Counters, Direction, ForwardAll, Intercepts, OutState, Outbox, PumpEnd};
 pub(super) use super::stream::Stream;
 use super::upstream::{self, Upstream};
 use super::Shared;
@@ -36,13 +34,18 @@ use crate::wire::frame::Limits;
 use crate::wire::header::Rules;
 use crate::wire::relay::{Relay, RelayLimits};
 use crate::wire::views::Close;
+use std::sync::Arc;
 
 /// xpra's reason for a session that went away.
 const SESSION_CLOSED: &str = "session closed the connection";
+/// Sent to the client when writing to the session failed.
+const SESSION_LOST: &str = "session connection lost";
 /// Sent to the session when the client goes away.
 const CLIENT_GONE: &str = "client connection lost";
 /// Sent to both when the proxy stops.
 const SERVER_SHUTDOWN: &str = "server shutdown";
+/// How long a goodbye packet may take to write.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one client until its connection ends.
 pub async fn serve(
@@ -51,7 +54,7 @@ pub async fn serve(
     peer: PeerInfo,
     kind: ListenerKind,
     shared: Arc<Shared>,
-    stop: Rc<StopSignal>,
+    stop: CancellationToken,
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
     serve_inner(stream, peer, kind, shared, stop)
@@ -64,48 +67,51 @@ async fn serve_inner(
     peer: PeerInfo,
     kind: ListenerKind,
     shared: Arc<Shared>,
-    stop: Rc<StopSignal>,
+    stop: CancellationToken,
 ) {
-    let deadline = shared.config.handshake_timeout;
+    // One deadline for everything before relaying: the front door, the
+    // hello, auth, routing and the upstream hello.
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
     } else {
-        let door = async { front::front_door(stream, peer, &shared).await };
-        let late = async {
-            glommio::timer::sleep(deadline).await;
-            Front::Done
-        };
-        future::or(door, late).await
+        let door = front::front_door(stream, peer, &shared);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = timeout_at(deadline, door) => match r {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::debug!("front door: nothing decided before the deadline");
+                    return;
+                }
+            },
+        }
     };
-    let Front::Xpra(stream, buf, peer) = front else {
-        return;
+    let (stream, buf, peer) = match front {
+        Front::Xpra(stream, buf, peer) => (stream, buf, peer),
+        // Served outside the handshake deadline: a download or a proxied
+        // connection may last as long as it moves.
+        Front::Serve(service) => {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = front::serve(service, &shared) => {}
+            }
+            return;
+        }
     };
-    let (reader, writer) = split(stream);
+    let (reader, writer) = tokio::io::split(stream);
     let mut client = ClientSide::new(reader, writer, buf);
-    let result = future::or(
-        async {
+    let result = tokio::select! {
+        () = stop.cancelled() => Err(HandshakeError::Stopping),
+        r = timeout_at(deadline, async {
             let (hello, accepted) = handshake::authenticate(&mut client, &peer, &shared).await?;
             let plan = upstream::route(&hello, &accepted, &shared).await?;
             tracing::info!(user = %accepted.username, "routing to {}", plan.destination.describe());
             let up = upstream::open(&plan, &hello, client.encoder, &shared).await?;
             Ok((plan, up))
-        },
-        async {
-            future::or(
-                async {
-                    glommio::timer::sleep(deadline).await;
-                    Err(HandshakeError::Timeout)
-                },
-                async {
-                    stop.stopped().await;
-                    Err(HandshakeError::Stopping)
-                },
-            )
-            .await
-        },
-    )
-    .await;
+        }) => r.unwrap_or(Err(HandshakeError::Timeout)),
+    };
     match result {
         Ok((plan, up)) => relay(client, up, &plan.destination.describe(), &stop).await,
         Err(HandshakeError::Gone) => tracing::debug!("client left during the handshake"),
@@ -113,28 +119,28 @@ async fn serve_inner(
             // The delay of a failed attempt, then the same answer for
             // every cause.
             if !delay.is_zero() {
-                future::or(glommio::timer::sleep(delay), stop.stopped()).await;
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
             refuse(&mut client, &reason).await;
         }
         Err(e) => {
-            tracing::info!("refused: {e}");
-            refuse(&mut client, &e.to_string()).await;
+            tracing::info!(side = %e.side(), "refused: {e}");
+            refuse(&mut client, &e.client_reason()).await;
         }
     }
 }
 
 async fn refuse(client: &mut ClientSide, reason: &str) {
     let close = Close::new([reason]);
-    let _ = future::or(
+    let _ = timeout(
+        GOODBYE_TIMEOUT,
         send_packet(&mut client.writer, &close.to_items(), client.encoder),
-        async {
-            glommio::timer::sleep(Duration::from_secs(2)).await;
-            Ok(())
-        },
     )
     .await;
-    let _ = client.writer.close().await;
+    let _ = timeout(GOODBYE_TIMEOUT, client.writer.shutdown()).await;
 }
 
 enum Ended {
@@ -143,7 +149,7 @@ enum Ended {
     Stop,
 }
 
-async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &Rc<StopSignal>) {
+async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &CancellationToken) {
     let Upstream {
         reader: mut sr,
         writer: mut sw,
@@ -159,41 +165,58 @@ async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &Rc<St
     let mut s2c = Relay::new(Rules::Any, relay_limits);
     let (up, down) = (Counters::default(), Counters::default());
     let (to_session, to_client) = (OutState::default(), OutState::default());
+    let (session_box, client_box) = (Outbox::default(), Outbox::default());
+    let (mut up_hook, mut down_hook) = (ForwardAll, ForwardAll);
     let buf = std::mem::take(&mut client.buf);
     let ended = {
-        let a = async {
-            let dir = Direction {
+        let a = pump::pump(
+            &mut client.reader,
+            sw,
+            buf,
+            Direction {
                 relay: &mut c2s,
                 limits,
-                rewrite_first_hello: false,
+                intercepts: Intercepts::default(),
+                hook: &mut up_hook,
                 counters: &up,
                 out_state: &to_session,
-            };
-            Ended::Client(pump::pump(&mut client.reader, sw, buf, dir).await)
-        };
-        let b = async {
-            let dir = Direction {
+                outbox: &session_box,
+            },
+        );
+        let b = pump::pump(
+            sr,
+            &mut client.writer,
+            session_buf,
+            Direction {
                 relay: &mut s2c,
                 limits,
-                rewrite_first_hello: true,
+                intercepts: Intercepts {
+                    first_hello: true,
+                    ..Intercepts::default()
+                },
+                hook: &mut down_hook,
                 counters: &down,
                 out_state: &to_client,
-            };
-            Ended::Session(pump::pump(sr, &mut client.writer, session_buf, dir).await)
-        };
-        let s = async {
-            stop.stopped().await;
-            Ended::Stop
-        };
-        future::or(future::or(a, b), s).await
+                outbox: &client_box,
+            },
+        );
+        tokio::select! {
+            e = a => Ended::Client(e),
+            e = b => Ended::Session(e),
+            () = stop.cancelled() => Ended::Stop,
+        }
     };
     let (tell_client, tell_session) = match &ended {
         Ended::Client(PumpEnd::Closed(c)) => {
             tracing::info!("client disconnected: {}", c.reasons.join(", "));
             (None, None)
         }
+        Ended::Client(PumpEnd::WriteError(e)) => {
+            tracing::info!(side = "session", "{session}: write failed: {e}");
+            (Some(SESSION_LOST.to_owned()), None)
+        }
         Ended::Client(e) => {
-            tracing::info!("client connection ended: {e}");
+            tracing::info!(side = "client", "client connection ended: {e}");
             (None, Some(CLIENT_GONE.to_owned()))
         }
         Ended::Session(PumpEnd::Closed(c)) => {
@@ -204,11 +227,11 @@ async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &Rc<St
             (None, None)
         }
         Ended::Session(PumpEnd::WriteError(e)) => {
-            tracing::info!("client connection lost: {e}");
+            tracing::info!(side = "client", "client connection lost: {e}");
             (None, Some(CLIENT_GONE.to_owned()))
         }
         Ended::Session(e) => {
-            tracing::info!("{session} connection ended: {e}");
+            tracing::info!(side = "session", "{session} connection ended: {e}");
             (Some(SESSION_CLOSED.to_owned()), None)
         }
         Ended::Stop => (
@@ -225,9 +248,9 @@ async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &Rc<St
             let _ = send_packet(sw, &Close::new([r]).to_items(), encoder).await;
         }
     };
-    let _ = future::or(goodbye, glommio::timer::sleep(Duration::from_secs(2))).await;
-    let _ = client.writer.close().await;
-    let _ = sw.close().await;
+    let _ = timeout(GOODBYE_TIMEOUT, goodbye).await;
+    let _ = timeout(GOODBYE_TIMEOUT, client.writer.shutdown()).await;
+    let _ = timeout(GOODBYE_TIMEOUT, sw.shutdown()).await;
     tracing::info!(
         up_bytes = up.bytes.get(),
         up_packets = up.packets.get(),

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::split;
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use super::pump::{self, ReadSizer};
 use super::stream::{Stream, WsStream};
 use super::Shared;
 use crate::auth::{PeerInfo, Transport};
 use crate::transport::http::{self, Body, HttpRoute, Reply};
-use crate::transport::proxy_protocol::{self, Parsed};
+use crate::transport::proxy_protocol::{self, Parsed, V1_MAX_LEN, V2_FIXED_LEN, V2_MAX_BODY};
 use crate::transport::sniff::{sniff, sniff_final, Sniffed, SNIFF_MAX};
 use crate::transport::websocket::{self, ServerOptions};
 
@@ -32,8 +32,45 @@ use crate::transport::websocket::{self, ServerOptions};
 pub(super) enum Front {
     /// The xpra path: the stream, bytes already read from it, the peer.
     Xpra(Stream, BytesMut, PeerInfo),
-    /// Served here (HTTP, `--tcp-proxy`, refused): nothing more to do.
-    Done,
+    /// Decided within the handshake deadline, served after it.
+    Serve(Service),
+}
+
+/// What the front door decided to do with a connection that is not xpra.
+pub(super) enum Service {
+    /// Nothing more: the connection is dropped (closed).
+    Close,
+    /// An HTTP reply (a file of `--html`, an error).
+    Reply(Stream, Reply),
+    /// Passed whole, with the bytes read so far, to `--tcp-proxy`.
+    Proxy(Stream, BytesMut),
+    /// A line of text, then close.
+    Refuse(Stream, &'static [u8]),
+}
+
+/// How long one write of a reply or a proxied stream may wait for the peer
+/// to take bytes before the connection is given up.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// Serves what the front door decided (outside the handshake deadline).
+pub(super) async fn serve(service: Service, shared: &Arc<Shared>) {
+    match service {
+        Service::Close => {}
+        Service::Reply(mut stream, reply) => {
+            if let Err(e) = send_reply(&mut stream, &reply, shared).await {
+                tracing::debug!("HTTP reply: {e}");
+            }
+            let _ = timeout(WRITE_STALL, stream.shutdown()).await;
+        }
+        Service::Proxy(stream, already) => tcp_proxy(stream, already, shared).await,
+        Service::Refuse(mut stream, text) => {
+            let _ = timeout(WRITE_STALL, async {
+                stream.write_all(text).await?;
+                stream.shutdown().await
+            })
+            .await;
+        }
+    }
 }
 
 /// Peeks until the sniffer decides (plain TCP: nothing is consumed).
@@ -46,8 +83,9 @@ async fn peek_sniff(s: &TcpStream) -> io::Result<Sniffed> {
         }
         match sniff(&buf[..n]) {
             Sniffed::NeedMore if n < SNIFF_MAX => {
-                // The rest of the first segment is on its way.
-                glommio::timer::sleep(Duration::from_millis(5)).await;
+                // The rest of the first segment is on its way (peek would
+                // return the same bytes at once: wait a little first).
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Sniffed::NeedMore => return Ok(sniff_final(&buf[..n])),
             decided => return Ok(decided),
@@ -71,30 +109,63 @@ async fn read_sniff<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::
     }
 }
 
+/// Reads exactly the PROXY header (v1: up to its CRLF; v2: its fixed part,
+/// then the length it declares, TLVs included), however it is split into
+/// segments, and nothing after it.
+async fn read_proxy_header(s: &mut TcpStream, v2: bool) -> Result<Vec<u8>, String> {
+    let io = |e: io::Error| format!("reading the PROXY header: {e}");
+    let mut head = Vec::with_capacity(if v2 { V2_FIXED_LEN } else { V1_MAX_LEN });
+    if v2 {
+        head.resize(V2_FIXED_LEN, 0);
+        s.read_exact(&mut head).await.map_err(io)?;
+        let body = usize::from(u16::from_be_bytes([head[14], head[15]]));
+        if body > V2_MAX_BODY {
+            return Err(format!(
+                "PROXY v2 header of {body} bytes exceeds the {V2_MAX_BODY}-byte limit"
+            ));
+        }
+        head.resize(V2_FIXED_LEN + body, 0);
+        s.read_exact(&mut head[V2_FIXED_LEN..]).await.map_err(io)?;
+        return Ok(head);
+    }
+    // v1 is a text line: read it a byte at a time so that nothing past its
+    // CRLF is consumed (it is at most 107 bytes, sent by a trusted front).
+    let mut byte = [0u8; 1];
+    while head.len() < V1_MAX_LEN {
+        s.read_exact(&mut byte).await.map_err(io)?;
+        head.push(byte[0]);
+        if head.ends_with(b"\r\n") {
+            return Ok(head);
+        }
+    }
+    Ok(head)
+}
+
 /// Consumes a PROXY protocol header from a trusted front.
-async fn proxy_header(s: &mut TcpStream, peer: &mut PeerInfo) -> Result<(), String> {
-    let mut head = vec![0u8; 256];
-    let n = s.peek(&mut head).await.map_err(|e| e.to_string())?;
-    let parsed = proxy_protocol::parse(&head[..n]).map_err(|e| e.to_string())?;
+async fn proxy_header(s: &mut TcpStream, peer: &mut PeerInfo, v2: bool) -> Result<(), String> {
+    let head = read_proxy_header(s, v2).await?;
+    let parsed = proxy_protocol::parse(&head).map_err(|e| e.to_string())?;
     let Parsed::Done(h) = parsed else {
         return Err("incomplete PROXY protocol header".into());
     };
-    let mut skip = vec![0u8; h.consumed];
-    s.read_exact(&mut skip).await.map_err(|e| e.to_string())?;
+    if h.consumed != head.len() {
+        return Err("malformed PROXY protocol header".into());
+    }
     if let Some(src) = h.source {
         peer.remote = Some(src);
     }
     Ok(())
 }
 
-/// Runs the front door for a TCP connection.
+/// Runs the front door for a TCP connection (within the handshake
+/// deadline, which the caller enforces).
 pub(super) async fn front_door(stream: Stream, mut peer: PeerInfo, shared: &Arc<Shared>) -> Front {
     let Stream::Tcp(mut tcp) = stream else {
         return Front::Xpra(stream, BytesMut::new(), peer);
     };
     let mut decided = match peek_sniff(&tcp).await {
         Ok(d) => d,
-        Err(_) => return Front::Done,
+        Err(_) => return Front::Serve(Service::Close),
     };
     if matches!(decided, Sniffed::ProxyV1 | Sniffed::ProxyV2) {
         let trusted = peer.ip().is_some_and(|ip| {
@@ -106,15 +177,15 @@ pub(super) async fn front_door(stream: Stream, mut peer: PeerInfo, shared: &Arc<
         });
         if !trusted {
             tracing::info!("PROXY protocol header from an untrusted address: closed");
-            return Front::Done;
+            return Front::Serve(Service::Close);
         }
-        if let Err(e) = proxy_header(&mut tcp, &mut peer).await {
+        if let Err(e) = proxy_header(&mut tcp, &mut peer, decided == Sniffed::ProxyV2).await {
             tracing::info!("bad PROXY protocol header: {e}");
-            return Front::Done;
+            return Front::Serve(Service::Close);
         }
         decided = match peek_sniff(&tcp).await {
             Ok(d) => d,
-            Err(_) => return Front::Done,
+            Err(_) => return Front::Serve(Service::Close),
         };
     }
     let mut buf = BytesMut::new();
@@ -122,40 +193,28 @@ pub(super) async fn front_door(stream: Stream, mut peer: PeerInfo, shared: &Arc<
     if decided == Sniffed::Tls {
         let Some(tls) = shared.tls_config() else {
             tracing::info!("TLS client on a port without --ssl-cert: closed");
-            return Front::Done;
+            return Front::Serve(Service::Close);
         };
-        let acceptor = futures_rustls::TlsAcceptor::from(tls);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         stream = match acceptor.accept(stream).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
                 tracing::info!("TLS handshake failed: {e}");
-                return Front::Done;
+                return Front::Serve(Service::Close);
             }
         };
         peer.transport = Transport::Ssl;
         decided = match read_sniff(&mut stream, &mut buf).await {
             Ok(d) => d,
-            Err(_) => return Front::Done,
+            Err(_) => return Front::Serve(Service::Close),
         };
     }
     match decided {
         Sniffed::Xpra => Front::Xpra(stream, buf, peer),
         Sniffed::Http => http_front(stream, buf, peer, shared).await,
-        _ => {
-            if shared.config.tcp_proxy.is_some() {
-                tcp_proxy(stream, buf, shared).await;
-            } else {
-                let _ = close_with(stream, b"invalid protocol for this port\n").await;
-            }
-            Front::Done
-        }
+        _ if shared.config.tcp_proxy.is_some() => Front::Serve(Service::Proxy(stream, buf)),
+        _ => Front::Serve(Service::Refuse(stream, b"invalid protocol for this port\n")),
     }
-}
-
-async fn close_with(mut stream: Stream, text: &[u8]) -> io::Result<()> {
-    stream.write_all(text).await?;
-    stream.flush().await?;
-    stream.close().await
 }
 
 async fn http_front(
@@ -170,26 +229,38 @@ async fn http_front(
         match http::parse_request(&buf, &limits) {
             Ok(Some(r)) => break r,
             Ok(None) => {}
-            Err(e) => {
-                let _ = send_reply(&mut stream, &Reply::for_error(&e)).await;
-                return Front::Done;
-            }
+            Err(e) => return Front::Serve(Service::Reply(stream, Reply::for_error(&e))),
         }
         match pump::read_more(&mut stream, &mut buf, &mut sizer).await {
-            Ok(0) | Err(_) => return Front::Done,
+            Ok(0) | Err(_) => return Front::Serve(Service::Close),
             Ok(_) => {}
         }
     };
-    match http::route(
-        &req,
-        shared.html.as_ref(),
-        shared.config.tcp_proxy.is_some(),
-    ) {
+    let route = {
+        // Path checks touch the file system: on the blocking pool.
+        let shared2 = shared.clone();
+        let req2 = req.clone();
+        shared
+            .blocking
+            .run(move || {
+                http::route(
+                    &req2,
+                    shared2.html.as_ref(),
+                    shared2.config.tcp_proxy.is_some(),
+                )
+            })
+            .await
+    };
+    let route = match route {
+        Ok(r) => r,
+        Err(e) => return Front::Serve(Service::Reply(stream, Reply::error(503, &e.to_string()))),
+    };
+    match route {
         HttpRoute::WebSocket => {
             match websocket::server_handshake(&req, &ServerOptions::default()) {
                 Ok(accepted) => {
                     if stream.write_all(&accepted.response).await.is_err() {
-                        return Front::Done;
+                        return Front::Serve(Service::Close);
                     }
                     let rest = buf.split_off(req.head_len);
                     peer.transport = if peer.transport == Transport::Ssl {
@@ -200,52 +271,52 @@ async fn http_front(
                     let ws = WsStream::server(stream, rest);
                     Front::Xpra(Stream::Ws(Box::new(ws)), BytesMut::new(), peer)
                 }
-                Err(e) => {
-                    let _ = send_reply(&mut stream, &e.reply()).await;
-                    Front::Done
-                }
+                Err(e) => Front::Serve(Service::Reply(stream, e.reply())),
             }
         }
-        HttpRoute::Proxy => {
-            tcp_proxy(stream, buf, shared).await;
-            Front::Done
-        }
-        HttpRoute::Sessions => {
-            let r = Reply::error(404, "the session list is not available yet");
-            let _ = send_reply(&mut stream, &r).await;
-            Front::Done
-        }
-        HttpRoute::Reply(r) => {
-            let _ = send_reply(&mut stream, &r).await;
-            let _ = stream.close().await;
-            Front::Done
-        }
+        HttpRoute::Proxy => Front::Serve(Service::Proxy(stream, buf)),
+        HttpRoute::Sessions => Front::Serve(Service::Reply(
+            stream,
+            Reply::error(404, "the session list is not available yet"),
+        )),
+        HttpRoute::Reply(r) => Front::Serve(Service::Reply(stream, r)),
     }
 }
 
 /// Chunk size for streaming a file from `--html`.
 const FILE_CHUNK: usize = 256 * 1024;
 
-async fn send_reply(stream: &mut Stream, reply: &Reply) -> io::Result<()> {
+/// Writes `data`, giving up when the peer takes nothing for [`WRITE_STALL`].
+async fn write_or_stall(stream: &mut Stream, data: &[u8]) -> io::Result<()> {
+    timeout(WRITE_STALL, stream.write_all(data))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading"))?
+}
+
+async fn send_reply(stream: &mut Stream, reply: &Reply, shared: &Shared) -> io::Result<()> {
     let mut head = reply.head.clone();
     head.push("Connection", "close");
-    stream.write_all(&head.to_bytes()).await?;
+    write_or_stall(stream, &head.to_bytes()).await?;
+    let blocking = |e: super::blocking::BlockingError| io::Error::other(e.to_string());
     match &reply.body {
         Body::None => {}
-        Body::Bytes(b) => stream.write_all(b).await?,
+        Body::Bytes(b) => write_or_stall(stream, b).await?,
         Body::File { path, len } => {
             // File reads block: each chunk on the blocking pool.
             let mut file = {
                 let path = path.clone();
-                glommio::executor()
-                    .spawn_blocking(move || std::fs::File::open(path))
-                    .await?
+                shared
+                    .blocking
+                    .run(move || std::fs::File::open(path))
+                    .await
+                    .map_err(blocking)??
             };
             let mut left = *len;
             while left > 0 {
                 let want = usize::try_from(left).unwrap_or(FILE_CHUNK).min(FILE_CHUNK);
-                let (f, chunk) = glommio::executor()
-                    .spawn_blocking(move || {
+                let (f, chunk) = shared
+                    .blocking
+                    .run(move || {
                         use std::io::Read;
                         let mut chunk = vec![0u8; want];
                         let r = file.read(&mut chunk).map(|n| {
@@ -254,7 +325,8 @@ async fn send_reply(stream: &mut Stream, reply: &Reply) -> io::Result<()> {
                         });
                         (file, r)
                     })
-                    .await;
+                    .await
+                    .map_err(blocking)?;
                 file = f;
                 let chunk = chunk?;
                 if chunk.is_empty() {
@@ -262,40 +334,36 @@ async fn send_reply(stream: &mut Stream, reply: &Reply) -> io::Result<()> {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
                 left = left.saturating_sub(chunk.len() as u64);
-                stream.write_all(&chunk).await?;
+                write_or_stall(stream, &chunk).await?;
             }
         }
     }
     stream.flush().await
 }
 
-/// Passes the connection, with the bytes read so far, to `--tcp-proxy`.
-async fn tcp_proxy(stream: Stream, already: BytesMut, shared: &Arc<Shared>) {
+/// Passes the connection, with the bytes read so far, to `--tcp-proxy`,
+/// both ways until each side has closed its half (half-close passed on).
+async fn tcp_proxy(mut stream: Stream, already: BytesMut, shared: &Arc<Shared>) {
     let Some(addr) = shared.config.tcp_proxy else {
         return;
     };
-    let upstream = match TcpStream::connect_timeout(addr, Duration::from_secs(10)).await {
-        Ok(s) => s,
-        Err(e) => {
+    let upstream = match timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::info!("--tcp-proxy {addr}: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("--tcp-proxy {addr}: connect timed out");
             return;
         }
     };
     let _ = upstream.set_nodelay(true);
-    let (mut cr, mut cw) = split(stream);
-    let (mut ur, mut uw) = split(Stream::Tcp(upstream));
-    if uw.write_all(&already).await.is_err() {
+    let mut upstream = Stream::Tcp(upstream);
+    if upstream.write_all(&already).await.is_err() {
         return;
     }
-    let _ = future::or(
-        async {
-            let _ = futures_lite::io::copy(&mut cr, &mut uw).await;
-            let _ = uw.close().await;
-        },
-        async {
-            let _ = futures_lite::io::copy(&mut ur, &mut cw).await;
-            let _ = cw.close().await;
-        },
-    )
-    .await;
+    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+        tracing::debug!("--tcp-proxy {addr}: {e}");
+    }
 }

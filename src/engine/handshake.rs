@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use futures_lite::io::{ReadHalf, WriteHalf};
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::pump::{self, ReadSizer};
 use super::stream::Stream;
@@ -22,10 +21,29 @@ use crate::wire::relay::{Event, Relay, RelayLimits};
 use crate::wire::views::Hello;
 use crate::wire::Value;
 
-/// Why a connection ended before relaying; the text is the reason the
-/// client is given.
+/// Which side of a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Session,
+    Proxy,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Session => "session",
+            Side::Proxy => "proxy",
+        })
+    }
+}
+
+/// Why a connection ended before relaying. The text is for logs; the
+/// client is given [`HandshakeError::client_reason`].
 #[derive(Debug, thiserror::Error)]
 pub(super) enum HandshakeError {
+    /// The client broke the protocol.
     #[error("{0}")]
     Protocol(String),
     /// Refused by auth; the client is told after `delay`.
@@ -33,15 +51,51 @@ pub(super) enum HandshakeError {
     Refused { reason: String, delay: Duration },
     #[error("{0}")]
     Route(String),
+    /// The session could not be reached or refused the proxy.
     #[error("cannot connect to {target}: {error}")]
     Upstream { target: String, error: String },
     #[error("handshake timeout")]
     Timeout,
     #[error("server shutdown")]
     Stopping,
+    /// The proxy could not do the work (its blocking pool is full).
+    #[error("{0}")]
+    Busy(String),
     /// The client went away; nobody to tell.
     #[error("client disconnected during the handshake")]
     Gone,
+}
+
+impl HandshakeError {
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            HandshakeError::Protocol(_) | HandshakeError::Gone | HandshakeError::Timeout => {
+                Side::Client
+            }
+            HandshakeError::Refused { .. } | HandshakeError::Route(_) => Side::Client,
+            HandshakeError::Upstream { .. } => Side::Session,
+            HandshakeError::Stopping | HandshakeError::Busy(_) => Side::Proxy,
+        }
+    }
+
+    /// The reason the client is given: never a session's address or an
+    /// internal error text (those are logged).
+    pub fn client_reason(&self) -> String {
+        match self {
+            HandshakeError::Upstream { .. } => "the session cannot be reached".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<super::blocking::BlockingError> for HandshakeError {
+    fn from(e: super::blocking::BlockingError) -> Self {
+        match e {
+            super::blocking::BlockingError::Stopping => HandshakeError::Stopping,
+            other => HandshakeError::Busy(other.to_string()),
+        }
+    }
 }
 
 /// The client's connection during the handshake.
@@ -178,12 +232,13 @@ pub(super) async fn authenticate(
         let step = if inline {
             flow.advance(answer)
         } else {
-            let (f, step) = glommio::executor()
-                .spawn_blocking(move || {
+            let (f, step) = shared
+                .blocking
+                .run(move || {
                     let step = flow.advance(answer);
                     (flow, step)
                 })
-                .await;
+                .await?;
             flow = f;
             step
         };
@@ -198,7 +253,7 @@ pub(super) async fn authenticate(
                 answer = Answer::from_hello(&v);
                 let wait = shared.throttle.admit(ip, flow.username(), Instant::now());
                 if !wait.is_zero() {
-                    glommio::timer::sleep(wait).await;
+                    tokio::time::sleep(wait).await;
                 }
             }
             Step::Accepted(accepted) => {

@@ -1,32 +1,36 @@
-//! The forwarding engine: one pinned glommio executor ("shard") per core,
-//! each with its own SO_REUSEPORT listeners and every connection it
-//! accepted. A connection never moves between shards, so shard state needs
-//! no locks.
+//! The forwarding engine: one pinned executor ("shard") per core, each a
+//! tokio current-thread runtime (epoll) on its own OS thread, with its own
+//! SO_REUSEPORT listeners and every connection it accepted. A connection
+//! never moves between shards, so shard state needs no locks. Blocking work
+//! goes to one bounded pool shared by every shard (`blocking.rs`).
 //!
-//! Everything glommio-specific lives in this module.
+//! Everything runtime-specific lives in this module (docs/runtime.md says
+//! why tokio and not glommio).
 //!
 //! Life of a connection (see docs/engine.md): accept -> handshake (hello,
 //! auth challenge) -> route (find the session) -> upstream hello -> relay
 //! both ways -> close (each side told why).
 
+pub mod blocking;
 mod conn;
 mod front;
 mod handshake;
 mod listen;
 pub mod preflight;
-mod pump;
-mod stop;
+pub mod pump;
 mod stream;
 mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tokio_util::sync::CancellationToken;
+
+use blocking::{Blocking, BlockingPool};
 
 use crate::auth::{AuthChain, AuthPolicy, AuthSpec, SharedThrottle, ThrottleConfig, Transport};
 use crate::config::Config;
@@ -36,8 +40,6 @@ pub use listen::ListenerKind;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Preflight(#[from] preflight::PreflightError),
     #[error(
         "cannot listen on {addr}: address already in use (is another xfwd or xpra running there?)"
     )]
@@ -85,7 +87,11 @@ pub(crate) struct Shared {
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
-    pub stop: AtomicBool,
+    /// The blocking pool (auth modules, discovery, DNS, files).
+    pub blocking: Blocking,
+    /// Cancelled once, when the server stops: every shard, accept loop
+    /// and connection waits on it (a waiter's registration ends with it).
+    pub stop: CancellationToken,
 }
 
 /// One transport's auth chain.
@@ -114,7 +120,8 @@ impl Shared {
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
-    shards: Vec<ExecutorJoinHandle<()>>,
+    shards: Vec<std::thread::JoinHandle<()>>,
+    pool: Option<BlockingPool>,
     tcp_addrs: Vec<SocketAddr>,
 }
 
@@ -130,7 +137,7 @@ impl Server {
     /// Checks the machine, binds every listener and starts the shards.
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
-        preflight::check()?;
+        preflight::prepare();
         let none_only =
             |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
         if !config.tcp.is_empty() && none_only(&config.tcp_auth) {
@@ -199,6 +206,8 @@ impl Server {
             ),
             None => None,
         };
+        let pool = BlockingPool::new(BLOCKING_THREADS, BLOCKING_QUEUE)
+            .map_err(|e| StartError::Executor(format!("cannot start the blocking pool: {e}")))?;
         let upstream_tls = config.upstream_tls.build().map_err(|e| e.to_string());
         if let Err(e) = &upstream_tls {
             tracing::debug!("no TLS for ssl:// session targets: {e}");
@@ -214,33 +223,43 @@ impl Server {
             uid,
             socket_dirs,
             uuid: random_uuid(),
-            stop: AtomicBool::new(false),
+            blocking: pool.handle(),
+            stop: CancellationToken::new(),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
         let mut shards = Vec::new();
         let n = shared.config.cores;
+        let cpus = allowed_cpus();
+        let mut spawn_error = None;
         for id in 0..n {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let tcp = tcp_addrs.clone();
-            // A short preemption interval: a connection that becomes ready
-            // waits at most this long behind busy pumps.
-            let builder = LocalExecutorBuilder::new(Placement::Fixed(id % ncpu))
-                .name(&format!("xfwd-shard-{id}"))
-                .preempt_timer(PREEMPT_TIMER);
-            let handle = builder
-                .spawn(move || async move { shard_main(id, shared, tcp, ready).await })
-                .map_err(|e| {
-                    StartError::Executor(preflight::explain_start_error(&e.to_string()))
-                })?;
-            shards.push(handle);
+            let cpu = cpus.get(id % cpus.len().max(1)).copied();
+            let spawned = std::thread::Builder::new()
+                .name(format!("xfwd-shard-{id}"))
+                .spawn(move || run_shard(id, cpu, shared, tcp, ready));
+            match spawned {
+                Ok(h) => shards.push(h),
+                Err(e) => {
+                    spawn_error = Some(StartError::Executor(format!(
+                        "cannot start shard {id}: {e}"
+                    )));
+                    break;
+                }
+            }
         }
         drop(ready_tx);
         let server = Server {
             shared,
             shards,
+            pool: Some(pool),
             tcp_addrs,
         };
+        if let Some(e) = spawn_error {
+            server.stop_and_join();
+            return Err(e);
+        }
         for _ in 0..n {
             match ready_rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Ok(())) => {}
@@ -249,9 +268,7 @@ impl Server {
                     return Err(e);
                 }
                 Err(_) => {
-                    let e = StartError::Executor(preflight::explain_start_error(
-                        "a shard did not start within 10 s",
-                    ));
+                    let e = StartError::Executor("a shard did not start within 10 s".into());
                     server.stop_and_join();
                     return Err(e);
                 }
@@ -279,7 +296,7 @@ impl Server {
 
     /// Asks every shard to stop: clients are told why, then the shards end.
     pub fn request_stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.cancel();
     }
 
     /// Stops and waits for every shard.
@@ -289,11 +306,14 @@ impl Server {
     }
 
     /// Waits for every shard to end.
-    pub fn join(self) {
-        for s in self.shards {
-            if let Err(e) = s.join() {
-                tracing::error!("shard ended with an error: {e}");
+    pub fn join(mut self) {
+        for s in std::mem::take(&mut self.shards) {
+            if s.join().is_err() {
+                tracing::error!("a shard thread panicked");
             }
+        }
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown();
         }
         for p in &self.shared.config.unix {
             let _ = std::fs::remove_file(p);
@@ -301,11 +321,97 @@ impl Server {
     }
 }
 
-/// How often a busy shard lets other tasks run (glommio's default: 100 ms).
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
+/// Threads of the blocking pool (shared by every shard).
+const BLOCKING_THREADS: usize = 32;
+/// Blocking jobs in the pool at once (running or waiting) before new ones
+/// are refused.
+const BLOCKING_QUEUE: usize = 1024;
 
 /// How long connections get to say goodbye when the server stops.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The CPUs this process may run on (its affinity mask), in order.
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> nix::Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+/// The body of a shard thread: pin, build the runtime, run until stopped.
+fn run_shard(
+    id: usize,
+    cpu: Option<usize>,
+    shared: Arc<Shared>,
+    tcp: Vec<SocketAddr>,
+    ready: mpsc::Sender<Result<(), StartError>>,
+) {
+    if let Some(cpu) = cpu {
+        if let Err(e) = pin_to(cpu) {
+            tracing::warn!(shard = id, cpu, "cannot pin the shard to its CPU: {e}");
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Executor(format!(
+                "cannot start shard {id}: {e}"
+            ))));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, shard_main(id, shared, tcp, ready));
+}
+
+/// Connections alive on a shard, and a wake-up when the last one ends.
+#[derive(Default)]
+pub(crate) struct Live {
+    count: Cell<usize>,
+    zero: tokio::sync::Notify,
+}
+
+/// Holds one place in [`Live`] while a connection runs.
+pub(crate) struct LiveGuard(Rc<Live>);
+
+impl Live {
+    pub fn enter(self: &Rc<Self>) -> LiveGuard {
+        self.count.set(self.count.get() + 1);
+        LiveGuard(self.clone())
+    }
+
+    async fn drained(&self) {
+        while self.count.get() > 0 {
+            self.zero.notified().await;
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let n = self.0.count.get().saturating_sub(1);
+        self.0.count.set(n);
+        if n == 0 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
 
 async fn shard_main(
     id: usize,
@@ -321,28 +427,23 @@ async fn shard_main(
         }
     };
     let _ = ready.send(Ok(()));
-    let stop = stop::StopSignal::new();
-    let live = Rc::new(std::cell::Cell::new(0usize));
+    let stop = shared.stop.clone();
+    let live = Rc::new(Live::default());
     let mut tasks = Vec::new();
     for l in listeners {
         let shared = shared.clone();
         let stop = stop.clone();
         let live = live.clone();
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(tokio::task::spawn_local(async move {
             listen::accept_loop(l, shared, stop, live).await;
         }));
     }
-    // Watch the process-wide stop flag.
-    while !shared.stop.load(Ordering::SeqCst) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
-    stop.set();
+    stop.cancelled().await;
     for t in tasks {
-        t.await;
+        let _ = t.await;
     }
-    let deadline = std::time::Instant::now() + STOP_GRACE;
-    while live.get() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::debug!(shard = id, left = live.get(), "shard stopped");
+    // Connections say goodbye (each bounded by its own timeout), then the
+    // shard ends; whatever is left is dropped with the runtime.
+    let _ = tokio::time::timeout(STOP_GRACE, live.drained()).await;
+    tracing::debug!(shard = id, left = live.count.get(), "shard stopped");
 }

@@ -1,79 +1,53 @@
-//! Checks made before any executor starts, so that a machine that cannot run
-//! glommio gets a sentence saying why and what to change, not a panic.
+//! What is checked and adjusted before any shard starts.
+//!
+//! The shards run on epoll (tokio), which needs no locked memory and no
+//! io_uring, so nothing of the machine's setup can keep them from starting;
+//! what remains is the file-descriptor limit: every connection holds two
+//! descriptors, and the usual soft limit (1024) would cap xfwd at about 500
+//! clients. The soft limit is raised to the hard one, and a low hard limit
+//! is reported with the setting to change.
 
-use nix::sys::resource::{getrlimit, Resource};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-/// Locked memory glommio needs at least (it refuses to start below this).
-pub const MIN_MEMLOCK: u64 = 512 * 1024;
+/// Below this many descriptors, xfwd warns at start.
+pub const LOW_NOFILE: u64 = 4096;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PreflightError {
-    #[error(
-        "io_uring is disabled on this machine (sysctl kernel.io_uring_disabled = {0}); \
-         xfwd needs it: run `sysctl -w kernel.io_uring_disabled=0` as root"
-    )]
-    IoUringDisabled(String),
-    #[error(
-        "the locked-memory limit is {have} KiB; xfwd's io_uring executors need at least {need} KiB: \
-         raise it with `ulimit -l 8192` (or LimitMEMLOCK=8M in a systemd unit, memlock in \
-         /etc/security/limits.conf)"
-    )]
-    Memlock { have: u64, need: u64 },
-}
-
-/// Reads `kernel.io_uring_disabled`: `0` allows everyone, `1` only members
-/// of `kernel.io_uring_group` (and root), `2` nobody.
-pub fn check_io_uring_sysctl() -> Result<(), PreflightError> {
-    let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") else {
-        return Ok(()); // older kernels have no such switch
-    };
-    let v = v.trim();
-    let root = nix::unistd::geteuid().is_root();
-    match v {
-        "2" => Err(PreflightError::IoUringDisabled(v.to_owned())),
-        "1" if !root => {
-            tracing::warn!(
-                "kernel.io_uring_disabled = 1: only members of kernel.io_uring_group may use io_uring"
-            );
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Checks the locked-memory limit.
-pub fn check_memlock() -> Result<(), PreflightError> {
-    match getrlimit(Resource::RLIMIT_MEMLOCK) {
-        Ok((soft, _)) if soft < MIN_MEMLOCK => Err(PreflightError::Memlock {
-            have: soft / 1024,
-            need: MIN_MEMLOCK / 1024,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Runs every check.
-pub fn check() -> Result<(), PreflightError> {
-    check_io_uring_sysctl()?;
-    check_memlock()
-}
-
-/// Turns an executor start failure into advice.
-pub fn explain_start_error(e: &str) -> String {
-    let lower = e.to_ascii_lowercase();
-    if lower.contains("memlock") || lower.contains("cannot allocate memory") {
-        format!(
-            "cannot start an io_uring executor ({e}): the locked-memory limit is too low; \
-             raise it with `ulimit -l 8192`"
-        )
-    } else if lower.contains("operation not permitted")
-        || lower.contains("function not implemented")
-    {
-        format!(
-            "cannot start an io_uring executor ({e}): io_uring is unavailable (an old kernel, \
-             kernel.io_uring_disabled, or a seccomp filter such as a container's)"
-        )
+/// Raises the soft descriptor limit to the hard one; returns the limit in
+/// force and whether it is low.
+pub fn raise_nofile() -> Option<(u64, bool)> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
     } else {
-        format!("cannot start an io_uring executor: {e}")
+        soft
+    };
+    Some((limit, limit < LOW_NOFILE))
+}
+
+/// Runs the adjustments, logging what a user should know.
+pub fn prepare() {
+    if let Some((limit, true)) = raise_nofile() {
+        tracing::warn!(
+            limit,
+            "the open-file limit is {limit}: xfwd can serve about {} clients; raise it with \
+             `ulimit -n 65536` (LimitNOFILE=65536 in a systemd unit)",
+            limit / 2
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let Some((limit, _)) = super::raise_nofile() else {
+            return;
+        };
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        assert_eq!(soft, limit);
+        assert_eq!(soft, hard);
     }
 }

@@ -3,13 +3,24 @@
 //!
 //! A pump never reads more before it has written what it read, so a slow
 //! reader on one side slows the writer on the other, and memory stays at one
-//! read buffer (plus an intercepted packet) whatever the peers do.
+//! read buffer (plus an intercepted packet and the bounded [`Outbox`])
+//! whatever the peers do.
+//!
+//! The relay seam: an [`Intercepts`] table says which packet types this
+//! direction decodes (everything else is cut through untouched), a
+//! [`PacketHook`] decides what becomes of them, and an [`Outbox`] lets the
+//! proxy inject whole packets of its own (pings, replies, an encoder's
+//! output) between packets, never inside one. Order is preserved: what the
+//! outbox holds goes out at the next packet boundary, before the bytes read
+//! after it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 
-use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::Encoder;
@@ -37,16 +48,128 @@ impl Counters {
     }
 }
 
-/// Whether the output stream of a pump is between records (so a packet may
+/// Whether the output stream of a pump is between packets (so a packet may
 /// be injected) or in the middle of one.
 #[derive(Default, Debug)]
 pub struct OutState {
-    mid_record: Cell<bool>,
+    mid_packet: Cell<bool>,
 }
 
 impl OutState {
     pub fn at_boundary(&self) -> bool {
-        !self.mid_record.get()
+        !self.mid_packet.get()
+    }
+}
+
+/// The outbox is full: the side it writes to does not keep up.
+#[derive(Debug, thiserror::Error)]
+#[error("outbound queue full ({queued} bytes queued, limit {limit})")]
+pub struct OutboxFull {
+    pub queued: usize,
+    pub limit: usize,
+}
+
+/// Whole packets the proxy itself sends on one direction, written between
+/// relayed packets. Bounded in bytes: a push beyond the limit is refused
+/// (the caller decides: drop a ping, close a connection).
+#[derive(Debug)]
+pub struct Outbox {
+    queue: RefCell<VecDeque<Bytes>>,
+    queued: Cell<usize>,
+    limit: usize,
+    ready: Notify,
+}
+
+impl Outbox {
+    /// The default bound: a few control packets.
+    pub const DEFAULT_LIMIT: usize = 1024 * 1024;
+
+    pub fn new(limit: usize) -> Outbox {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            limit,
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues one whole packet (its records, already encoded).
+    pub fn push(&self, packet: Bytes) -> Result<(), OutboxFull> {
+        let queued = self.queued.get();
+        if queued + packet.len() > self.limit {
+            return Err(OutboxFull {
+                queued,
+                limit: self.limit,
+            });
+        }
+        self.queued.set(queued + packet.len());
+        self.queue.borrow_mut().push_back(packet);
+        // A stored permit if the pump is not waiting: never lost.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued.get() == 0 && self.queue.borrow().is_empty()
+    }
+
+    /// Moves everything queued to `out`.
+    fn drain_into(&self, out: &mut Batch) -> u64 {
+        let mut q = self.queue.borrow_mut();
+        let n = q.len() as u64;
+        for b in q.drain(..) {
+            out.push_bytes(b);
+        }
+        self.queued.set(0);
+        n
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(Outbox::DEFAULT_LIMIT)
+    }
+}
+
+/// Which packet types a direction decodes; everything else is cut through.
+#[derive(Debug, Clone, Default)]
+pub struct Intercepts {
+    /// The first `hello` (stripped of aliases before it is passed on).
+    pub first_hello: bool,
+    /// More types handed to the direction's [`PacketHook`].
+    pub types: Vec<&'static str>,
+}
+
+impl Intercepts {
+    fn wants(&self, t: &PacketType, hello_pending: bool) -> bool {
+        is_close(t)
+            || (hello_pending && t.is("hello"))
+            || t.name().is_some_and(|n| self.types.contains(&n))
+    }
+}
+
+/// What becomes of an intercepted packet.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Pass it on unchanged.
+    Forward,
+    /// Pass these bytes (whole records) on instead.
+    Replace(Bytes),
+    /// Drop it.
+    Drop,
+}
+
+/// Decides on the packets a direction's [`Intercepts`] name.
+pub trait PacketHook {
+    fn on_packet(&mut self, record: &Record, ptype: &PacketType) -> Verdict;
+}
+
+/// Forwards everything it is given.
+pub struct ForwardAll;
+
+impl PacketHook for ForwardAll {
+    fn on_packet(&mut self, _: &Record, _: &PacketType) -> Verdict {
+        Verdict::Forward
     }
 }
 
@@ -78,9 +201,9 @@ impl std::fmt::Display for PumpEnd {
 }
 
 /// Read size that follows the traffic: doubles while reads fill it, halves
-/// while they come back mostly empty. The spare room a read goes into must
-/// be zeroed first (safe Rust cannot read into uninitialised memory), so a
-/// fixed large read size would cost a large memset per small read.
+/// while they come back mostly empty. Reads go into the buffer's spare
+/// capacity, which is not zeroed first, so the size only decides how much
+/// memory a connection holds between bursts.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadSizer {
     size: usize,
@@ -101,7 +224,7 @@ impl ReadSizer {
     }
 
     fn observe(&mut self, got: usize) {
-        if got == self.size {
+        if got >= self.size {
             self.size = (self.size * 2).min(Self::MAX);
         } else if got < self.size / 4 {
             self.size = (self.size / 2).max(Self::MIN);
@@ -115,19 +238,20 @@ impl Default for ReadSizer {
     }
 }
 
-/// Reads once into the spare room of `buf`; returns the bytes read.
+/// Reads once into the spare capacity of `buf` (no memset); returns the
+/// bytes read. Cancel-safe: a read that did not complete consumed nothing.
 pub async fn read_more<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     sizer: &mut ReadSizer,
 ) -> io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + sizer.size(), 0);
-    let res = r.read(&mut buf[len..]).await;
-    let n = res.as_ref().map_or(0, |n| *n);
-    buf.truncate(len + n);
+    let want = sizer.size();
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    let n = r.read_buf(buf).await?;
     sizer.observe(n);
-    res
+    Ok(n)
 }
 
 /// Encodes `items` with `encoder` (uncompressed) into wire bytes.
@@ -160,15 +284,59 @@ fn rewrite_hello(record: &Record, limits: &Limits) -> Result<BytesMut, String> {
     encode_items(&items, p.encoder).map_err(|e| format!("cannot re-encode hello: {e}"))
 }
 
+/// The pieces of one write: contiguous splits of the read buffer are
+/// re-joined (no copy), anything else (an injected or rewritten packet)
+/// becomes its own slice of a vectored write.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Batch {
+    fn push_split(&mut self, b: BytesMut) {
+        self.len += b.len();
+        // `unsplit` is free when `b` follows `tail` in the same buffer, and
+        // copies otherwise.
+        if self.tail.is_empty() {
+            self.tail = b;
+        } else {
+            self.tail.unsplit(b);
+        }
+    }
+
+    fn push_bytes(&mut self, b: Bytes) {
+        self.len += b.len();
+        if !self.tail.is_empty() {
+            self.parts.push(std::mem::take(&mut self.tail).freeze());
+        }
+        self.parts.push(b);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn into_parts(mut self) -> Vec<Bytes> {
+        if !self.tail.is_empty() {
+            self.parts.push(self.tail.freeze());
+        }
+        self.parts
+    }
+}
+
 /// What a pump works with, besides its two streams.
 pub struct Direction<'a> {
     pub relay: &'a mut Relay,
     pub limits: Limits,
-    /// Strip the first `hello` seen of aliases before passing it on.
-    pub rewrite_first_hello: bool,
+    pub intercepts: Intercepts,
+    pub hook: &'a mut dyn PacketHook,
     pub counters: &'a Counters,
     /// The state of the stream this pump writes to.
     pub out_state: &'a OutState,
+    /// The proxy's own packets for the stream this pump writes to.
+    pub outbox: &'a Outbox,
 }
 
 /// Runs one direction until it ends. `buf` holds bytes already read.
@@ -180,26 +348,29 @@ where
     let Direction {
         relay,
         limits,
-        rewrite_first_hello,
+        intercepts,
+        hook,
         counters,
         out_state,
+        outbox,
     } = dir;
-    let hello_pending = Cell::new(rewrite_first_hello);
+    let mut hello_pending = intercepts.first_hello;
     let mut sizer = ReadSizer::new();
     loop {
-        let mut out = BytesMut::new();
+        let mut out = Batch::default();
         let mut packets = 0u64;
         let mut closed = None;
         loop {
-            let ev = relay.next_event(&mut buf, |_, t| {
-                is_close(t) || (hello_pending.get() && t.is("hello"))
-            });
+            if relay.at_packet_boundary() && !outbox.is_empty() {
+                packets += outbox.drain_into(&mut out);
+            }
+            let ev = relay.next_event(&mut buf, |_, t| intercepts.wants(t, hello_pending));
             match ev {
                 Ok(None) => break,
-                Ok(Some(Event::Pass(b))) => out.unsplit(b),
+                Ok(Some(Event::Pass(b))) => out.push_split(b),
                 Ok(Some(Event::Packet(_, _, b))) => {
                     packets += 1;
-                    out.unsplit(b);
+                    out.push_split(b);
                 }
                 Ok(Some(Event::Intercept(record, t))) => {
                     packets += 1;
@@ -208,64 +379,125 @@ where
                             .ok()
                             .and_then(|p| Close::parse(&p.items).ok())
                             .unwrap_or_else(|| Close::new(["unknown reason"]));
-                        record.write_to(&mut out);
+                        let mut b = BytesMut::new();
+                        record.write_to(&mut b);
+                        out.push_bytes(b.freeze());
                         closed = Some(close);
                         break;
                     }
-                    hello_pending.set(false);
-                    match rewrite_hello(&record, &limits) {
-                        Ok(b) => out.unsplit(b),
-                        Err(e) => return PumpEnd::Protocol(e),
+                    if hello_pending && t.is("hello") {
+                        hello_pending = false;
+                        match rewrite_hello(&record, &limits) {
+                            Ok(b) => out.push_bytes(b.freeze()),
+                            Err(e) => return PumpEnd::Protocol(e),
+                        }
+                        continue;
+                    }
+                    match hook.on_packet(&record, &t) {
+                        Verdict::Forward => {
+                            let mut b = BytesMut::new();
+                            record.write_to(&mut b);
+                            out.push_bytes(b.freeze());
+                        }
+                        Verdict::Replace(b) => out.push_bytes(b),
+                        Verdict::Drop => {}
                     }
                 }
                 Err(e) => {
                     // Pass on what came before the bad record, then stop.
-                    if !out.is_empty() && write(w, &out, out_state, relay).await.is_ok() {
-                        counters.add(out.len(), packets);
+                    let n = out.len;
+                    if !out.is_empty() && write(w, out, out_state, relay).await.is_ok() {
+                        counters.add(n, packets);
                     }
                     return PumpEnd::Protocol(e.to_string());
                 }
             }
         }
         if !out.is_empty() {
-            if let Err(e) = write(w, &out, out_state, relay).await {
+            let n = out.len;
+            if let Err(e) = write(w, out, out_state, relay).await {
                 return PumpEnd::WriteError(e);
             }
-            counters.add(out.len(), packets);
+            counters.add(n, packets);
         }
         if let Some(close) = closed {
             return PumpEnd::Closed(close);
         }
-        // A busy pump whose reads and writes complete at once never awaits
-        // anything pending: let the shard's other connections run.
-        glommio::yield_if_needed().await;
         if buf.is_empty() && buf.capacity() > 4 * sizer.size() {
             // Traffic went quiet: give back the big buffer of the burst.
             buf = BytesMut::new();
         }
-        match read_more(r, &mut buf, &mut sizer).await {
-            Ok(0) => {
+        // Wait for bytes to read, or for a packet of the proxy's own to
+        // inject (only between packets: otherwise it waits for the rest of
+        // the current one).
+        let can_inject = relay.at_packet_boundary();
+        let read = tokio::select! {
+            biased;
+            r = read_more(r, &mut buf, &mut sizer) => Some(r),
+            () = outbox.ready.notified(), if can_inject => None,
+        };
+        match read {
+            None => {}
+            Some(Ok(0)) => {
                 return if relay.at_boundary() && buf.is_empty() {
                     PumpEnd::Eof
                 } else {
                     PumpEnd::Protocol("connection closed in the middle of a packet".into())
                 };
             }
-            Ok(_) => {}
-            Err(e) => return PumpEnd::ReadError(e),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return PumpEnd::ReadError(e),
         }
     }
 }
 
+/// Writes every part, vectored where the stream supports it.
+pub async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: Vec<Bytes>) -> io::Result<()> {
+    if parts.len() == 1 || !w.is_write_vectored() {
+        for p in parts {
+            w.write_all(&p).await?;
+        }
+        return Ok(());
+    }
+    let mut parts: VecDeque<Bytes> = parts.into();
+    while !parts.is_empty() {
+        let slices: Vec<io::IoSlice<'_>> = parts
+            .iter()
+            .take(64)
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        drop(slices);
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = parts.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                parts.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn write<W: AsyncWrite + Unpin>(
     w: &mut W,
-    out: &[u8],
+    out: Batch,
     state: &OutState,
     relay: &Relay,
 ) -> io::Result<()> {
-    state.mid_record.set(true);
-    w.write_all(out).await?;
-    state.mid_record.set(!relay.at_boundary());
+    state.mid_packet.set(true);
+    write_parts(w, out.into_parts()).await?;
+    // TLS and WebSocket streams may hold the tail of what they were given.
+    w.flush().await?;
+    state.mid_packet.set(!relay.at_packet_boundary());
     Ok(())
 }
 
@@ -290,7 +522,9 @@ mod tests {
         }
         assert_eq!(s.size(), ReadSizer::MIN);
         s.observe(ReadSizer::MIN);
-        s.observe(3 * ReadSizer::MIN);
         assert_eq!(s.size(), 2 * ReadSizer::MIN);
+        // A read may bring more than asked (spare capacity): still "full".
+        s.observe(3 * ReadSizer::MIN);
+        assert_eq!(s.size(), 4 * ReadSizer::MIN);
     }
 }

@@ -1,5 +1,5 @@
 //! The byte streams a connection runs over: plain sockets, TLS (rustls via
-//! futures-rustls), and WebSocket (the sans-IO codec of
+//! tokio-rustls), and WebSocket (the sans-IO codec of
 //! `transport::websocket` behind `AsyncRead`/`AsyncWrite`), stackable:
 //! wss is WebSocket over TLS.
 
@@ -7,22 +7,21 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::{TcpStream, UnixStream};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::transport::websocket::{
     CloseFrame, DecoderConfig, Event, FrameDecoder, FrameEncoder, Role,
 };
 
-/// A client or session stream. Accepted Unix-socket connections are `Tcp`
-/// too (see `listen::Listener::Unix`).
+/// A client or session stream.
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
-    Tls(Box<futures_rustls::server::TlsStream<Stream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
     /// TLS toward an `ssl://` session.
-    TlsClient(Box<futures_rustls::client::TlsStream<Stream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<Stream>>),
     Ws(Box<WsStream<Stream>>),
 }
 
@@ -42,8 +41,8 @@ impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         each!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
@@ -57,12 +56,30 @@ impl AsyncWrite for Stream {
         each!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::TlsClient(s) => s.is_write_vectored(),
+            Stream::Ws(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => Pin::new(s).poll_flush(cx))
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_close(cx))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -144,21 +161,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if !this.data.is_empty() {
-                let n = this.data.len().min(buf.len());
-                buf[..n].copy_from_slice(&this.data.split_to(n));
-                return Poll::Ready(Ok(n));
+                let n = this.data.len().min(buf.remaining());
+                buf.put_slice(&this.data[..n]);
+                this.data.advance(n);
+                return Poll::Ready(Ok(()));
             }
             // Pongs and close replies go out as soon as the socket takes them.
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
             }
             if this.closed {
-                return Poll::Ready(Ok(0));
+                return Poll::Ready(Ok(()));
             }
             match this.decoder.decode(&mut this.raw) {
                 Ok(Some(Event::Data(b))) => this.data = b,
@@ -171,16 +189,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     this.closed = true;
                 }
                 Ok(None) => {
-                    let len = this.raw.len();
-                    this.raw.resize(len + WS_READ, 0);
-                    let r = Pin::new(&mut this.inner).poll_read(cx, &mut this.raw[len..]);
-                    let n = match &r {
-                        Poll::Ready(Ok(n)) => *n,
-                        _ => 0,
-                    };
-                    this.raw.truncate(len + n);
-                    match r {
-                        Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                    // Read into the spare capacity (not zeroed first).
+                    this.raw.reserve(WS_READ);
+                    match poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.raw) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => return Poll::Pending,
@@ -195,6 +207,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             }
         }
     }
+}
+
+/// Reads once into the spare capacity of `buf`, without zeroing it first.
+pub fn poll_read_buf<R: AsyncRead + ?Sized>(
+    r: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    tokio_util::io::poll_read_buf(r, cx, buf)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
@@ -227,14 +248,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         }
     }
 
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.closed {
             this.queue_close(1000, "");
             this.closed = true;
         }
         match this.poll_drain(cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_close(cx),
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
             other => other,
         }
     }

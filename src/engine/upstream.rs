@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::{split, ReadHalf, WriteHalf};
-use glommio::net::{TcpStream, UnixStream};
+use tokio::io::{split, ReadHalf, WriteHalf};
+use tokio::net::{TcpStream, UnixStream};
 
 use super::handshake::{decode, handshake_relay, read_record, send_packet, HandshakeError};
 use super::pump::ReadSizer;
@@ -60,10 +60,11 @@ async fn local(
     shared: &Arc<Shared>,
     wanted: Option<String>,
 ) -> Result<LocalSession, HandshakeError> {
-    let shared = shared.clone();
-    glommio::executor()
-        .spawn_blocking(move || sessions::choose(&discover(&shared), wanted.as_deref()))
-        .await
+    let shared2 = shared.clone();
+    shared
+        .blocking
+        .run(move || sessions::choose(&discover(&shared2), wanted.as_deref()))
+        .await?
         .map_err(|e| HandshakeError::Route(e.to_string()))
 }
 
@@ -90,11 +91,12 @@ async fn local_connect(
         )
     });
     if stale {
-        let shared = shared.clone();
+        let shared2 = shared.clone();
         let display = session.display.clone();
-        let e = glommio::executor()
-            .spawn_blocking(move || sessions::not_found(&discover(&shared), &display))
-            .await;
+        let e = shared
+            .blocking
+            .run(move || sessions::not_found(&discover(&shared2), &display))
+            .await?;
         return Err(HandshakeError::Route(e.to_string()));
     }
     Err(HandshakeError::Upstream {
@@ -147,36 +149,42 @@ pub(super) async fn route(
     Ok(plan)
 }
 
-async fn resolve(host: String, port: u16) -> std::io::Result<SocketAddr> {
+async fn resolve(host: String, port: u16, shared: &Shared) -> std::io::Result<SocketAddr> {
+    // A literal address needs no lookup.
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
     // Name resolution blocks: on the blocking pool.
-    glommio::executor()
-        .spawn_blocking(move || {
+    shared
+        .blocking
+        .run(move || {
             (host.as_str(), port)
                 .to_socket_addrs()?
                 .next()
                 .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))
         })
         .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
-async fn tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let addr = resolve(host.to_owned(), port).await?;
-    let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
+async fn tcp(host: &str, port: u16, shared: &Shared) -> std::io::Result<TcpStream> {
+    let addr = resolve(host.to_owned(), port, shared).await?;
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(std::io::Error::from)?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = s.set_nodelay(true);
     Ok(s)
 }
 
 /// TLS toward a session (`ssl://`, `wss://`).
 async fn tls(host: &str, port: u16, shared: &Shared) -> std::io::Result<Stream> {
-    let s = tcp(host, port).await?;
+    let s = tcp(host, port, shared).await?;
     let name = crate::transport::tls::server_name(host).map_err(std::io::Error::other)?;
     let config = shared
         .upstream_tls
         .clone()
         .map_err(|e| std::io::Error::other(format!("no TLS for ssl:// targets: {e}")))?;
-    let connector = futures_rustls::TlsConnector::from(config);
+    let connector = tokio_rustls::TlsConnector::from(config);
     let tls = connector.connect(name, Stream::Tcp(s)).await?;
     Ok(Stream::TlsClient(Box::new(tls)))
 }
@@ -185,7 +193,7 @@ async fn tls(host: &str, port: u16, shared: &Shared) -> std::io::Result<Stream> 
 /// client does it (subprotocol `binary`).
 async fn websocket(mut s: Stream, host: &str, port: u16) -> std::io::Result<Stream> {
     use crate::transport::websocket::ClientHandshake;
-    use futures_lite::AsyncWriteExt;
+    use tokio::io::AsyncWriteExt;
 
     let handshake = ClientHandshake::new(&format!("{host}:{port}"), "/")
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -210,10 +218,10 @@ async fn websocket(mut s: Stream, host: &str, port: u16) -> std::io::Result<Stre
 async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> {
     match &t.kind {
         TargetKind::Unix { path } => unix(path).await,
-        TargetKind::Tcp { host, port } => Ok(Stream::Tcp(tcp(host, *port).await?)),
+        TargetKind::Tcp { host, port } => Ok(Stream::Tcp(tcp(host, *port, shared).await?)),
         TargetKind::Ssl { host, port } => tls(host, *port, shared).await,
         TargetKind::Ws { host, port } => {
-            let s = Stream::Tcp(tcp(host, *port).await?);
+            let s = Stream::Tcp(tcp(host, *port, shared).await?);
             websocket(s, host, *port).await
         }
         TargetKind::Wss { host, port } => {
@@ -225,13 +233,9 @@ async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> 
 }
 
 async fn unix(path: &std::path::Path) -> std::io::Result<Stream> {
-    let s = glommio::timer::timeout(CONNECT_TIMEOUT, async {
-        UnixStream::connect(path)
-            .await
-            .map_err(|e| glommio::GlommioError::IoError(e.into()))
-    })
-    .await
-    .map_err(std::io::Error::from)?;
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     Ok(Stream::Unix(s))
 }
 

@@ -132,6 +132,14 @@ impl Relay {
         matches!(self.state, State::Boundary)
     }
 
+    /// Whether the stream is between packets: at a record boundary with no
+    /// raw chunk waiting for its main packet. Only here may a whole packet
+    /// be injected (xpra substitutes pending chunks into the next main
+    /// packet, whichever it is).
+    pub fn at_packet_boundary(&self) -> bool {
+        self.at_boundary() && self.chunks == 0
+    }
+
     /// Takes the next event from `buf`; `Ok(None)` when more bytes are
     /// needed. `intercept` is asked once per main packet.
     pub fn next_event(
