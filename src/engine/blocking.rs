@@ -23,6 +23,15 @@ pub enum BlockingError {
     Stopping,
 }
 
+impl From<BlockingError> for crate::proxy::ConnError {
+    fn from(e: BlockingError) -> Self {
+        match e {
+            BlockingError::Stopping => crate::proxy::ConnError::Stopping,
+            other => crate::proxy::ConnError::Busy(other.to_string()),
+        }
+    }
+}
+
 /// A handle to the pool; cheap to clone, usable from any shard.
 #[derive(Debug, Clone)]
 pub struct Blocking {

@@ -1,51 +1,33 @@
-//! One client connection, from accept to close:
-//!
-//! 0. **front door** (TCP ports, `front.rs`): PROXY header, TLS, HTTP or
-//!    WebSocket, decided from the first bytes;
-//! 1. **handshake**: read the client's `hello` (bounded, with a deadline),
-//!    authenticate it (a `challenge` when the module needs one);
-//! 2. **route**: find the user's sessions and choose one;
-//! 3. **upstream**: connect to the session and send it the client's
-//!    capabilities, minus what the proxy owns, plus a `proxy` section;
-//! 4. **relay**: two pumps, one per direction, until either side ends;
-//! 5. **close**: the side still there is told why, when the stream is at a
-//!    packet boundary.
-//!
-//! Records are relayed as they came: the client and the session negotiate
-//! encoder and compression between themselves, through the capabilities.
+//! The driver of one client connection: it runs the front door (TCP ports),
+//! then feeds the sans-IO [`Connection`] core with what the sockets, timers
+//! and jobs bring, and carries out the actions it returns. What to do when
+//! is the core's decision (see `proxy/` and docs/engine.md); here is only
+//! the I/O.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::front::{self, Front};
-use super::handshake::{self, send_packet, ClientSide, HandshakeError};
 use super::listen::ListenerKind;
-use super::pump::{self, Counters, Direction, ForwardAll, Intercepts, OutState, Outbox, PumpEnd};
+use super::pump::{self, Counters, OutState, Outbox, ReadSizer};
 pub(super) use super::stream::Stream;
-use super::upstream::{self, Upstream};
+use super::upstream;
 use super::Shared;
 use crate::auth::PeerInfo;
-use crate::wire::frame::Limits;
-use crate::wire::header::Rules;
-use crate::wire::relay::{Relay, RelayLimits};
-use crate::wire::views::Close;
-use std::sync::Arc;
+use crate::proxy::{
+    Action, ConnConfig, ConnError, Connection, Event, PumpEnd, RelayEnd, RelayStart, Side,
+};
 
-/// xpra's reason for a session that went away.
-const SESSION_CLOSED: &str = "session closed the connection";
-/// Sent to the client when writing to the session failed.
-const SESSION_LOST: &str = "session connection lost";
-/// Sent to the session when the client goes away.
-const CLIENT_GONE: &str = "client connection lost";
-/// Sent to both when the proxy stops.
-const SERVER_SHUTDOWN: &str = "server shutdown";
-/// How long a goodbye packet may take to write.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one write of the proxy's own packets may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one client until its connection ends.
 pub async fn serve(
@@ -71,7 +53,8 @@ async fn serve_inner(
 ) {
     // One deadline for everything before relaying: the front door, the
     // hello, auth, routing and the upstream hello.
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let start = Instant::now();
+    let deadline = start + shared.config.handshake_timeout;
     // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
@@ -100,162 +83,285 @@ async fn serve_inner(
             return;
         }
     };
-    let (reader, writer) = tokio::io::split(stream);
-    let mut client = ClientSide::new(reader, writer, buf);
-    let result = tokio::select! {
-        () = stop.cancelled() => Err(HandshakeError::Stopping),
-        r = timeout_at(deadline, async {
-            let (hello, accepted) = handshake::authenticate(&mut client, &peer, &shared).await?;
-            let plan = upstream::route(&hello, &accepted, &shared).await?;
-            tracing::info!(user = %accepted.username, "routing to {}", plan.destination.describe());
-            let up = upstream::open(&plan, &hello, client.encoder, &shared).await?;
-            Ok((plan, up))
-        }) => r.unwrap_or(Err(HandshakeError::Timeout)),
+    let Some(entry) = shared
+        .auth_for(peer.transport)
+        .or_else(|| shared.auth_for(crate::auth::Transport::Tcp))
+        .cloned()
+    else {
+        return;
     };
-    match result {
-        Ok((plan, up)) => relay(client, up, &plan.destination.describe(), &stop).await,
-        Err(HandshakeError::Gone) => tracing::debug!("client left during the handshake"),
-        Err(HandshakeError::Refused { reason, delay }) => {
-            // The delay of a failed attempt, then the same answer for
-            // every cause.
-            if !delay.is_zero() {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            refuse(&mut client, &reason).await;
+    let cfg = ConnConfig {
+        chain: entry.chain,
+        inline_auth: entry.inline,
+        throttle: shared.throttle.clone(),
+        handshake_timeout: shared.config.handshake_timeout,
+        identity: shared.identity.clone(),
+    };
+    let core = Connection::new(cfg, peer, buf, start.into_std());
+    Driver {
+        core,
+        shared,
+        stop,
+        client: Half::new(stream),
+        session: None,
+        job: None,
+        stopped: false,
+    }
+    .run()
+    .await;
+}
+
+/// One side's stream, split for the pumps.
+struct Half {
+    reader: ReadHalf<Stream>,
+    writer: WriteHalf<Stream>,
+    buf: BytesMut,
+    sizer: ReadSizer,
+}
+
+impl Half {
+    fn new(s: Stream) -> Half {
+        let (reader, writer) = tokio::io::split(s);
+        Half {
+            reader,
+            writer,
+            buf: BytesMut::new(),
+            sizer: ReadSizer::new(),
         }
-        Err(e) => {
-            tracing::info!(side = %e.side(), "refused: {e}");
-            refuse(&mut client, &e.client_reason()).await;
+    }
+
+    /// Reads once; `None`: closed or failed.
+    async fn read(&mut self) -> Option<BytesMut> {
+        match pump::read_more(&mut self.reader, &mut self.buf, &mut self.sizer).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(self.buf.split()),
         }
     }
 }
 
-async fn refuse(client: &mut ClientSide, reason: &str) {
-    let close = Close::new([reason]);
-    let _ = timeout(
-        GOODBYE_TIMEOUT,
-        send_packet(&mut client.writer, &close.to_items(), client.encoder),
-    )
-    .await;
-    let _ = timeout(GOODBYE_TIMEOUT, client.writer.shutdown()).await;
+/// What a job brings back: an event for the core, or a session stream.
+enum JobDone {
+    Event(Event),
+    Connected(Stream),
 }
 
-enum Ended {
-    Client(PumpEnd),
-    Session(PumpEnd),
-    Stop,
+type Job = Pin<Box<dyn Future<Output = JobDone>>>;
+
+struct Driver {
+    core: Connection,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    client: Half,
+    session: Option<Half>,
+    job: Option<Job>,
+    stopped: bool,
 }
 
-async fn relay(mut client: ClientSide, up: Upstream, session: &str, stop: &CancellationToken) {
-    let Upstream {
-        reader: mut sr,
-        writer: mut sw,
-        buf: session_buf,
-    } = up;
-    let (sr, sw) = (&mut sr, &mut sw);
-    let limits = Limits::default();
-    let relay_limits = RelayLimits {
-        max_payload: limits.max_payload,
-        ..RelayLimits::default()
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
+    let write = async {
+        w.write_all(b).await?;
+        w.flush().await
     };
-    let mut c2s = Relay::new(client.rules, relay_limits);
-    let mut s2c = Relay::new(Rules::Any, relay_limits);
-    let (up, down) = (Counters::default(), Counters::default());
-    let (to_session, to_client) = (OutState::default(), OutState::default());
-    let (session_box, client_box) = (Outbox::default(), Outbox::default());
-    let (mut up_hook, mut down_hook) = (ForwardAll, ForwardAll);
-    let buf = std::mem::take(&mut client.buf);
-    let ended = {
-        let a = pump::pump(
-            &mut client.reader,
-            sw,
-            buf,
-            Direction {
-                relay: &mut c2s,
-                limits,
-                intercepts: Intercepts::default(),
-                hook: &mut up_hook,
-                counters: &up,
-                out_state: &to_session,
-                outbox: &session_box,
-            },
-        );
-        let b = pump::pump(
-            sr,
-            &mut client.writer,
-            session_buf,
-            Direction {
-                relay: &mut s2c,
-                limits,
-                intercepts: Intercepts {
-                    first_hello: true,
-                    ..Intercepts::default()
+    matches!(timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+impl Driver {
+    fn now() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    async fn run(mut self) {
+        loop {
+            while let Some(action) = self.core.poll_action() {
+                if self.act(action).await {
+                    return;
+                }
+            }
+            let wants_client = self.core.wants_client_data();
+            let wants_session = self.core.wants_session_data() && self.session.is_some();
+            let wake = self.core.poll_timeout().map(Instant::from_std);
+            let (client, session, job) = (&mut self.client, &mut self.session, &mut self.job);
+            let event = tokio::select! {
+                biased;
+                () = self.stop.cancelled(), if !self.stopped => {
+                    self.stopped = true;
+                    Event::Stop
+                }
+                () = sleep_until(wake), if wake.is_some() => Event::Timeout,
+                done = poll_job(job), if job.is_some() => {
+                    *job = None;
+                    match done {
+                        JobDone::Event(e) => e,
+                        JobDone::Connected(s) => {
+                            *session = Some(Half::new(s));
+                            Event::Connected
+                        }
+                    }
+                }
+                r = client.read(), if wants_client => match r {
+                    Some(b) => Event::ClientData(b),
+                    None => Event::ClientEof,
                 },
-                hook: &mut down_hook,
-                counters: &down,
-                out_state: &to_client,
-                outbox: &client_box,
-            },
-        );
-        tokio::select! {
-            e = a => Ended::Client(e),
-            e = b => Ended::Session(e),
-            () = stop.cancelled() => Ended::Stop,
+                r = read_session(session), if wants_session => match r {
+                    Some(b) => Event::SessionData(b),
+                    None => Event::SessionEof,
+                },
+            };
+            self.core.handle(event, Self::now());
         }
-    };
-    let (tell_client, tell_session) = match &ended {
-        Ended::Client(PumpEnd::Closed(c)) => {
-            tracing::info!("client disconnected: {}", c.reasons.join(", "));
-            (None, None)
+    }
+
+    /// Carries out one action; true once the connection is over.
+    async fn act(&mut self, action: Action) -> bool {
+        match action {
+            Action::SendClient(b) => {
+                if !send(&mut self.client.writer, &b).await {
+                    self.core
+                        .handle(Event::SendFailed(Side::Client), Self::now());
+                }
+            }
+            Action::SendSession(b) => {
+                let ok = match &mut self.session {
+                    Some(s) => send(&mut s.writer, &b).await,
+                    None => false,
+                };
+                if !ok {
+                    self.core
+                        .handle(Event::SendFailed(Side::Session), Self::now());
+                }
+            }
+            Action::RunAuth(mut flow, answer) => {
+                let blocking = self.shared.blocking.clone();
+                self.job = Some(Box::pin(async move {
+                    let r = blocking
+                        .run(move || {
+                            let step = flow.advance(answer);
+                            (flow, step)
+                        })
+                        .await;
+                    JobDone::Event(match r {
+                        Ok((flow, step)) => Event::AuthDone(flow, step),
+                        Err(e) => Event::JobFailed(e.into()),
+                    })
+                }));
+            }
+            Action::Route { hello, accepted } => {
+                let shared = self.shared.clone();
+                self.job = Some(Box::pin(async move {
+                    JobDone::Event(Event::Routed(
+                        upstream::route(&hello, &accepted, &shared).await,
+                    ))
+                }));
+            }
+            Action::Connect(plan) => {
+                let shared = self.shared.clone();
+                self.job = Some(Box::pin(async move {
+                    match upstream::connect(&plan, &shared).await {
+                        Ok(s) => JobDone::Connected(s),
+                        Err(ConnError::Upstream { error, .. }) => {
+                            JobDone::Event(Event::ConnectFailed(error))
+                        }
+                        Err(e) => JobDone::Event(Event::JobFailed(e)),
+                    }
+                }));
+            }
+            Action::Relay(start) => {
+                let end = self.relay(*start).await;
+                self.core.handle(Event::RelayEnded(end), Self::now());
+            }
+            Action::Close => {
+                let _ = timeout(SEND_TIMEOUT, self.client.writer.shutdown()).await;
+                if let Some(s) = &mut self.session {
+                    let _ = timeout(SEND_TIMEOUT, s.writer.shutdown()).await;
+                }
+                return true;
+            }
         }
-        Ended::Client(PumpEnd::WriteError(e)) => {
-            tracing::info!(side = "session", "{session}: write failed: {e}");
-            (Some(SESSION_LOST.to_owned()), None)
+        false
+    }
+
+    /// Runs both pumps until one ends (or the proxy stops).
+    async fn relay(&mut self, start: RelayStart) -> RelayEnd {
+        let RelayStart {
+            mut c2s,
+            mut s2c,
+            mut client_buf,
+            session_buf,
+            destination: _,
+        } = start;
+        let Some(session) = &mut self.session else {
+            return RelayEnd {
+                side: Some(Side::Session),
+                end: PumpEnd::Eof,
+                client_at_boundary: true,
+                session_at_boundary: false,
+            };
+        };
+        // Bytes the driver read past the handshake belong to the relay.
+        if !self.client.buf.is_empty() {
+            client_buf.unsplit(self.client.buf.split());
         }
-        Ended::Client(e) => {
-            tracing::info!(side = "client", "client connection ended: {e}");
-            (None, Some(CLIENT_GONE.to_owned()))
-        }
-        Ended::Session(PumpEnd::Closed(c)) => {
-            tracing::info!(
-                "{session} disconnected the client: {}",
-                c.reasons.join(", ")
+        let (up, down) = (Counters::default(), Counters::default());
+        let (to_session, to_client) = (OutState::default(), OutState::default());
+        let (session_box, client_box) = (Outbox::default(), Outbox::default());
+        let ended = {
+            let a = pump::pump(
+                &mut self.client.reader,
+                &mut session.writer,
+                client_buf,
+                &mut c2s,
+                &up,
+                &to_session,
+                &session_box,
             );
-            (None, None)
+            let b = pump::pump(
+                &mut session.reader,
+                &mut self.client.writer,
+                session_buf,
+                &mut s2c,
+                &down,
+                &to_client,
+                &client_box,
+            );
+            tokio::select! {
+                e = a => (Some(Side::Client), e),
+                e = b => (Some(Side::Session), e),
+                () = self.stop.cancelled(), if !self.stopped => (None, PumpEnd::Eof),
+            }
+        };
+        tracing::info!(
+            up_bytes = up.bytes.get(),
+            up_packets = up.packets.get(),
+            down_bytes = down.bytes.get(),
+            down_packets = down.packets.get(),
+            "relay ended"
+        );
+        RelayEnd {
+            side: ended.0,
+            end: ended.1,
+            client_at_boundary: to_client.at_boundary(),
+            session_at_boundary: to_session.at_boundary(),
         }
-        Ended::Session(PumpEnd::WriteError(e)) => {
-            tracing::info!(side = "client", "client connection lost: {e}");
-            (None, Some(CLIENT_GONE.to_owned()))
-        }
-        Ended::Session(e) => {
-            tracing::info!(side = "session", "{session} connection ended: {e}");
-            (Some(SESSION_CLOSED.to_owned()), None)
-        }
-        Ended::Stop => (
-            Some(SERVER_SHUTDOWN.to_owned()),
-            Some(SERVER_SHUTDOWN.to_owned()),
-        ),
-    };
-    let encoder = client.encoder;
-    let goodbye = async {
-        if let Some(r) = tell_client.filter(|_| to_client.at_boundary()) {
-            let _ = send_packet(&mut client.writer, &Close::new([r]).to_items(), encoder).await;
-        }
-        if let Some(r) = tell_session.filter(|_| to_session.at_boundary()) {
-            let _ = send_packet(sw, &Close::new([r]).to_items(), encoder).await;
-        }
-    };
-    let _ = timeout(GOODBYE_TIMEOUT, goodbye).await;
-    let _ = timeout(GOODBYE_TIMEOUT, client.writer.shutdown()).await;
-    let _ = timeout(GOODBYE_TIMEOUT, sw.shutdown()).await;
-    tracing::info!(
-        up_bytes = up.bytes.get(),
-        up_packets = up.packets.get(),
-        down_bytes = down.bytes.get(),
-        down_packets = down.packets.get(),
-        "closed"
-    );
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_job(job: &mut Option<Job>) -> JobDone {
+    match job {
+        Some(j) => j.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_session(session: &mut Option<Half>) -> Option<BytesMut> {
+    match session {
+        Some(s) => s.read().await,
+        None => std::future::pending().await,
+    }
 }

@@ -14,16 +14,15 @@
 pub mod blocking;
 mod conn;
 mod front;
-mod handshake;
 mod listen;
 pub mod preflight;
 pub mod pump;
 mod stream;
 mod upstream;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -73,8 +72,8 @@ pub(crate) struct Shared {
     /// Socket dirs searched for sessions: the configured ones, then xpra's
     /// defaults for this user.
     pub socket_dirs: Vec<PathBuf>,
-    /// Identifies this proxy instance (its pings, its info).
-    pub uuid: String,
+    /// Who the proxy is, for the hellos sessions get.
+    pub identity: Arc<crate::proxy::Identity>,
     /// The auth chain of each transport.
     pub auth: Vec<(Transport, AuthEntry)>,
     /// TLS configuration, swapped whole on reload (SIGHUP).
@@ -212,6 +211,7 @@ impl Server {
         if let Err(e) = &upstream_tls {
             tracing::debug!("no TLS for ssl:// session targets: {e}");
         }
+        let uuid = random_uuid();
         let shared = Arc::new(Shared {
             auth,
             tls,
@@ -219,10 +219,13 @@ impl Server {
             upstream_tls,
             throttle: SharedThrottle::new(ThrottleConfig::default()),
             config,
+            identity: Arc::new(crate::proxy::Identity {
+                hostname: hostname.clone(),
+                uuid,
+            }),
             hostname,
             uid,
             socket_dirs,
-            uuid: random_uuid(),
             blocking: pool.handle(),
             stop: CancellationToken::new(),
         });

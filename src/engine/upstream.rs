@@ -7,73 +7,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{split, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::handshake::{decode, handshake_relay, read_record, send_packet, HandshakeError};
 use super::pump::ReadSizer;
 use super::stream::{Stream, WsStream};
 use super::Shared;
-use crate::auth::{client_answer, Accepted, Secret, SessionOptions, Target, TargetKind};
+use crate::auth::{Accepted, SessionOptions, Target, TargetKind};
+use crate::proxy::{ConnError, Destination, Plan};
 use crate::sessions::{self, LocalSession};
-use crate::wire::header::Encoder;
-use crate::wire::views::{Challenge, Hello};
+use crate::wire::views::Hello;
 use crate::wire::Value;
 
 /// How long connecting to a session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a client goes.
-pub(super) enum Destination {
-    /// A session found in the socket dirs.
-    Local(LocalSession),
-    /// A target the auth data names.
-    Target(Target),
-}
-
-impl Destination {
-    /// For logs and reasons (credentials never shown).
-    pub fn describe(&self) -> String {
-        match self {
-            Destination::Local(s) => format!("session :{}", s.display),
-            Destination::Target(t) => format!("session {t}"),
-        }
-    }
-}
-
-/// What the upstream connection needs besides its destination.
-pub(super) struct Plan {
-    pub destination: Destination,
-    /// Replaces the client's user name upstream.
-    pub username: Option<String>,
-    /// Answers the session's challenge.
-    pub password: Option<Secret>,
-    /// Whitelisted session options, as hello capabilities.
-    pub caps: Vec<(String, Value)>,
-}
-
 fn discover(shared: &Shared) -> Vec<LocalSession> {
     sessions::discover(&shared.socket_dirs, &shared.hostname, shared.uid)
 }
 
-async fn local(
-    shared: &Arc<Shared>,
-    wanted: Option<String>,
-) -> Result<LocalSession, HandshakeError> {
+async fn local(shared: &Arc<Shared>, wanted: Option<String>) -> Result<LocalSession, ConnError> {
     let shared2 = shared.clone();
     shared
         .blocking
         .run(move || sessions::choose(&discover(&shared2), wanted.as_deref()))
         .await?
-        .map_err(|e| HandshakeError::Route(e.to_string()))
+        .map_err(|e| ConnError::Route(e.to_string()))
 }
 
 /// Connects to the first socket of a local session that answers. When none
 /// does (all stale), the client is told which sessions are live.
-async fn local_connect(
-    session: &LocalSession,
-    shared: &Arc<Shared>,
-) -> Result<Stream, HandshakeError> {
+async fn local_connect(session: &LocalSession, shared: &Arc<Shared>) -> Result<Stream, ConnError> {
     let mut last = None;
     for socket in &session.sockets {
         match unix(socket).await {
@@ -97,9 +60,9 @@ async fn local_connect(
             .blocking
             .run(move || sessions::not_found(&discover(&shared2), &display))
             .await?;
-        return Err(HandshakeError::Route(e.to_string()));
+        return Err(ConnError::Route(e.to_string()));
     }
-    Err(HandshakeError::Upstream {
+    Err(ConnError::Upstream {
         target: format!("session :{}", session.display),
         error: last.map_or_else(|| "no socket".to_owned(), |e| e.to_string()),
     })
@@ -110,7 +73,7 @@ pub(super) async fn route(
     hello: &[Value],
     accepted: &Accepted,
     shared: &Arc<Shared>,
-) -> Result<Plan, HandshakeError> {
+) -> Result<Plan, ConnError> {
     let wanted = Hello::parse(hello)
         .ok()
         .and_then(|h| h.requested_display())
@@ -118,12 +81,12 @@ pub(super) async fn route(
     let sessions = accepted
         .sessions
         .as_ref()
-        .ok_or_else(|| HandshakeError::Route("no sessions found".into()))?;
+        .ok_or_else(|| ConnError::Route("no sessions found".into()))?;
     let options: &SessionOptions = &sessions.session_options;
     let caps = options.caps();
     let target = sessions
         .select(wanted.as_deref())
-        .map_err(|e| HandshakeError::Route(e.to_string()))?;
+        .map_err(|e| ConnError::Route(e.to_string()))?;
     let plan = match target {
         None => Plan {
             destination: Destination::Local(local(shared, wanted).await?),
@@ -239,144 +202,18 @@ async fn unix(path: &std::path::Path) -> std::io::Result<Stream> {
     Ok(Stream::Unix(s))
 }
 
-/// The client's capabilities as the session gets them: minus what the proxy
-/// owns, plus the plan's user name and session options, plus the `proxy`
-/// section.
-pub(super) fn upstream_hello(hello: &[Value], plan: &Plan, shared: &Shared) -> Vec<Value> {
-    const OWNED: [&str; 4] = [
-        "challenge_response",
-        "challenge_client_salt",
-        "cipher",
-        "aliases",
-    ];
-    let mut caps = match hello.get(1) {
-        Some(Value::Dict(d)) => d.clone(),
-        _ => Vec::new(),
-    };
-    caps.retain(|(k, _)| {
-        let key = k.as_str().unwrap_or("");
-        !OWNED
-            .iter()
-            .any(|o| key == *o || key.starts_with(&format!("{o}.")))
-    });
-    let set = |caps: &mut Vec<(Value, Value)>, k: &str, v: Value| {
-        caps.retain(|(key, _)| key.as_str() != Some(k));
-        caps.push((Value::from(k), v));
-    };
-    if let Some(u) = &plan.username {
-        set(&mut caps, "username", Value::from(u.as_str()));
-    }
-    for (k, v) in &plan.caps {
-        set(&mut caps, k, v.clone());
-    }
-    set(&mut caps, "proxy", Value::Bool(true));
-    set(
-        &mut caps,
-        "proxy.hostname",
-        Value::from(shared.hostname.as_str()),
-    );
-    set(
-        &mut caps,
-        "proxy.platform",
-        Value::from(std::env::consts::OS),
-    );
-    // Not `proxy.version`: xpra servers parse that as their own version
-    // number and refuse what they cannot compare.
-    set(&mut caps, "proxy.name", Value::from("xfwd"));
-    set(
-        &mut caps,
-        "proxy.xfwd.version",
-        Value::from(env!("CARGO_PKG_VERSION")),
-    );
-    set(&mut caps, "proxy.uuid", Value::from(shared.uuid.as_str()));
-    vec![Value::from("hello"), Value::Dict(caps)]
-}
-
-/// An open upstream connection, ready to relay.
-pub(super) struct Upstream {
-    pub reader: ReadHalf<Stream>,
-    pub writer: WriteHalf<Stream>,
-    /// Bytes from the session not relayed yet (they go to the client).
-    pub buf: BytesMut,
-}
-
-fn upstream_error(plan: &Plan, error: impl std::fmt::Display) -> HandshakeError {
-    HandshakeError::Upstream {
-        target: plan.destination.describe(),
-        error: error.to_string(),
-    }
-}
-
-/// Connects, sends the hello and, when the plan has a password, answers the
-/// session's challenge itself (otherwise a challenge reaches the client
-/// like any other packet).
-pub(super) async fn open(
-    plan: &Plan,
-    hello: &[Value],
-    encoder: Encoder,
-    shared: &Arc<Shared>,
-) -> Result<Upstream, HandshakeError> {
-    let stream = match &plan.destination {
-        Destination::Local(s) => local_connect(s, shared).await?,
-        Destination::Target(t) => connect_target(t, shared)
-            .await
-            .map_err(|e| upstream_error(plan, e))?,
-    };
-    let (mut reader, mut writer) = split(stream);
-    let items = upstream_hello(hello, plan, shared);
-    send_packet(&mut writer, &items, encoder)
-        .await
-        .map_err(|e| upstream_error(plan, e))?;
-    let mut buf = BytesMut::new();
-    if let Some(password) = &plan.password {
-        let mut relay = handshake_relay();
-        let mut sizer = ReadSizer::new();
-        let record = read_record(&mut reader, &mut buf, &mut sizer, &mut relay)
-            .await
-            .map_err(|e| upstream_error(plan, e))?
-            .ok_or_else(|| upstream_error(plan, "the session closed the connection"))?;
-        let first = decode(&record).map_err(|e| upstream_error(plan, e))?;
-        if first.first().and_then(Value::as_str) == Some("challenge") {
-            let challenge = Challenge::parse(&first).map_err(|e| upstream_error(plan, e))?;
-            let answer = client_answer(&challenge, password.as_bytes()).ok_or_else(|| {
-                upstream_error(
-                    plan,
-                    format!(
-                        "cannot answer its challenge (digest {}, salt digest {})",
-                        challenge.digest, challenge.salt_digest
-                    ),
-                )
-            })?;
-            let mut again = items;
-            if let Some(Value::Dict(caps)) = again.get_mut(1) {
-                let response = match std::str::from_utf8(answer.response.as_bytes()) {
-                    Ok(s) => Value::from(s),
-                    Err(_) => {
-                        Value::Bytes(bytes::Bytes::copy_from_slice(answer.response.as_bytes()))
-                    }
-                };
-                caps.push((Value::from("challenge_response"), response));
-                if let Some(salt) = &answer.client_salt {
-                    caps.push((
-                        Value::from("challenge_client_salt"),
-                        Value::Bytes(bytes::Bytes::copy_from_slice(salt)),
-                    ));
-                }
-            }
-            send_packet(&mut writer, &again, encoder)
+/// Opens the connection to the plan's destination (the hello and the
+/// session's challenge are the core's business).
+pub(super) async fn connect(plan: &Plan, shared: &Arc<Shared>) -> Result<Stream, ConnError> {
+    match &plan.destination {
+        Destination::Local(s) => local_connect(s, shared).await,
+        Destination::Target(t) => {
+            connect_target(t, shared)
                 .await
-                .map_err(|e| upstream_error(plan, e))?;
-        } else {
-            // Not a challenge: it goes to the client as it came.
-            let mut first_bytes = BytesMut::new();
-            record.write_to(&mut first_bytes);
-            first_bytes.extend_from_slice(&buf);
-            buf = first_bytes;
+                .map_err(|e| ConnError::Upstream {
+                    target: plan.destination.describe(),
+                    error: e.to_string(),
+                })
         }
     }
-    Ok(Upstream {
-        reader,
-        writer,
-        buf,
-    })
 }

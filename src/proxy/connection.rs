@@ -1,0 +1,847 @@
+//! The connection state machine (see the module docs of `proxy` and the
+//! table in docs/engine.md).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use super::direction::{CutEnd, Direction, Intercepts};
+use super::error::{ConnError, Side};
+use super::plan::{upstream_hello, Plan};
+use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
+use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
+use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle};
+use crate::wire::frame::{Limits, Record};
+use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
+use crate::wire::packet;
+use crate::wire::relay::{Event as RelayEvent, Relay, RelayLimits};
+use crate::wire::views::{Challenge, Close, Hello};
+use crate::wire::Value;
+
+/// xpra's reason for a session that went away.
+pub const SESSION_CLOSED: &str = "session closed the connection";
+/// Sent to the client when writing to the session failed.
+pub const SESSION_LOST: &str = "session connection lost";
+/// Sent to the session when the client goes away.
+pub const CLIENT_GONE: &str = "client connection lost";
+/// Sent to both when the proxy stops.
+pub const SERVER_SHUTDOWN: &str = "server shutdown";
+
+/// Who this proxy is, for the hello sessions get.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub hostname: String,
+    /// Identifies this proxy instance (its pings, its info).
+    pub uuid: String,
+}
+
+/// What a connection needs to know of its listener and server.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// The listener's auth chain.
+    pub chain: Arc<AuthChain>,
+    /// The chain's modules never block: the core runs them itself instead
+    /// of asking for a job.
+    pub inline_auth: bool,
+    /// Failed-attempt delays (shared by every connection).
+    pub throttle: SharedThrottle,
+    /// Time from the first byte to relaying.
+    pub handshake_timeout: Duration,
+    pub identity: Arc<Identity>,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the client's hello.
+    Hello,
+    /// The auth chain runs (a blocking job).
+    Authenticating,
+    /// A challenge was sent; waiting for the hello that answers it.
+    Challenged,
+    /// Choosing the session (a job).
+    Routing,
+    /// Connecting to the session (a job).
+    Connecting,
+    /// The session's answer to its hello is awaited (to answer its
+    /// challenge with the target's password).
+    UpstreamHello,
+    /// Both sides relayed by the driver's pumps.
+    Relaying,
+    /// A refused client waits for its failed-attempt delay.
+    Refusing,
+    /// Nothing left to do.
+    Closed,
+}
+
+/// How one side's pump ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// The reading side closed cleanly.
+    Eof,
+    /// The reading side sent a close packet (already passed on).
+    Closed(Close),
+    /// Reading failed.
+    ReadError(String),
+    /// Writing to the other side failed.
+    WriteError(String),
+    /// The reading side broke the protocol.
+    Protocol(String),
+}
+
+impl std::fmt::Display for PumpEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PumpEnd::Eof => f.write_str("closed"),
+            PumpEnd::Closed(c) => write!(f, "disconnected: {}", c.reasons.join(", ")),
+            PumpEnd::ReadError(e) => write!(f, "read error: {e}"),
+            PumpEnd::WriteError(e) => write!(f, "write error: {e}"),
+            PumpEnd::Protocol(e) => write!(f, "protocol error: {e}"),
+        }
+    }
+}
+
+impl From<CutEnd> for PumpEnd {
+    fn from(c: CutEnd) -> Self {
+        match c {
+            CutEnd::Closed(c) => PumpEnd::Closed(c),
+            CutEnd::Protocol(e) => PumpEnd::Protocol(e),
+        }
+    }
+}
+
+/// How relaying ended, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEnd {
+    /// Whose pump ended first (the one reading that side), or `None`: the
+    /// proxy stopped.
+    pub side: Option<Side>,
+    pub end: PumpEnd,
+    /// Whether each output stream is between packets (a close packet may
+    /// only be sent there).
+    pub client_at_boundary: bool,
+    pub session_at_boundary: bool,
+}
+
+/// What the driver tells the core.
+#[derive(Debug)]
+pub enum Event {
+    /// Bytes read from the client.
+    ClientData(BytesMut),
+    /// The client closed its side (or reading failed).
+    ClientEof,
+    /// Bytes read from the session.
+    SessionData(BytesMut),
+    SessionEof,
+    /// The auth job of [`Action::RunAuth`] is done.
+    AuthDone(Box<AuthFlow>, Step),
+    /// A job failed with this reason (the blocking pool is full, a local
+    /// session turned out stale).
+    JobFailed(ConnError),
+    /// The route job of [`Action::Route`] is done.
+    Routed(Result<Plan, ConnError>),
+    /// The connection of [`Action::Connect`] is open.
+    Connected,
+    ConnectFailed(String),
+    /// Writing to a side failed.
+    SendFailed(Side),
+    /// The pumps of [`Action::Relay`] ended.
+    RelayEnded(RelayEnd),
+    /// The time of [`Connection::poll_timeout`] has come.
+    Timeout,
+    /// The proxy stops.
+    Stop,
+}
+
+/// What the core asks the driver to do, in order.
+#[derive(Debug)]
+pub enum Action {
+    SendClient(Bytes),
+    SendSession(Bytes),
+    /// Run `flow.advance(answer)` off the shard, then send
+    /// [`Event::AuthDone`] with the flow and the step.
+    RunAuth(Box<AuthFlow>, Option<Answer>),
+    /// Choose the session (discovery may block), then send
+    /// [`Event::Routed`].
+    Route {
+        hello: Vec<Value>,
+        accepted: Accepted,
+    },
+    /// Open a connection to the plan's destination, then send
+    /// [`Event::Connected`] or [`Event::ConnectFailed`].
+    Connect(Plan),
+    /// Relay both ways with these directions until one ends, then send
+    /// [`Event::RelayEnded`].
+    Relay(Box<RelayStart>),
+    /// Close both sides (after what was sent before).
+    Close,
+}
+
+/// Everything the pumps need.
+#[derive(Debug)]
+pub struct RelayStart {
+    /// Client to session.
+    pub c2s: Direction,
+    /// Session to client.
+    pub s2c: Direction,
+    /// Bytes from the client not relayed yet.
+    pub client_buf: BytesMut,
+    /// Bytes from the session not relayed yet.
+    pub session_buf: BytesMut,
+    /// The session, for logs.
+    pub destination: String,
+}
+
+/// One client connection, sans-IO.
+pub struct Connection {
+    cfg: ConnConfig,
+    peer: PeerInfo,
+    phase: Phase,
+    deadline: Instant,
+    client_buf: BytesMut,
+    session_buf: BytesMut,
+    /// The client's encoder (ours toward it) and generation, once its first
+    /// header is read.
+    encoder: Encoder,
+    rules: Rules,
+    generation_known: bool,
+    client_relay: Relay,
+    session_relay: Relay,
+    /// The flow waiting for a challenge answer.
+    flow: Option<Box<AuthFlow>>,
+    /// A challenge answer held back by the throttle until this time.
+    held_answer: Option<(Box<AuthFlow>, Option<Answer>, Instant)>,
+    /// The hello to relay (the last one the client sent).
+    hello: Vec<Value>,
+    plan: Option<Plan>,
+    upstream_items: Vec<Value>,
+    refusal: Option<(String, Instant)>,
+    user: Option<String>,
+    error: Option<ConnError>,
+    actions: VecDeque<Action>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("phase", &self.phase)
+            .field("peer", &self.peer)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limits of a peer that has not finished its handshake.
+fn handshake_relay() -> Relay {
+    let limits = Limits::pre_hello();
+    Relay::new(
+        Rules::Any,
+        RelayLimits {
+            max_payload: limits.max_payload,
+            max_intercept: limits.max_payload,
+            ..RelayLimits::default()
+        },
+    )
+}
+
+fn decode(record: &Record) -> Result<Vec<Value>, String> {
+    packet::decode_main(record, &Limits::pre_hello())
+        .map(|p| p.items)
+        .map_err(|e| format!("invalid packet: {e}"))
+}
+
+/// Takes the next whole main packet from `buf` (raw chunks are an error
+/// before relaying). `Ok(None)`: more bytes needed.
+fn next_record(relay: &mut Relay, buf: &mut BytesMut) -> Result<Option<Record>, String> {
+    match relay.next_event(buf, |_, _| true) {
+        Ok(Some(RelayEvent::Intercept(record, _))) => Ok(Some(record)),
+        Ok(Some(_)) => Err("invalid packet: raw data before hello".into()),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("invalid packet: {e}")),
+    }
+}
+
+impl Connection {
+    /// A connection whose client has sent `already` (bytes read by the
+    /// front door), at `now`.
+    pub fn new(cfg: ConnConfig, peer: PeerInfo, already: BytesMut, now: Instant) -> Connection {
+        let deadline = now + cfg.handshake_timeout;
+        Connection {
+            cfg,
+            peer,
+            phase: Phase::Hello,
+            deadline,
+            client_buf: already,
+            session_buf: BytesMut::new(),
+            encoder: Encoder::Rencode,
+            rules: Rules::Any,
+            generation_known: false,
+            client_relay: handshake_relay(),
+            session_relay: handshake_relay(),
+            flow: None,
+            held_answer: None,
+            hello: Vec::new(),
+            plan: None,
+            upstream_items: Vec::new(),
+            refusal: None,
+            user: None,
+            error: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The client's encoder (what the proxy's own packets to it use).
+    pub fn encoder(&self) -> Encoder {
+        self.encoder
+    }
+
+    /// The authenticated user, once there is one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Why the connection ended before relaying, if it did.
+    pub fn error(&self) -> Option<&ConnError> {
+        self.error.as_ref()
+    }
+
+    /// Whether the driver should read from the client now.
+    pub fn wants_client_data(&self) -> bool {
+        matches!(self.phase, Phase::Hello | Phase::Challenged)
+    }
+
+    /// Whether the driver should read from the session now.
+    pub fn wants_session_data(&self) -> bool {
+        self.phase == Phase::UpstreamHello
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When to send [`Event::Timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Hello
+            | Phase::Authenticating
+            | Phase::Challenged
+            | Phase::Routing
+            | Phase::Connecting
+            | Phase::UpstreamHello => Some(match &self.held_answer {
+                Some((_, _, at)) => (*at).min(self.deadline),
+                None => self.deadline,
+            }),
+            Phase::Refusing => self.refusal.as_ref().map(|(_, at)| *at),
+            Phase::Relaying | Phase::Closed => None,
+        }
+    }
+
+    /// Takes one event at `now`.
+    pub fn handle(&mut self, event: Event, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match event {
+            Event::ClientData(data) => {
+                if self.client_buf.is_empty() {
+                    self.client_buf = data;
+                } else {
+                    self.client_buf.unsplit(data);
+                }
+                if self.wants_client_data() {
+                    self.on_client_data(now);
+                }
+            }
+            Event::ClientEof => match self.phase {
+                Phase::Relaying => {}
+                Phase::Refusing => self.close(),
+                _ => self.fail(ConnError::Gone, now),
+            },
+            Event::SessionData(data) => {
+                if self.session_buf.is_empty() {
+                    self.session_buf = data;
+                } else {
+                    self.session_buf.unsplit(data);
+                }
+                if self.phase == Phase::UpstreamHello {
+                    self.on_session_data(now);
+                }
+            }
+            Event::SessionEof => {
+                if self.phase == Phase::UpstreamHello {
+                    let e = self.upstream_error("the session closed the connection");
+                    self.fail(e, now);
+                }
+            }
+            Event::AuthDone(flow, step) => {
+                if self.phase == Phase::Authenticating {
+                    self.on_step(flow, step, now);
+                }
+            }
+            Event::JobFailed(e) => self.fail(e, now),
+            Event::Routed(r) => {
+                if self.phase != Phase::Routing {
+                    return;
+                }
+                match r {
+                    Ok(plan) => {
+                        tracing::info!(
+                            user = self.user.as_deref().unwrap_or(""),
+                            "routing to {}",
+                            plan.destination.describe()
+                        );
+                        self.phase = Phase::Connecting;
+                        self.actions.push_back(Action::Connect(plan.clone()));
+                        self.plan = Some(plan);
+                    }
+                    Err(e) => self.fail(e, now),
+                }
+            }
+            Event::Connected => {
+                if self.phase == Phase::Connecting {
+                    self.on_connected(now);
+                }
+            }
+            Event::ConnectFailed(error) => {
+                if self.phase == Phase::Connecting {
+                    let e = self.upstream_error(&error);
+                    self.fail(e, now);
+                }
+            }
+            Event::SendFailed(Side::Session) if self.phase != Phase::Relaying => {
+                let e = self.upstream_error("writing to the session failed");
+                self.fail(e, now);
+            }
+            Event::SendFailed(_) => {
+                if self.phase != Phase::Relaying {
+                    self.fail(ConnError::Gone, now);
+                }
+            }
+            Event::RelayEnded(end) => {
+                if self.phase == Phase::Relaying {
+                    self.on_relay_end(end);
+                }
+            }
+            Event::Timeout => self.on_timeout(now),
+            Event::Stop => match self.phase {
+                Phase::Relaying => {}
+                Phase::Refusing => {
+                    // The delay is cut short; the answer is the same.
+                    if let Some((reason, _)) = self.refusal.take() {
+                        self.send_close_to_client(&reason);
+                    }
+                    self.close();
+                }
+                _ => self.fail(ConnError::Stopping, now),
+            },
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Refusing => {
+                if let Some((reason, at)) = self.refusal.take() {
+                    if now < at {
+                        self.refusal = Some((reason, at));
+                        return;
+                    }
+                    self.send_close_to_client(&reason);
+                    self.close();
+                }
+            }
+            Phase::Relaying | Phase::Closed => {}
+            _ => {
+                if now >= self.deadline {
+                    self.fail(ConnError::Timeout, now);
+                    return;
+                }
+                if let Some((flow, answer, at)) = self.held_answer.take() {
+                    if now >= at {
+                        self.run_auth(flow, answer, now);
+                    } else {
+                        self.held_answer = Some((flow, answer, at));
+                    }
+                }
+            }
+        }
+    }
+
+    fn upstream_error(&self, error: &str) -> ConnError {
+        ConnError::Upstream {
+            target: self
+                .plan
+                .as_ref()
+                .map_or_else(|| "the session".to_owned(), |p| p.destination.describe()),
+            error: error.to_owned(),
+        }
+    }
+
+    /// Reads the client's first header (its generation and encoder), then
+    /// its packets.
+    fn on_client_data(&mut self, now: Instant) {
+        if !self.generation_known {
+            let Some(hb) = self.client_buf.get(..HEADER_LEN) else {
+                return;
+            };
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(hb);
+            match Header::parse(&h, Rules::Any) {
+                Ok(header) => {
+                    self.encoder = header.encoder();
+                    self.rules = header.generation().unwrap_or(Rules::Any);
+                    self.generation_known = true;
+                }
+                Err(e) => {
+                    self.fail(
+                        ConnError::Protocol(format!("invalid packet header: {e}")),
+                        now,
+                    );
+                    return;
+                }
+            }
+        }
+        while self.wants_client_data() {
+            let record = match next_record(&mut self.client_relay, &mut self.client_buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => return self.fail(ConnError::Protocol(e), now),
+            };
+            let items = match decode(&record) {
+                Ok(i) => i,
+                Err(e) => return self.fail(ConnError::Protocol(e), now),
+            };
+            self.on_client_packet(items, now);
+        }
+    }
+
+    fn on_client_packet(&mut self, items: Vec<Value>, now: Instant) {
+        let view = match Hello::parse(&items) {
+            Ok(v) => v,
+            Err(e) => return self.fail(ConnError::Protocol(e.to_string()), now),
+        };
+        match self.phase {
+            Phase::Hello => {
+                let flow = AuthFlow::new(
+                    self.cfg.chain.clone(),
+                    ClientAuth::from_hello(&view),
+                    self.peer.clone(),
+                );
+                self.hello = items;
+                self.run_auth(Box::new(flow), None, now);
+            }
+            Phase::Challenged => {
+                let answer = Answer::from_hello(&view);
+                self.hello = items;
+                let Some(flow) = self.flow.take() else {
+                    return self.fail(ConnError::Protocol("unexpected hello".into()), now);
+                };
+                let wait = self
+                    .cfg
+                    .throttle
+                    .admit(self.peer.ip(), flow.username(), now);
+                if wait.is_zero() {
+                    self.run_auth(flow, answer, now);
+                } else {
+                    self.phase = Phase::Authenticating;
+                    self.held_answer = Some((flow, answer, now + wait));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn run_auth(&mut self, mut flow: Box<AuthFlow>, answer: Option<Answer>, now: Instant) {
+        self.phase = Phase::Authenticating;
+        if self.cfg.inline_auth {
+            let step = flow.advance(answer);
+            self.on_step(flow, step, now);
+        } else {
+            self.actions.push_back(Action::RunAuth(flow, answer));
+        }
+    }
+
+    fn on_step(&mut self, flow: Box<AuthFlow>, step: Step, now: Instant) {
+        let ip = self.peer.ip();
+        match step {
+            Step::Challenge(challenge) => {
+                self.send_to_client(&challenge.to_items());
+                self.flow = Some(flow);
+                self.phase = Phase::Challenged;
+                // An answer may already be buffered.
+                self.on_client_data(now);
+            }
+            Step::Accepted(accepted) => {
+                self.cfg.throttle.record(ip, &accepted.username, true, now);
+                let modules: Vec<&str> = accepted.modules.iter().map(|m| m.name()).collect();
+                log_attempt(&Attempt {
+                    time: SystemTime::now(),
+                    peer: &self.peer,
+                    user: &accepted.username,
+                    module: &modules.join("+"),
+                    result: AttemptResult::Ok,
+                    delay: Duration::ZERO,
+                });
+                self.user = Some(accepted.username.clone());
+                self.phase = Phase::Routing;
+                self.actions.push_back(Action::Route {
+                    hello: self.hello.clone(),
+                    accepted,
+                });
+            }
+            Step::Refused(r) => {
+                let delay = if r.counts_as_failure() {
+                    self.cfg.throttle.record(ip, flow.username(), false, now)
+                } else {
+                    Duration::ZERO
+                };
+                log_attempt(&Attempt {
+                    time: SystemTime::now(),
+                    peer: &self.peer,
+                    user: flow.username(),
+                    module: r.module.map_or("-", |m| m.name()),
+                    result: AttemptResult::Failed(r.detail.clone()),
+                    delay,
+                });
+                self.fail(
+                    ConnError::Refused {
+                        reason: r.reason,
+                        delay,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant) {
+        let Some(plan) = &self.plan else {
+            return self.fail(ConnError::Protocol("connected without a plan".into()), now);
+        };
+        let items = upstream_hello(&self.hello, plan, &self.cfg.identity);
+        let has_password = plan.password.is_some();
+        if !self.send_to_session(&items) {
+            return;
+        }
+        self.upstream_items = items;
+        if has_password {
+            self.phase = Phase::UpstreamHello;
+            self.on_session_data(now);
+        } else {
+            self.start_relay();
+        }
+    }
+
+    /// The session's first packet, when the proxy answers its challenge.
+    fn on_session_data(&mut self, now: Instant) {
+        let record = match next_record(&mut self.session_relay, &mut self.session_buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let e = self.upstream_error(&e);
+                return self.fail(e, now);
+            }
+        };
+        let first = match decode(&record) {
+            Ok(f) => f,
+            Err(e) => {
+                let e = self.upstream_error(&e);
+                return self.fail(e, now);
+            }
+        };
+        if first.first().and_then(Value::as_str) != Some("challenge") {
+            // Not a challenge: it goes to the client as it came.
+            let mut bytes = BytesMut::new();
+            record.write_to(&mut bytes);
+            bytes.extend_from_slice(&self.session_buf);
+            self.session_buf = bytes;
+            return self.start_relay();
+        }
+        let answer = Challenge::parse(&first)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let password = self
+                    .plan
+                    .as_ref()
+                    .and_then(|p| p.password.as_ref())
+                    .ok_or_else(|| "no password".to_owned())?;
+                client_answer(&c, password.as_bytes()).ok_or_else(|| {
+                    format!(
+                        "cannot answer its challenge (digest {}, salt digest {})",
+                        c.digest, c.salt_digest
+                    )
+                })
+            });
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let e = self.upstream_error(&e);
+                return self.fail(e, now);
+            }
+        };
+        let mut again = self.upstream_items.clone();
+        if let Some(Value::Dict(caps)) = again.get_mut(1) {
+            let response = match std::str::from_utf8(answer.response.as_bytes()) {
+                Ok(s) => Value::from(s),
+                Err(_) => Value::Bytes(Bytes::copy_from_slice(answer.response.as_bytes())),
+            };
+            caps.push((Value::from("challenge_response"), response));
+            if let Some(salt) = &answer.client_salt {
+                caps.push((
+                    Value::from("challenge_client_salt"),
+                    Value::Bytes(Bytes::copy_from_slice(salt)),
+                ));
+            }
+        }
+        if self.send_to_session(&again) {
+            self.start_relay();
+        }
+    }
+
+    fn start_relay(&mut self) {
+        self.phase = Phase::Relaying;
+        let limits = Limits::default();
+        let c2s = Direction::new(self.rules, limits, Intercepts::default());
+        let s2c = Direction::new(
+            Rules::Any,
+            limits,
+            Intercepts {
+                first_hello: true,
+                ..Intercepts::default()
+            },
+        );
+        self.actions.push_back(Action::Relay(Box::new(RelayStart {
+            c2s,
+            s2c,
+            client_buf: std::mem::take(&mut self.client_buf),
+            session_buf: std::mem::take(&mut self.session_buf),
+            destination: self
+                .plan
+                .as_ref()
+                .map_or_else(String::new, |p| p.destination.describe()),
+        })));
+    }
+
+    /// Decides who is told what when relaying ended.
+    fn on_relay_end(&mut self, end: RelayEnd) {
+        let session = self
+            .plan
+            .as_ref()
+            .map_or_else(|| "the session".to_owned(), |p| p.destination.describe());
+        let (tell_client, tell_session) = match (&end.side, &end.end) {
+            (_, PumpEnd::Closed(c)) => {
+                tracing::info!(
+                    "{} disconnected: {}",
+                    if end.side == Some(Side::Session) {
+                        session.as_str()
+                    } else {
+                        "client"
+                    },
+                    c.reasons.join(", ")
+                );
+                (None, None)
+            }
+            (None, _) => (Some(SERVER_SHUTDOWN), Some(SERVER_SHUTDOWN)),
+            (Some(Side::Client), PumpEnd::WriteError(e)) => {
+                tracing::info!(side = "session", "{session}: write failed: {e}");
+                (Some(SESSION_LOST), None)
+            }
+            (Some(Side::Session), PumpEnd::WriteError(e)) => {
+                tracing::info!(side = "client", "client connection lost: {e}");
+                (None, Some(CLIENT_GONE))
+            }
+            (Some(Side::Session), e) => {
+                tracing::info!(side = "session", "{session} connection ended: {e}");
+                (Some(SESSION_CLOSED), None)
+            }
+            (Some(_), e) => {
+                tracing::info!(side = "client", "client connection ended: {e}");
+                (None, Some(CLIENT_GONE))
+            }
+        };
+        if let Some(r) = tell_client.filter(|_| end.client_at_boundary) {
+            self.send_close_to_client(r);
+        }
+        if let Some(r) = tell_session.filter(|_| end.session_at_boundary) {
+            let items = Close::new([r]).to_items();
+            self.send_to_session(&items);
+        }
+        self.close();
+    }
+
+    fn fail(&mut self, e: ConnError, now: Instant) {
+        self.flow = None;
+        self.held_answer = None;
+        match &e {
+            ConnError::Gone => {
+                tracing::debug!("client left during the handshake");
+                self.error = Some(e);
+                self.close();
+            }
+            ConnError::Refused { reason, delay } => {
+                // The delay of a failed attempt, then the same answer for
+                // every cause.
+                let reason = reason.clone();
+                if delay.is_zero() {
+                    self.send_close_to_client(&reason);
+                    self.error = Some(e);
+                    self.close();
+                } else {
+                    self.refusal = Some((reason, now + *delay));
+                    self.error = Some(e);
+                    self.phase = Phase::Refusing;
+                }
+            }
+            _ => {
+                tracing::info!(side = %e.side(), "refused: {e}");
+                self.send_close_to_client(&e.client_reason());
+                self.error = Some(e);
+                self.close();
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.actions.push_back(Action::Close);
+    }
+
+    fn send_close_to_client(&mut self, reason: &str) {
+        let items = Close::new([reason]).to_items();
+        self.send_to_client(&items);
+    }
+
+    fn send_to_client(&mut self, items: &[Value]) {
+        match super::encode_items(items, self.encoder) {
+            Ok(b) => self.actions.push_back(Action::SendClient(b.freeze())),
+            Err(e) => tracing::error!("cannot encode a packet for the client: {e}"),
+        }
+    }
+
+    fn send_to_session(&mut self, items: &[Value]) -> bool {
+        match super::encode_items(items, self.encoder) {
+            Ok(b) => {
+                self.actions.push_back(Action::SendSession(b.freeze()));
+                true
+            }
+            Err(e) => {
+                let e = self.upstream_error(&format!("cannot encode the hello: {e}"));
+                tracing::info!(side = %e.side(), "refused: {e}");
+                self.send_close_to_client(&e.client_reason());
+                self.error = Some(e);
+                self.close();
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! One direction of a relayed connection, sans-IO: the bytes read from one
+//! side go in, the pieces to write to the other side come out.
+//!
+//! The relay seam: an [`Intercepts`] table says which packet types this
+//! direction decodes (everything else is cut through untouched, as
+//! `BytesMut` splits of the read buffer), a [`PacketHook`] decides what
+//! becomes of the packets it names, and whole packets of the proxy's own
+//! (pings, replies, an encoder's output) are injected between packets,
+//! never inside one (xpra substitutes pending raw chunks into the next main
+//! packet, whichever it is). Order is preserved: what is queued for
+//! injection goes out at the next packet boundary, before the bytes read
+//! after it.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::frame::{Limits, Record};
+use crate::wire::header::Rules;
+use crate::wire::packet;
+use crate::wire::peek::PacketType;
+use crate::wire::relay::{Event, Relay, RelayLimits};
+use crate::wire::views::{Close, CLOSE_PACKET_ALIASES};
+use crate::wire::Value;
+
+/// Capabilities a proxy strips from a hello it relays: packet-type aliases
+/// would hide packet types from the relay's peek.
+const STRIP_FROM_HELLO: [&str; 1] = ["aliases"];
+
+/// Which packet types a direction decodes; everything else is cut through.
+#[derive(Debug, Clone, Default)]
+pub struct Intercepts {
+    /// The first `hello` (stripped of aliases before it is passed on).
+    pub first_hello: bool,
+    /// More types handed to the direction's [`PacketHook`].
+    pub types: Vec<&'static str>,
+}
+
+impl Intercepts {
+    fn wants(&self, t: &PacketType, hello_pending: bool) -> bool {
+        is_close(t)
+            || (hello_pending && t.is("hello"))
+            || t.name().is_some_and(|n| self.types.contains(&n))
+    }
+}
+
+/// What becomes of an intercepted packet.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Pass it on unchanged.
+    Forward,
+    /// Pass these bytes (whole records) on instead.
+    Replace(Bytes),
+    /// Drop it.
+    Drop,
+}
+
+/// Decides on the packets a direction's [`Intercepts`] name.
+pub trait PacketHook {
+    fn on_packet(&mut self, record: &Record, ptype: &PacketType) -> Verdict;
+}
+
+/// Forwards everything it is given.
+#[derive(Debug, Default)]
+pub struct ForwardAll;
+
+impl PacketHook for ForwardAll {
+    fn on_packet(&mut self, _: &Record, _: &PacketType) -> Verdict {
+        Verdict::Forward
+    }
+}
+
+/// The pieces of one write: contiguous splits of the read buffer are
+/// re-joined (no copy), anything else (an injected or rewritten packet)
+/// becomes its own part of a vectored write.
+#[derive(Default, Debug)]
+pub struct Batch {
+    parts: Vec<Bytes>,
+    tail: BytesMut,
+    len: usize,
+    /// Packets started in this batch (relayed and injected).
+    pub packets: u64,
+}
+
+impl Batch {
+    fn push_split(&mut self, b: BytesMut) {
+        self.len += b.len();
+        // `unsplit` is free when `b` follows `tail` in the same buffer.
+        if self.tail.is_empty() {
+            self.tail = b;
+        } else {
+            self.tail.unsplit(b);
+        }
+    }
+
+    fn push_bytes(&mut self, b: Bytes) {
+        self.len += b.len();
+        if !self.tail.is_empty() {
+            self.parts.push(std::mem::take(&mut self.tail).freeze());
+        }
+        self.parts.push(b);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, in order.
+    pub fn into_parts(mut self) -> Vec<Bytes> {
+        if !self.tail.is_empty() {
+            self.parts.push(self.tail.freeze());
+        }
+        self.parts
+    }
+}
+
+/// How a direction ended, as far as its bytes tell.
+#[derive(Debug)]
+pub enum CutEnd {
+    /// The reading side sent a close packet (passed on in the batch).
+    Closed(Close),
+    /// The reading side broke the protocol (what came before is in the
+    /// batch).
+    Protocol(String),
+}
+
+/// The sans-IO part of a pump.
+pub struct Direction {
+    relay: Relay,
+    limits: Limits,
+    intercepts: Intercepts,
+    hello_pending: bool,
+    hook: Box<dyn PacketHook>,
+}
+
+impl std::fmt::Debug for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direction")
+            .field("relay", &self.relay)
+            .field("intercepts", &self.intercepts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Direction {
+    pub fn new(rules: Rules, limits: Limits, intercepts: Intercepts) -> Direction {
+        let relay_limits = RelayLimits {
+            max_payload: limits.max_payload,
+            ..RelayLimits::default()
+        };
+        Direction {
+            relay: Relay::new(rules, relay_limits),
+            limits,
+            hello_pending: intercepts.first_hello,
+            intercepts,
+            hook: Box::new(ForwardAll),
+        }
+    }
+
+    /// Replaces the hook the intercepted packets go to.
+    pub fn with_hook(mut self, hook: Box<dyn PacketHook>) -> Direction {
+        self.hook = hook;
+        self
+    }
+
+    /// Whether a packet may be injected now (and the stream may be cut
+    /// cleanly).
+    pub fn at_packet_boundary(&self) -> bool {
+        self.relay.at_packet_boundary()
+    }
+
+    /// Whether the stream is at a record boundary.
+    pub fn at_boundary(&self) -> bool {
+        self.relay.at_boundary()
+    }
+
+    /// Cuts everything `buf` holds into `out`; queued packets of the
+    /// proxy's own go in at packet boundaries. Returns how the direction
+    /// ended, if it did.
+    pub fn cut(
+        &mut self,
+        buf: &mut BytesMut,
+        inject: &mut VecDeque<Bytes>,
+        out: &mut Batch,
+    ) -> Option<CutEnd> {
+        loop {
+            if !inject.is_empty() && self.relay.at_packet_boundary() {
+                for b in inject.drain(..) {
+                    out.packets += 1;
+                    out.push_bytes(b);
+                }
+            }
+            let (intercepts, pending) = (&self.intercepts, self.hello_pending);
+            let ev = self
+                .relay
+                .next_event(buf, |_, t| intercepts.wants(t, pending));
+            match ev {
+                Ok(None) => return None,
+                Ok(Some(Event::Pass(b))) => out.push_split(b),
+                Ok(Some(Event::Packet(_, _, b))) => {
+                    out.packets += 1;
+                    out.push_split(b);
+                }
+                Ok(Some(Event::Intercept(record, t))) => {
+                    out.packets += 1;
+                    if is_close(&t) {
+                        let close = packet::decode_main(&record, &self.limits)
+                            .ok()
+                            .and_then(|p| Close::parse(&p.items).ok())
+                            .unwrap_or_else(|| Close::new(["unknown reason"]));
+                        out.push_bytes(record_bytes(&record));
+                        return Some(CutEnd::Closed(close));
+                    }
+                    if self.hello_pending && t.is("hello") {
+                        self.hello_pending = false;
+                        match rewrite_hello(&record, &self.limits) {
+                            Ok(b) => out.push_bytes(b.freeze()),
+                            Err(e) => return Some(CutEnd::Protocol(e)),
+                        }
+                        continue;
+                    }
+                    match self.hook.on_packet(&record, &t) {
+                        Verdict::Forward => out.push_bytes(record_bytes(&record)),
+                        Verdict::Replace(b) => out.push_bytes(b),
+                        Verdict::Drop => out.packets -= 1,
+                    }
+                }
+                Err(e) => return Some(CutEnd::Protocol(e.to_string())),
+            }
+        }
+    }
+}
+
+fn record_bytes(record: &Record) -> Bytes {
+    let mut b = BytesMut::new();
+    record.write_to(&mut b);
+    b.freeze()
+}
+
+pub(crate) fn is_close(t: &PacketType) -> bool {
+    t.name().is_some_and(|n| CLOSE_PACKET_ALIASES.contains(&n))
+}
+
+/// Removes the capabilities the proxy must not relay from a hello record,
+/// re-encoded in the encoder it came in.
+fn rewrite_hello(record: &Record, limits: &Limits) -> Result<BytesMut, String> {
+    let p = packet::decode_main(record, limits).map_err(|e| format!("invalid hello: {e}"))?;
+    let mut items = p.items;
+    if let Some(Value::Dict(caps)) = items.get_mut(1) {
+        caps.retain(|(k, _)| {
+            let key = k.as_str().unwrap_or("");
+            !STRIP_FROM_HELLO
+                .iter()
+                .any(|s| key == *s || key.starts_with(&format!("{s}.")))
+        });
+    }
+    super::encode_items(&items, p.encoder).map_err(|e| format!("cannot re-encode hello: {e}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::wire::header::{Encoder, FLAG_RENCODEPLUS};
+
+    fn packet(items: Vec<Value>) -> Bytes {
+        super::super::encode_items(&items, Encoder::Rencodeplus)
+            .unwrap()
+            .freeze()
+    }
+
+    fn chunk(index: u8, n: usize) -> Bytes {
+        Record::new(0, 0, index, Bytes::from(vec![index; n])).to_bytes()
+    }
+
+    fn draw_with_chunk() -> BytesMut {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&chunk(7, 1000));
+        b.extend_from_slice(&packet(vec![Value::from("draw"), Value::from(1)]));
+        b
+    }
+
+    #[test]
+    fn injected_packets_wait_for_the_main_packet_of_pending_chunks() {
+        let mut d = Direction::new(Rules::Any, Limits::default(), Intercepts::default());
+        let stream = draw_with_chunk();
+        let ping = packet(vec![Value::from("ping"), Value::from(5)]);
+        // Only the chunk has arrived: nothing may be injected yet.
+        let mut buf = BytesMut::from(&stream[..1008]);
+        let mut inject = VecDeque::new();
+        let mut out = Batch::default();
+        assert!(d.cut(&mut buf, &mut inject, &mut out).is_none());
+        // A packet of the proxy's own, queued now, must wait.
+        inject.push_back(ping.clone());
+        assert!(d.cut(&mut buf, &mut inject, &mut out).is_none());
+        assert_eq!(inject.len(), 1, "injected between a chunk and its packet");
+        assert!(!d.at_packet_boundary());
+        // The main packet arrives: the ping goes right after it.
+        let mut buf = BytesMut::from(&stream[1008..]);
+        let mut out2 = Batch::default();
+        assert!(d.cut(&mut buf, &mut inject, &mut out2).is_none());
+        assert!(inject.is_empty());
+        let mut wire = Vec::new();
+        for p in out.into_parts().into_iter().chain(out2.into_parts()) {
+            wire.extend_from_slice(&p);
+        }
+        let mut expect = stream.to_vec();
+        expect.extend_from_slice(&ping);
+        assert_eq!(wire, expect);
+    }
+
+    #[test]
+    fn close_packets_end_the_direction_and_pass_on() {
+        let mut d = Direction::new(Rules::Any, Limits::default(), Intercepts::default());
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&packet(vec![Value::from("ping"), Value::from(1)]));
+        buf.extend_from_slice(&packet(vec![
+            Value::from("disconnect"),
+            Value::from("bye now"),
+        ]));
+        let mut out = Batch::default();
+        let end = d.cut(&mut buf, &mut VecDeque::new(), &mut out);
+        match end {
+            Some(CutEnd::Closed(c)) => assert_eq!(c.reason(), "bye now"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out.packets, 2);
+    }
+
+    #[test]
+    fn hooks_see_only_the_types_they_name() {
+        struct Count(std::rc::Rc<std::cell::Cell<u32>>);
+        impl PacketHook for Count {
+            fn on_packet(&mut self, _: &Record, t: &PacketType) -> Verdict {
+                assert!(t.is("info-response"));
+                self.0.set(self.0.get() + 1);
+                Verdict::Drop
+            }
+        }
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut d = Direction::new(
+            Rules::Any,
+            Limits::default(),
+            Intercepts {
+                first_hello: false,
+                types: vec!["info-response"],
+            },
+        )
+        .with_hook(Box::new(Count(seen.clone())));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&packet(vec![Value::from("info-response"), Value::from(1)]));
+        buf.extend_from_slice(&packet(vec![Value::from("ping"), Value::from(1)]));
+        let mut out = Batch::default();
+        assert!(d.cut(&mut buf, &mut VecDeque::new(), &mut out).is_none());
+        assert_eq!(seen.get(), 1);
+        assert_eq!(out.packets, 1);
+        let ping = packet(vec![Value::from("ping"), Value::from(1)]);
+        assert_eq!(out.len(), ping.len());
+    }
+
+    #[test]
+    fn the_first_hello_loses_its_aliases() {
+        let mut d = Direction::new(
+            Rules::Any,
+            Limits::default(),
+            Intercepts {
+                first_hello: true,
+                types: vec![],
+            },
+        );
+        let hello = packet(vec![
+            Value::from("hello"),
+            Value::Dict(vec![
+                (Value::from("aliases"), Value::Dict(vec![])),
+                (Value::from("version"), Value::from("6.3")),
+            ]),
+        ]);
+        let mut buf = BytesMut::from(&hello[..]);
+        let mut out = Batch::default();
+        assert!(d.cut(&mut buf, &mut VecDeque::new(), &mut out).is_none());
+        let mut wire = BytesMut::new();
+        for p in out.into_parts() {
+            wire.extend_from_slice(&p);
+        }
+        let mut dec = crate::wire::frame::FrameDecoder::new(Rules::Any, Limits::default());
+        dec.feed(&wire);
+        let r = dec.next_record().unwrap().unwrap();
+        assert_eq!(r.header.flags & FLAG_RENCODEPLUS, FLAG_RENCODEPLUS);
+        let p = packet::decode_main(&r, &Limits::default()).unwrap();
+        let Value::Dict(caps) = &p.items[1] else {
+            panic!()
+        };
+        assert!(caps.iter().all(|(k, _)| k.as_str() != Some("aliases")));
+    }
+}

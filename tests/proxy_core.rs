@@ -1,0 +1,613 @@
+//! The sans-IO connection core in memory: a simulated client and session
+//! around one [`Connection`], a simulated clock, no sockets and no
+//! executor. Every refusal, timeout, challenge (the proxy's own, the
+//! session's passed through, the session's answered by the proxy),
+//! mid-record close and stop path of the life cycle in docs/engine.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use xfwd::auth::{
+    client_answer, AuthChain, AuthPolicy, AuthSpec, PeerInfo, Secret, SharedThrottle, Target,
+    ThrottleConfig,
+};
+use xfwd::proxy::{
+    Action, ConnConfig, ConnError, Connection, Destination, Event, Identity, Phase, Plan, PumpEnd,
+    RelayEnd, RelayStart, Side,
+};
+use xfwd::sessions::LocalSession;
+use xfwd::wire::frame::{FrameDecoder, Limits};
+use xfwd::wire::header::{Encoder, Rules};
+use xfwd::wire::packet::{self, Assembler, EncodeOptions, Packet};
+use xfwd::wire::views::{Challenge, Close};
+use xfwd::wire::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+fn encode(items: &[Value], encoder: Encoder) -> BytesMut {
+    let mut out = BytesMut::new();
+    for r in packet::encode_packet(items, &EncodeOptions::plain(encoder)).unwrap() {
+        r.write_to(&mut out);
+    }
+    out
+}
+
+fn caps(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Dict(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+fn hello(extra: Vec<(&str, Value)>) -> Vec<Value> {
+    let mut pairs = vec![
+        ("version", Value::from("3.1.3")),
+        ("username", Value::from("alice")),
+        (
+            "digest",
+            Value::List(vec![Value::from("hmac+sha256"), Value::from("xor")]),
+        ),
+        ("salt-digest", Value::List(vec![Value::from("hmac+sha256")])),
+        ("aliases", caps(vec![("draw", Value::from(1))])),
+    ];
+    pairs.extend(extra);
+    vec![Value::from("hello"), caps(pairs)]
+}
+
+/// A peer's view of what the core sent it.
+#[derive(Default)]
+struct Inbox {
+    dec: Option<FrameDecoder>,
+    asm: Assembler,
+    packets: VecDeque<Packet>,
+}
+
+impl Inbox {
+    fn feed(&mut self, b: &[u8]) {
+        let dec = self
+            .dec
+            .get_or_insert_with(|| FrameDecoder::new(Rules::Any, Limits::default()));
+        dec.feed(b);
+        while let Some(r) = dec.next_record().unwrap() {
+            if let Some(p) = self.asm.push(&r, &Limits::default()).unwrap() {
+                self.packets.push_back(p);
+            }
+        }
+    }
+
+    fn next(&mut self) -> Packet {
+        self.packets.pop_front().expect("a packet")
+    }
+}
+
+/// How the simulated world answers the core's jobs.
+struct World {
+    plan: Result<Plan, ConnError>,
+    connect: Result<(), String>,
+}
+
+struct Harness {
+    core: Connection,
+    now: Instant,
+    world: World,
+    client: Inbox,
+    session: Inbox,
+    relay: Option<RelayStart>,
+    closed: bool,
+    /// Jobs asked for, run only when `run_jobs` says so.
+    jobs: VecDeque<Action>,
+    hold_jobs: bool,
+}
+
+fn local_plan(password: Option<&str>) -> Plan {
+    Plan {
+        destination: Destination::Local(LocalSession {
+            display: "100".into(),
+            sockets: vec![PathBuf::from("/nowhere/host-100")],
+        }),
+        username: None,
+        password: password.map(Secret::from),
+        caps: vec![],
+    }
+}
+
+impl Harness {
+    fn new(auth: &[&str]) -> Harness {
+        Harness::with(auth, ThrottleConfig::default())
+    }
+
+    fn with(auth: &[&str], throttle: ThrottleConfig) -> Harness {
+        let specs = AuthSpec::parse_chain(auth).unwrap();
+        let inline = auth
+            .iter()
+            .all(|a| ["allow", "none", "reject", "fail"].contains(a));
+        let cfg = ConnConfig {
+            chain: Arc::new(AuthChain::new(&specs, AuthPolicy::default()).unwrap()),
+            inline_auth: inline,
+            throttle: SharedThrottle::new(throttle),
+            handshake_timeout: TIMEOUT,
+            identity: Arc::new(Identity {
+                hostname: "proxyhost".into(),
+                uuid: "0123".into(),
+            }),
+        };
+        let now = Instant::now();
+        let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
+        Harness {
+            core: Connection::new(cfg, peer, BytesMut::new(), now),
+            now,
+            world: World {
+                plan: Ok(local_plan(None)),
+                connect: Ok(()),
+            },
+            client: Inbox::default(),
+            session: Inbox::default(),
+            relay: None,
+            closed: false,
+            jobs: VecDeque::new(),
+            hold_jobs: false,
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.core.handle(e, self.now);
+        self.drain();
+    }
+
+    /// Carries out every action, as a driver would, at once.
+    fn drain(&mut self) {
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                Action::SendClient(b) => self.client.feed(&b),
+                Action::SendSession(b) => self.session.feed(&b),
+                Action::Relay(start) => self.relay = Some(*start),
+                Action::Close => self.closed = true,
+                job if self.hold_jobs => self.jobs.push_back(job),
+                job => self.run_job(job),
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Action) {
+        let ev = match job {
+            Action::RunAuth(mut flow, answer) => {
+                let step = flow.advance(answer);
+                Event::AuthDone(flow, step)
+            }
+            Action::Route { .. } => Event::Routed(self.world.plan.clone()),
+            Action::Connect(_) => match &self.world.connect {
+                Ok(()) => Event::Connected,
+                Err(e) => Event::ConnectFailed(e.clone()),
+            },
+            other => panic!("not a job: {other:?}"),
+        };
+        self.core.handle(ev, self.now);
+        self.drain();
+    }
+
+    fn run_jobs(&mut self) {
+        while let Some(j) = self.jobs.pop_front() {
+            self.run_job(j);
+        }
+    }
+
+    fn client_sends(&mut self, items: &[Value]) {
+        let b = encode(items, Encoder::Rencode);
+        self.event(Event::ClientData(b));
+    }
+
+    fn session_sends(&mut self, items: &[Value]) {
+        let b = encode(items, Encoder::Rencode);
+        self.event(Event::SessionData(b));
+    }
+
+    /// Moves the clock on, firing the core's timer when it is due.
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        while let Some(t) = self.core.poll_timeout() {
+            if t > self.now {
+                break;
+            }
+            self.event(Event::Timeout);
+        }
+    }
+
+    fn client_close_reason(&mut self) -> String {
+        let p = self.client.next();
+        Close::parse(&p.items).unwrap().reason().to_owned()
+    }
+}
+
+fn dict_keys(p: &Packet) -> Vec<String> {
+    match &p.items[1] {
+        Value::Dict(d) => d
+            .iter()
+            .filter_map(|(k, _)| k.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+#[test]
+fn allowed_client_is_routed_connected_and_relayed() {
+    let mut h = Harness::new(&["none"]);
+    // The hello arrives in two pieces.
+    let bytes = encode(&hello(vec![]), Encoder::Rencode);
+    h.event(Event::ClientData(BytesMut::from(&bytes[..5])));
+    assert_eq!(h.core.phase(), Phase::Hello);
+    h.event(Event::ClientData(BytesMut::from(&bytes[5..])));
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    assert_eq!(h.core.user(), Some("alice"));
+    // The session got the client's hello, minus what the proxy owns, plus
+    // the proxy section.
+    let up = h.session.next();
+    assert_eq!(up.packet_type(), Some("hello"));
+    let keys = dict_keys(&up);
+    assert!(keys.contains(&"proxy".to_owned()));
+    assert!(keys.contains(&"proxy.hostname".to_owned()));
+    assert!(!keys.contains(&"aliases".to_owned()));
+    assert!(h.relay.is_some());
+    assert!(
+        h.core.poll_timeout().is_none(),
+        "no deadline while relaying"
+    );
+}
+
+#[test]
+fn nothing_within_the_deadline_is_a_timeout() {
+    let mut h = Harness::new(&["none"]);
+    // Half a header, then silence.
+    h.event(Event::ClientData(BytesMut::from(&b"P\x01"[..])));
+    h.advance(TIMEOUT - Duration::from_millis(1));
+    assert!(!h.closed);
+    h.advance(Duration::from_millis(1));
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "handshake timeout");
+    assert_eq!(h.core.error(), Some(&ConnError::Timeout));
+}
+
+#[test]
+fn the_deadline_covers_auth_routing_and_connecting() {
+    let mut h = Harness::new(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(vec![]));
+    assert_eq!(h.core.phase(), Phase::Routing);
+    // Routing never answers: one deadline for the whole handshake.
+    h.advance(TIMEOUT);
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "handshake timeout");
+    // A late answer changes nothing.
+    h.run_jobs();
+    assert!(h.relay.is_none());
+}
+
+#[test]
+fn garbage_is_a_protocol_error_with_a_reason() {
+    let mut h = Harness::new(&["none"]);
+    h.event(Event::ClientData(BytesMut::from(&b"GARBAGE!"[..])));
+    assert!(h.closed);
+    assert!(h.client_close_reason().starts_with("invalid packet header"));
+    assert_eq!(h.core.error().unwrap().side(), Side::Client);
+}
+
+#[test]
+fn raw_data_before_hello_is_refused() {
+    let mut h = Harness::new(&["none"]);
+    let chunk = xfwd::wire::frame::Record::new(0, 0, 3, bytes::Bytes::from_static(b"xyz"));
+    h.event(Event::ClientData(BytesMut::from(&chunk.to_bytes()[..])));
+    assert!(h.closed);
+    assert_eq!(
+        h.client_close_reason(),
+        "invalid packet: raw data before hello"
+    );
+}
+
+#[test]
+fn client_leaving_mid_record_is_gone_without_a_reason() {
+    let mut h = Harness::new(&["none"]);
+    let bytes = encode(&hello(vec![]), Encoder::Rencode);
+    h.event(Event::ClientData(BytesMut::from(&bytes[..20])));
+    h.event(Event::ClientEof);
+    assert!(h.closed);
+    assert!(h.client.packets.is_empty(), "nobody to tell");
+    assert_eq!(h.core.error(), Some(&ConnError::Gone));
+}
+
+#[test]
+fn reject_refuses_and_repeat_failures_are_delayed() {
+    let throttle = ThrottleConfig::default();
+    let mut h = Harness::with(&["reject"], throttle);
+    h.client_sends(&hello(vec![]));
+    // reject sends a challenge (as xpra's module does), then fails any
+    // answer.
+    assert_eq!(h.client.next().packet_type(), Some("challenge"));
+    h.client_sends(&hello(vec![("challenge_response", Value::from("x"))]));
+    if h.core.phase() == Phase::Refusing {
+        let at = h.core.poll_timeout().unwrap();
+        h.advance(at - h.now);
+    }
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "authentication failed");
+}
+
+#[test]
+fn a_wrong_password_waits_its_delay_then_is_refused() {
+    let dir = std::env::temp_dir().join(format!("xfwd-core-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "sesame").unwrap();
+    let spec = format!("file,filename={}", pw.display());
+    let mut h = Harness::new(&[&spec]);
+    h.client_sends(&hello(vec![]));
+    assert_eq!(h.core.phase(), Phase::Challenged);
+    let c = h.client.next();
+    assert_eq!(c.packet_type(), Some("challenge"));
+    let challenge = Challenge::parse(&c.items).unwrap();
+    // A wrong answer.
+    let answer = client_answer(&challenge, b"wrong").unwrap();
+    let mut extra = vec![(
+        "challenge_response",
+        Value::from(std::str::from_utf8(answer.response.as_bytes()).unwrap()),
+    )];
+    if let Some(s) = &answer.client_salt {
+        extra.push((
+            "challenge_client_salt",
+            Value::Bytes(bytes::Bytes::copy_from_slice(s)),
+        ));
+    }
+    h.client_sends(&hello(extra));
+    // Refused after the failed-attempt delay (the first failure may have
+    // none; either way the same answer comes, at the delay).
+    if h.core.phase() == Phase::Refusing {
+        assert!(!h.closed);
+        let at = h.core.poll_timeout().unwrap();
+        h.advance(at - h.now);
+    }
+    assert_eq!(h.core.phase(), Phase::Closed);
+    assert_eq!(h.client_close_reason(), "authentication failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_right_password_passes_the_proxys_own_challenge() {
+    let dir = std::env::temp_dir().join(format!("xfwd-core-ok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "sesame").unwrap();
+    let spec = format!("file,filename={}", pw.display());
+    let mut h = Harness::new(&[&spec]);
+    h.client_sends(&hello(vec![]));
+    let challenge = Challenge::parse(&h.client.next().items).unwrap();
+    let answer = client_answer(&challenge, b"sesame").unwrap();
+    let mut extra = vec![(
+        "challenge_response",
+        Value::from(std::str::from_utf8(answer.response.as_bytes()).unwrap()),
+    )];
+    if let Some(s) = &answer.client_salt {
+        extra.push((
+            "challenge_client_salt",
+            Value::Bytes(bytes::Bytes::copy_from_slice(s)),
+        ));
+    }
+    h.client_sends(&hello(extra));
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    // The proxy's challenge answer is not passed on.
+    let up = h.session.next();
+    assert!(!dict_keys(&up).contains(&"challenge_response".to_owned()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_sessions_challenge_is_answered_with_the_targets_password() {
+    let mut h = Harness::new(&["none"]);
+    h.world.plan = Ok(local_plan(Some("targetpw")));
+    h.client_sends(&hello(vec![]));
+    assert_eq!(h.core.phase(), Phase::UpstreamHello);
+    assert!(h.core.wants_session_data());
+    let first = h.session.next();
+    assert!(!dict_keys(&first).contains(&"challenge_response".to_owned()));
+    let salt = vec![7u8; 64];
+    h.session_sends(&[
+        Value::from("challenge"),
+        Value::Bytes(bytes::Bytes::from(salt)),
+        Value::from(""),
+        Value::from("hmac+sha256"),
+        Value::from("hmac+sha256"),
+        Value::from("password"),
+    ]);
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    let again = h.session.next();
+    assert!(dict_keys(&again).contains(&"challenge_response".to_owned()));
+    assert!(h.client.packets.is_empty(), "the client never sees it");
+}
+
+#[test]
+fn without_a_target_password_the_sessions_challenge_passes_through() {
+    // No password in the plan: relaying starts at once, and whatever the
+    // session sends (its challenge included) is the relay's.
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&hello(vec![]));
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    assert!(!h.core.wants_session_data());
+}
+
+#[test]
+fn a_session_that_does_not_answer_with_a_packet_is_upstream_failure() {
+    let mut h = Harness::new(&["none"]);
+    h.world.plan = Ok(local_plan(Some("pw")));
+    h.client_sends(&hello(vec![]));
+    h.event(Event::SessionData(BytesMut::from(
+        &b"HTTP/1.1 400 Bad\r\n\r\n"[..],
+    )));
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "the session cannot be reached");
+    assert_eq!(h.core.error().unwrap().side(), Side::Session);
+}
+
+#[test]
+fn connect_failures_never_show_the_target_address() {
+    let mut h = Harness::new(&["none"]);
+    let t = Target::parse("tcp://10.1.2.3:14500/").unwrap();
+    h.world.plan = Ok(Plan {
+        destination: Destination::Target(t),
+        username: None,
+        password: None,
+        caps: vec![],
+    });
+    h.world.connect = Err("connection refused".into());
+    h.client_sends(&hello(vec![]));
+    assert!(h.closed);
+    let reason = h.client_close_reason();
+    assert_eq!(reason, "the session cannot be reached");
+    assert!(!reason.contains("10.1.2.3"));
+    // The log keeps the detail.
+    assert!(h.core.error().unwrap().to_string().contains("10.1.2.3"));
+}
+
+#[test]
+fn routing_errors_reach_the_client() {
+    let mut h = Harness::new(&["none"]);
+    h.world.plan = Err(ConnError::Route("no xpra sessions found".into()));
+    h.client_sends(&hello(vec![]));
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "no xpra sessions found");
+}
+
+#[test]
+fn stop_during_the_handshake_tells_the_client() {
+    let mut h = Harness::new(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(vec![]));
+    h.event(Event::Stop);
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "server shutdown");
+}
+
+#[test]
+fn a_full_blocking_pool_is_a_clear_refusal() {
+    let mut h = Harness::new(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(vec![]));
+    h.event(Event::JobFailed(ConnError::Busy(
+        "the server is busy (too many pending blocking jobs); try again".into(),
+    )));
+    assert!(h.closed);
+    assert!(h.client_close_reason().starts_with("the server is busy"));
+    assert_eq!(h.core.error().unwrap().side(), Side::Proxy);
+}
+
+fn relaying() -> Harness {
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&hello(vec![]));
+    let _ = h.session.next();
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    h
+}
+
+fn ended(side: Option<Side>, end: PumpEnd, client_ok: bool, session_ok: bool) -> Event {
+    Event::RelayEnded(RelayEnd {
+        side,
+        end,
+        client_at_boundary: client_ok,
+        session_at_boundary: session_ok,
+    })
+}
+
+#[test]
+fn relay_end_table() {
+    // (who ended, how) -> (client told, session told)
+    type Case = (
+        Option<Side>,
+        PumpEnd,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Some(Side::Session),
+            PumpEnd::Eof,
+            Some("session closed the connection"),
+            None,
+        ),
+        (
+            Some(Side::Session),
+            PumpEnd::Protocol("x".into()),
+            Some("session closed the connection"),
+            None,
+        ),
+        (
+            Some(Side::Client),
+            PumpEnd::Eof,
+            None,
+            Some("client connection lost"),
+        ),
+        (
+            Some(Side::Client),
+            PumpEnd::WriteError("broken pipe".into()),
+            Some("session connection lost"),
+            None,
+        ),
+        (
+            Some(Side::Session),
+            PumpEnd::WriteError("broken pipe".into()),
+            None,
+            Some("client connection lost"),
+        ),
+        (
+            Some(Side::Session),
+            PumpEnd::Closed(Close::new(["bye"])),
+            None,
+            None,
+        ),
+        (
+            None,
+            PumpEnd::Eof,
+            Some("server shutdown"),
+            Some("server shutdown"),
+        ),
+    ];
+    for (side, end, to_client, to_session) in cases {
+        let mut h = relaying();
+        h.event(ended(side, end.clone(), true, true));
+        assert!(h.closed, "{side:?} {end:?}");
+        let got_client = h
+            .client
+            .packets
+            .pop_front()
+            .map(|p| Close::parse(&p.items).unwrap().reason().to_owned());
+        let got_session = h
+            .session
+            .packets
+            .pop_front()
+            .map(|p| Close::parse(&p.items).unwrap().reason().to_owned());
+        assert_eq!(got_client.as_deref(), to_client, "{side:?} {end:?}");
+        assert_eq!(got_session.as_deref(), to_session, "{side:?} {end:?}");
+    }
+}
+
+#[test]
+fn nothing_is_injected_into_the_middle_of_a_record() {
+    let mut h = relaying();
+    h.event(ended(None, PumpEnd::Eof, false, false));
+    assert!(h.closed);
+    assert!(h.client.packets.is_empty());
+    assert!(h.session.packets.is_empty());
+}
+
+#[test]
+fn the_relay_starts_with_what_was_read_past_the_hello() {
+    let mut h = Harness::new(&["none"]);
+    let mut bytes = encode(&hello(vec![]), Encoder::Rencode);
+    let ping = encode(&[Value::from("ping"), Value::from(1)], Encoder::Rencode);
+    bytes.extend_from_slice(&ping);
+    h.event(Event::ClientData(bytes));
+    let start = h.relay.take().unwrap();
+    assert_eq!(&start.client_buf[..], &ping[..]);
+}
