@@ -129,7 +129,12 @@ fn low_limits_start_with_advice_and_no_runtime_noise() {
     assert!(status.success(), "exit status {status}: {log}");
     assert!(log.contains("open-file limit is 256"), "{log}");
     assert!(log.contains("ulimit -n"), "{log}");
-    for noise in ["io_uring", "locked-memory", "registering buffers", "Cannot allocate"] {
+    for noise in [
+        "io_uring",
+        "locked-memory",
+        "registering buffers",
+        "Cannot allocate",
+    ] {
         assert!(!log.contains(noise), "{noise} in the log: {log}");
     }
 }

@@ -233,9 +233,8 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// The limits of a peer that has not finished its handshake.
-fn handshake_relay() -> Relay {
-    let limits = Limits::pre_hello();
+/// A relay that hands over every main packet whole, within `limits`.
+fn handshake_relay(limits: Limits) -> Relay {
     Relay::new(
         Rules::Any,
         RelayLimits {
@@ -246,8 +245,8 @@ fn handshake_relay() -> Relay {
     )
 }
 
-fn decode(record: &Record) -> Result<Vec<Value>, String> {
-    packet::decode_main(record, &Limits::pre_hello())
+fn decode(record: &Record, limits: &Limits) -> Result<Vec<Value>, String> {
+    packet::decode_main(record, limits)
         .map(|p| p.items)
         .map_err(|e| format!("invalid packet: {e}"))
 }
@@ -278,8 +277,10 @@ impl Connection {
             encoder: Encoder::Rencode,
             rules: Rules::Any,
             generation_known: false,
-            client_relay: handshake_relay(),
-            session_relay: handshake_relay(),
+            // The client has not authenticated: the small pre-auth budget.
+            client_relay: handshake_relay(Limits::pre_hello()),
+            // The session is trusted as far as the relay trusts it.
+            session_relay: handshake_relay(Limits::session_hello()),
             flow: None,
             held_answer: None,
             hello: Vec::new(),
@@ -517,7 +518,7 @@ impl Connection {
                 Ok(None) => return,
                 Err(e) => return self.fail(ConnError::Protocol(e), now),
             };
-            let items = match decode(&record) {
+            let items = match decode(&record, &Limits::pre_hello()) {
                 Ok(i) => i,
                 Err(e) => return self.fail(ConnError::Protocol(e), now),
             };
@@ -652,7 +653,7 @@ impl Connection {
                 return self.fail(e, now);
             }
         };
-        let first = match decode(&record) {
+        let first = match decode(&record, &Limits::session_hello()) {
             Ok(f) => f,
             Err(e) => {
                 let e = self.upstream_error(&e);

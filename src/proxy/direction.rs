@@ -131,7 +131,6 @@ pub enum CutEnd {
 /// The sans-IO part of a pump.
 pub struct Direction {
     relay: Relay,
-    limits: Limits,
     intercepts: Intercepts,
     hello_pending: bool,
     hook: Box<dyn PacketHook>,
@@ -154,7 +153,6 @@ impl Direction {
         };
         Direction {
             relay: Relay::new(rules, relay_limits),
-            limits,
             hello_pending: intercepts.first_hello,
             intercepts,
             hook: Box::new(ForwardAll),
@@ -208,7 +206,7 @@ impl Direction {
                 Ok(Some(Event::Intercept(record, t))) => {
                     out.packets += 1;
                     if is_close(&t) {
-                        let close = packet::decode_main(&record, &self.limits)
+                        let close = packet::decode_main(&record, &Limits::intercept_close())
                             .ok()
                             .and_then(|p| Close::parse(&p.items).ok())
                             .unwrap_or_else(|| Close::new(["unknown reason"]));
@@ -217,7 +215,7 @@ impl Direction {
                     }
                     if self.hello_pending && t.is("hello") {
                         self.hello_pending = false;
-                        match rewrite_hello(&record, &self.limits) {
+                        match rewrite_hello(&record, &Limits::session_hello()) {
                             Ok(b) => out.push_bytes(b.freeze()),
                             Err(e) => return Some(CutEnd::Protocol(e)),
                         }
