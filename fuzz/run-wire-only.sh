@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs one cargo-fuzz target against a copy of xfwd that holds only
-# src/wire/ (what every target exercises), so the fuzz build neither waits
-# for nor breaks on the rest of the crate (the engine, TLS, SQLite, ...).
+# src/wire/ and the sans-IO transport decoders (src/transport/ without TLS:
+# sniff, PROXY protocol, HTTP, WebSocket), what every target exercises, so
+# the fuzz build neither waits for nor breaks on the rest of the crate (the
+# engine, TLS, SQLite, ...).
 #
 #   fuzz/run-wire-only.sh TARGET [SECONDS]      (default 600)
 #
@@ -16,19 +18,33 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 snap=${XFWD_FUZZ_SNAPSHOT:-/tmp/xfwd-wire-snapshot}
 
 mkdir -p "$snap/src" "$snap/fuzz" "$repo/fuzz/corpus/$target" "$repo/fuzz/artifacts"
-rm -rf "$snap/src/wire" "$snap/fuzz/fuzz_targets"
+rm -rf "$snap/src/wire" "$snap/src/transport" "$snap/fuzz/fuzz_targets"
 cp -r "$repo/src/wire" "$snap/src/wire"
+mkdir -p "$snap/src/transport"
+for m in fuzzing http proxy_protocol sniff websocket; do
+  cp "$repo/src/transport/$m.rs" "$snap/src/transport/"
+done
+cat > "$snap/src/transport/mod.rs" <<'EOF'
+//! xfwd's sans-IO transport decoders, TLS left out (see fuzz/run-wire-only.sh).
+pub mod fuzzing;
+pub mod http;
+pub mod proxy_protocol;
+pub mod sniff;
+pub mod websocket;
+EOF
 cp -r "$repo/fuzz/fuzz_targets" "$snap/fuzz/"
 cp "$repo/fuzz/Cargo.toml" "$snap/fuzz/Cargo.toml"
 [ -e "$snap/fuzz/Cargo.lock" ] || { [ -e "$repo/fuzz/Cargo.lock" ] && cp "$repo/fuzz/Cargo.lock" "$snap/fuzz/"; } || true
 ln -sfn "$repo/fuzz/corpus" "$snap/fuzz/corpus"
 ln -sfn "$repo/fuzz/artifacts" "$snap/fuzz/artifacts"
 cat > "$snap/src/lib.rs" <<'EOF'
-//! xfwd's wire layer alone, for fuzzing (see fuzz/run-wire-only.sh).
+//! xfwd's wire layer and transport decoders alone, for fuzzing (see
+//! fuzz/run-wire-only.sh).
 #![deny(unsafe_code)]
+pub mod transport;
 pub mod wire;
 EOF
-# The wire layer's dependencies, as in the real Cargo.toml.
+# The dependencies of those layers, as in the real Cargo.toml.
 cat > "$snap/Cargo.toml" <<'EOF'
 [package]
 name = "xfwd"
@@ -47,6 +63,9 @@ flate2 = "1"
 brotli = "8"
 zstd = "0.13"
 base64 = "0.22"
+sha1 = "0.10"
+getrandom = "0.2"
+httpdate = "1"
 
 [workspace]
 members = ["."]

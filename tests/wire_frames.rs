@@ -565,7 +565,7 @@ fn too_many_chunks() {
 
 #[test]
 fn oversize_before_hello() {
-    assert_eq!(PRE_HELLO_MAX_PAYLOAD, 4 * 1024 * 1024);
+    assert_eq!(PRE_HELLO_MAX_PAYLOAD, 256 * 1024);
     let header = |len: u32| {
         Header {
             flags: FLAG_RENCODEPLUS,
@@ -622,7 +622,7 @@ fn decompression_is_bounded_by_the_limits() {
     let limits = Limits {
         max_payload: 4096,
         max_decompressed: 16 * 1024,
-        max_pending_chunks: 8,
+        ..Limits::default()
     };
     for c in [
         Compressor::Lz4,

@@ -6,6 +6,9 @@
 use bytes::BytesMut;
 
 use super::http::{self, Limits};
+use super::proxy_protocol::{
+    self, Command, Parsed, ProxyError, Version, V1_MAX_LEN, V2_FIXED_LEN, V2_MAX_BODY,
+};
 use super::sniff::{self, Sniffed, SNIFF_MAX};
 use super::websocket::{
     self, DecoderConfig, Event, FrameDecoder, FrameEncoder, MaskPolicy, Role, WsError,
@@ -214,6 +217,76 @@ pub fn http(data: &[u8]) {
     let _ = http::mime_type(path);
 }
 
+/// Drives [`proxy_protocol::parse`] on every prefix of the input.
+/// Invariants: the answer is `NeedMore` until a decision, then the same
+/// decision (the same header or the same error) for every longer prefix; a
+/// v1 header is decided within [`V1_MAX_LEN`] bytes, a v2 one within its
+/// fixed part and [`V2_MAX_BODY`]; a header takes no more bytes than there
+/// are or its version allows, parses the same from exactly those bytes, has
+/// both addresses or neither (of one family), and its addresses survive
+/// [`proxy_protocol::encode_v1`] and [`proxy_protocol::encode_v2`].
+pub fn proxy_protocol(data: &[u8]) {
+    let is_v1 = data.starts_with(b"PROXY ");
+    let mut decided: Option<Result<Parsed, ProxyError>> = None;
+    for n in 0..=data.len() {
+        let r = proxy_protocol::parse(&data[..n]);
+        match &decided {
+            Some(d) => assert_eq!(&r, d, "decision changed at {n} bytes"),
+            None if r != Ok(Parsed::NeedMore) => decided = Some(r),
+            None if is_v1 => assert!(n < V1_MAX_LEN, "v1 undecided after {n} bytes"),
+            None => assert!(
+                n < V2_FIXED_LEN + V2_MAX_BODY,
+                "v2 undecided after {n} bytes"
+            ),
+        }
+    }
+    let Some(Ok(Parsed::Done(h))) = decided else {
+        return;
+    };
+    assert!(h.consumed <= data.len());
+    match h.version {
+        Version::V1 => {
+            assert!(is_v1 && h.consumed <= V1_MAX_LEN, "v1 took {}", h.consumed);
+            assert_eq!(h.command, Command::Proxy);
+            assert!(!h.datagram);
+        }
+        Version::V2 => assert!(
+            (V2_FIXED_LEN..=V2_FIXED_LEN + V2_MAX_BODY).contains(&h.consumed),
+            "v2 took {}",
+            h.consumed
+        ),
+    }
+    if h.command == Command::Local {
+        assert!(h.source.is_none() && !h.datagram);
+    }
+    match (h.source, h.destination) {
+        (Some(s), Some(d)) => assert_eq!(s.is_ipv4(), d.is_ipv4(), "mixed families"),
+        (None, None) => {}
+        other => panic!("one address without the other: {other:?}"),
+    }
+    assert_eq!(
+        proxy_protocol::parse(&data[..h.consumed]),
+        Ok(Parsed::Done(h)),
+        "does not parse the same from its own bytes"
+    );
+    let v1 = proxy_protocol::encode_v1(h.source, h.destination);
+    let v2 = proxy_protocol::encode_v2(h.source, h.destination);
+    for (version, bytes) in [(Version::V1, v1.as_bytes()), (Version::V2, &v2[..])] {
+        match proxy_protocol::parse(bytes) {
+            Ok(Parsed::Done(again)) => {
+                assert_eq!(again.version, version);
+                assert_eq!(again.consumed, bytes.len());
+                assert_eq!(
+                    (again.source, again.destination),
+                    (h.source, h.destination),
+                    "addresses change when re-encoded as {version:?}"
+                );
+            }
+            other => panic!("re-encoded as {version:?}: {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +309,7 @@ mod tests {
             sniff(s);
             websocket(s);
             http(s);
+            proxy_protocol(s);
         }
     }
 }

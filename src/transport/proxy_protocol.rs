@@ -120,6 +120,13 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyError> {
 
 /// Parses a v1 header (`buf` starts with `"PROXY "`).
 pub fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
+    let n = buf.len().min(PROXY_V1_PREFIX.len());
+    if buf[..n] != PROXY_V1_PREFIX[..n] {
+        return Err(ProxyError::NotProxy);
+    }
+    if n < PROXY_V1_PREFIX.len() {
+        return Ok(Parsed::NeedMore);
+    }
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
     let mut end = None;
     for (i, &b) in window.iter().enumerate() {
@@ -457,6 +464,17 @@ impl fmt::Display for Cidr {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn parse_v1_refuses_what_is_not_a_v1_header() {
+        // Called directly, with bytes that do not start with "PROXY ".
+        assert_eq!(super::parse_v1(b"\r\n"), Err(ProxyError::NotProxy));
+        assert_eq!(
+            super::parse_v1(b"GET / HTTP/1.1\r\n"),
+            Err(ProxyError::NotProxy)
+        );
+        assert_eq!(super::parse_v1(b"PRO"), Ok(Parsed::NeedMore));
+    }
+
     use super::*;
 
     fn done(buf: &[u8]) -> ProxyHeader {

@@ -16,12 +16,14 @@
 //! Decoding gives [`Value::Bytes`] (slices of the input) for plain strings,
 //! [`Value::Str`] for `u` strings, and [`Value::BigInt`] for integers beyond
 //! `i64`. Integers must be canonical (no `+`, no leading zeros, no `-0`),
-//! length prefixes too, and the value must span the whole input.
+//! length prefixes too, and the value must span the whole input. Every value
+//! and length is charged against the [`DecodeLimits`] budget before it is
+//! built.
 
 use bytes::Bytes;
 
 use super::value::{
-    is_canonical_bigint, DecodeError, DecodeLimits, EncodeError, Value, MAX_ENCODE_DEPTH,
+    is_canonical_bigint, Budget, DecodeError, DecodeLimits, EncodeError, Value, MAX_ENCODE_DEPTH,
 };
 
 /// Longest integer text (sign included) accepted either way, as for rencode.
@@ -50,7 +52,7 @@ pub fn decode(input: &Bytes, limits: DecodeLimits) -> Result<Value, DecodeError>
         input,
         buf: input.as_ref(),
         pos: 0,
-        max_depth: limits.max_depth,
+        budget: Budget::new(limits),
     };
     let v = d.value(0)?;
     if d.pos < d.buf.len() {
@@ -153,7 +155,7 @@ struct Decoder<'a> {
     input: &'a Bytes,
     buf: &'a [u8],
     pos: usize,
-    max_depth: usize,
+    budget: Budget,
 }
 
 impl Decoder<'_> {
@@ -170,9 +172,9 @@ impl Decoder<'_> {
 
     fn enter(&self, depth: usize) -> Result<usize, DecodeError> {
         let depth = depth + 1;
-        if depth > self.max_depth {
+        if depth > self.budget.max_depth() {
             Err(DecodeError::TooDeep {
-                limit: self.max_depth,
+                limit: self.budget.max_depth(),
             })
         } else {
             Ok(depth)
@@ -182,6 +184,7 @@ impl Decoder<'_> {
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let at = self.pos;
         let code = *self.buf.get(at).ok_or_else(|| self.truncated("value"))?;
+        self.budget.value()?;
         match code {
             b'i' => {
                 self.pos = at + 1;
@@ -189,11 +192,13 @@ impl Decoder<'_> {
             }
             b'0'..=b'9' => {
                 let range = self.string(at)?;
+                self.budget.bytes(range.len())?;
                 Ok(Value::Bytes(self.input.slice(range)))
             }
             b'u' => {
                 self.pos = at + 1;
                 let range = self.string(at + 1)?;
+                self.budget.bytes(range.len())?;
                 let raw = self.buf.get(range).unwrap_or_default();
                 let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { at })?;
                 Ok(Value::Str(s.to_owned()))
@@ -257,7 +262,10 @@ impl Decoder<'_> {
         }
         Ok(match s.parse::<i64>() {
             Ok(i) => Value::Int(i),
-            Err(_) => Value::BigInt(s.to_owned()),
+            Err(_) => {
+                self.budget.bytes(s.len())?;
+                Value::BigInt(s.to_owned())
+            }
         })
     }
 
@@ -557,7 +565,10 @@ mod tests {
 
     #[test]
     fn depth_limits() {
-        let limits = DecodeLimits { max_depth: 5 };
+        let limits = DecodeLimits {
+            max_depth: 5,
+            ..DecodeLimits::default()
+        };
         let ok = Bytes::from(format!("{}{}", "l".repeat(5), "e".repeat(5)));
         assert!(decode(&ok, limits).is_ok());
         let deep = Bytes::from(format!("{}{}", "l".repeat(6), "e".repeat(6)));
@@ -589,6 +600,51 @@ mod tests {
             })
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn budget_limits() {
+        use crate::wire::value::VALUE_COST;
+        let limits = |max_values, max_bytes| DecodeLimits {
+            max_values,
+            max_bytes,
+            ..DecodeLimits::default()
+        };
+        // a list of ten small ints: eleven values
+        let list = Bytes::from(format!("l{}e", "i1e".repeat(10)));
+        assert!(decode(&list, limits(11, 11 * VALUE_COST)).is_ok());
+        assert_eq!(
+            decode(&list, limits(10, usize::MAX)),
+            Err(DecodeError::TooManyValues { limit: 10 })
+        );
+        assert_eq!(
+            decode(&list, limits(usize::MAX, 11 * VALUE_COST - 1)),
+            Err(DecodeError::TooManyBytes {
+                limit: 11 * VALUE_COST - 1
+            })
+        );
+        // a dict's keys count as values
+        let dict = Bytes::from_static(b"d1:ai1e1:bi2ee");
+        assert!(decode(&dict, limits(5, usize::MAX)).is_ok());
+        assert_eq!(
+            decode(&dict, limits(4, usize::MAX)),
+            Err(DecodeError::TooManyValues { limit: 4 })
+        );
+        // strings, text and big ints count by their length
+        for (input, len) in [
+            (&b"3:abc"[..], 3),
+            (b"u3:abc", 3),
+            (b"i12345678901234567890e", 20),
+        ] {
+            let input = Bytes::copy_from_slice(input);
+            assert!(decode(&input, limits(1, VALUE_COST + len)).is_ok());
+            assert_eq!(
+                decode(&input, limits(1, VALUE_COST + len - 1)),
+                Err(DecodeError::TooManyBytes {
+                    limit: VALUE_COST + len - 1
+                })
+            );
+        }
     }
 
     #[test]

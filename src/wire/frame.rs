@@ -12,14 +12,32 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::header::{Header, HeaderError, Rules, HEADER_LEN};
+use super::value::{DecodeLimits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUES};
 
-/// Largest payload accepted before the peer's hello has been processed
-/// (xpra's own default before hello is larger; 4 MiB keeps unauthenticated
-/// peers cheap).
-pub const PRE_HELLO_MAX_PAYLOAD: u32 = 4 * 1024 * 1024;
+/// Largest payload accepted before the peer has authenticated (its hello,
+/// its challenge answers). Real clients' hellos are a few KiB (the captured
+/// ones: 3.4 KiB and 22 KiB on the wire); xpra's own default is larger, but
+/// unauthenticated peers must stay cheap.
+pub const PRE_HELLO_MAX_PAYLOAD: u32 = 256 * 1024;
+/// Largest size a compressed payload may expand to before authentication.
+pub const PRE_HELLO_MAX_DECOMPRESSED: usize = 1024 * 1024;
+/// Decode budget before authentication, in values: the captured hellos
+/// hold 6,009 (xpra 3.1, 3,464 of them its keymap) and 683 (xpra 6.5); this
+/// is ten times the larger.
+pub const PRE_HELLO_MAX_VALUES: usize = 65_536;
+/// Decode budget before authentication, in bytes: what the decoded hello of
+/// one unauthenticated peer may hold in memory (twice that at most, with
+/// vector slack). Charged as [`DecodeLimits::max_bytes`] says:
+/// [`VALUE_COST`](super::value::VALUE_COST) (40 bytes on 64-bit targets) per
+/// value plus string lengths. The captured hellos cost 293 KiB (xpra 3.1)
+/// and 30 KiB (xpra 6.5).
+pub const PRE_HELLO_MAX_DECODED: usize = 1024 * 1024;
 /// Default largest payload once the hello is done (xpra's default
 /// `max_packet_size` is 16 MiB; draws of a 4K screen need more).
 pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
+/// Largest close packet ([`Limits::intercept_close`]) decoded; real ones are
+/// a reason string or two.
+pub const INTERCEPT_CLOSE_MAX_PAYLOAD: u32 = 16 * 1024;
 /// Default cap on raw chunks waiting for their main packet.
 pub const DEFAULT_MAX_PENDING_CHUNKS: u8 = 8;
 /// The most a decoder reserves ahead for a payload it has not received yet.
@@ -34,24 +52,66 @@ pub struct Limits {
     pub max_decompressed: usize,
     /// Most raw chunks that may precede one main packet.
     pub max_pending_chunks: u8,
+    /// The work budget of decoding one main packet
+    /// ([`super::packet::decode_main`]).
+    pub decode: DecodeLimits,
 }
 
 impl Limits {
-    /// Limits for a peer that has not sent (or been sent) a hello yet.
+    /// The pre-authentication profile: for a peer that has not
+    /// authenticated yet (a client's hello and challenge answers). A record
+    /// of at most [`PRE_HELLO_MAX_PAYLOAD`], decompressing to at most
+    /// [`PRE_HELLO_MAX_DECOMPRESSED`], decoding to at most
+    /// [`PRE_HELLO_MAX_VALUES`] values and [`PRE_HELLO_MAX_DECODED`] bytes.
     pub const fn pre_hello() -> Limits {
         Limits {
             max_payload: PRE_HELLO_MAX_PAYLOAD,
-            max_decompressed: PRE_HELLO_MAX_PAYLOAD as usize * 4,
+            max_decompressed: PRE_HELLO_MAX_DECOMPRESSED,
             max_pending_chunks: DEFAULT_MAX_PENDING_CHUNKS,
+            decode: DecodeLimits {
+                max_depth: DEFAULT_MAX_DEPTH,
+                max_values: PRE_HELLO_MAX_VALUES,
+                max_bytes: PRE_HELLO_MAX_DECODED,
+            },
         }
     }
 
-    /// Limits after the handshake, with `max_payload` per record.
+    /// Limits after the handshake, with `max_payload` per record: payloads
+    /// decompress to at most four times that, and decode within
+    /// [`DEFAULT_MAX_VALUES`] values and as many bytes as they may
+    /// decompress to.
     pub const fn after_hello(max_payload: u32) -> Limits {
+        let max_decompressed = max_payload as usize * 4;
         Limits {
             max_payload,
-            max_decompressed: max_payload as usize * 4,
+            max_decompressed,
             max_pending_chunks: DEFAULT_MAX_PENDING_CHUNKS,
+            decode: DecodeLimits {
+                max_depth: DEFAULT_MAX_DEPTH,
+                max_values: DEFAULT_MAX_VALUES,
+                max_bytes: max_decompressed,
+            },
+        }
+    }
+
+    /// For the session's hello (and anything else decoded from an
+    /// authenticated peer): the default, generous but bounded.
+    pub const fn session_hello() -> Limits {
+        Limits::after_hello(DEFAULT_MAX_PAYLOAD)
+    }
+
+    /// For the close packets the relay decodes after the handshake
+    /// (`connection-close`, `disconnect`): a reason and a few strings.
+    pub const fn intercept_close() -> Limits {
+        Limits {
+            max_payload: INTERCEPT_CLOSE_MAX_PAYLOAD,
+            max_decompressed: INTERCEPT_CLOSE_MAX_PAYLOAD as usize,
+            max_pending_chunks: DEFAULT_MAX_PENDING_CHUNKS,
+            decode: DecodeLimits {
+                max_depth: 8,
+                max_values: 256,
+                max_bytes: INTERCEPT_CLOSE_MAX_PAYLOAD as usize,
+            },
         }
     }
 }

@@ -9,15 +9,65 @@ use super::header::Rules;
 use super::packet::Assembler;
 use super::peek::{self, PacketType};
 use super::relay::{Event, Relay, RelayError, RelayLimits};
-use super::value::{DecodeLimits, Value};
+use super::value::{DecodeError, DecodeLimits, Usage, Value};
 use super::{bencode, rencode};
+
+type DecodeFn = fn(&Bytes, DecodeLimits) -> Result<Value, DecodeError>;
+
+fn within(u: &Usage, l: &DecodeLimits) -> bool {
+    u.values <= l.max_values && u.bytes <= l.max_bytes && u.depth <= l.max_depth
+}
+
+/// The budget is exact: `v`, decoded from `input`, decodes again under
+/// exactly its [`Usage`], and one value, byte or level less is refused with
+/// the matching error.
+fn check_budget_exact(input: &Bytes, decode: DecodeFn, v: &Value) {
+    let u = Usage::of(v);
+    let tight = u.as_limits();
+    match decode(input, tight) {
+        Ok(again) => assert!(same_value(&again, v), "decodes differently at its usage"),
+        Err(e) => panic!("refused at its own usage {u:?}: {e}"),
+    }
+    let fewer = DecodeLimits {
+        max_values: u.values - 1,
+        ..tight
+    };
+    assert_eq!(
+        decode(input, fewer).err(),
+        Some(DecodeError::TooManyValues {
+            limit: u.values - 1
+        }),
+        "one value less than {u:?}"
+    );
+    let fewer = DecodeLimits {
+        max_bytes: u.bytes - 1,
+        ..tight
+    };
+    assert_eq!(
+        decode(input, fewer).err(),
+        Some(DecodeError::TooManyBytes { limit: u.bytes - 1 }),
+        "one byte less than {u:?}"
+    );
+    if u.depth > 0 {
+        let shallower = DecodeLimits {
+            max_depth: u.depth - 1,
+            ..tight
+        };
+        assert_eq!(
+            decode(input, shallower).err(),
+            Some(DecodeError::TooDeep { limit: u.depth - 1 }),
+            "one level less than {u:?}"
+        );
+    }
+}
 
 /// Decoding may fail, but what decodes must encode, and the encoding must
 /// decode to the same value (after `lossy`, what the encoder cannot
-/// express) and encode to the same bytes again.
+/// express) and encode to the same bytes again. What decodes stays within
+/// the default budget, which is exact ([`check_budget_exact`]).
 fn value_round_trip(
     data: &[u8],
-    decode: fn(&Bytes, DecodeLimits) -> Result<Value, super::value::DecodeError>,
+    decode: DecodeFn,
     encode: fn(&Value, &mut Vec<u8>) -> Result<(), super::value::EncodeError>,
     lossy: fn(&Value) -> Value,
 ) {
@@ -25,6 +75,8 @@ fn value_round_trip(
     let Ok(v) = decode(&input, DecodeLimits::default()) else {
         return;
     };
+    assert!(within(&Usage::of(&v), &DecodeLimits::default()));
+    check_budget_exact(&input, decode, &v);
     let mut out = Vec::new();
     if let Err(e) = encode(&v, &mut out) {
         panic!("a decoded value does not encode: {e}\n value: {v:?}");
@@ -99,6 +151,69 @@ pub fn bencode(data: &[u8]) {
         bencode::encode,
         Value::strings_as_bytes,
     );
+}
+
+/// Drives the three value decoders under budgets the input chooses. Byte 0:
+/// the decoder (low two bits: rencodeplus, legacy rencode, bencode,
+/// rencodeplus) and the depth limit (the other six: 0..=63); byte 1: the
+/// value limit (times 4); byte 2: the byte limit (times 64); the rest is
+/// the input. Invariants: what decodes under the budget is within it and is
+/// what an unbounded decode gives; a refusal is the unbounded decode's own
+/// error or a budget error (values, bytes, depth) that the unbounded value
+/// does exceed.
+pub fn budget(data: &[u8]) {
+    let Some((&[sel, values, bytes], rest)) = data.split_first_chunk::<3>() else {
+        return;
+    };
+    let decode: DecodeFn = match sel & 3 {
+        1 => rencode::decode_legacy,
+        2 => bencode::decode,
+        _ => rencode::decode_plus,
+    };
+    let limits = DecodeLimits {
+        max_depth: usize::from(sel >> 2),
+        max_values: usize::from(values) * 4,
+        max_bytes: usize::from(bytes) * 64,
+    };
+    let input = Bytes::copy_from_slice(rest);
+    let free = decode(&input, DecodeLimits::unbounded());
+    let got = decode(&input, limits);
+    match (&free, &got) {
+        (_, Ok(v)) => {
+            let u = Usage::of(v);
+            assert!(within(&u, &limits), "{u:?} decoded under {limits:?}");
+            match &free {
+                Ok(f) => assert!(same_value(f, v), "budget changed the value"),
+                Err(e) => panic!("decodes under {limits:?}, not unbounded: {e}"),
+            }
+        }
+        (Ok(f), Err(e)) => {
+            let u = Usage::of(f);
+            let exceeded = match e {
+                DecodeError::TooManyValues { limit } => {
+                    *limit == limits.max_values && u.values > *limit
+                }
+                DecodeError::TooManyBytes { limit } => {
+                    *limit == limits.max_bytes && u.bytes > *limit
+                }
+                DecodeError::TooDeep { limit } => *limit == limits.max_depth && u.depth > *limit,
+                _ => false,
+            };
+            assert!(exceeded, "{e} refusing {u:?} under {limits:?}");
+        }
+        (Err(fe), Err(e)) => {
+            let budget_error = matches!(
+                e,
+                DecodeError::TooManyValues { .. }
+                    | DecodeError::TooManyBytes { .. }
+                    | DecodeError::TooDeep { .. }
+            );
+            assert!(
+                e == fe || budget_error,
+                "{e} under {limits:?}, {fe} unbounded"
+            );
+        }
+    }
 }
 
 fn cut_points(len: usize, splits: &[usize]) -> Vec<usize> {
@@ -271,6 +386,11 @@ pub fn frame(data: &[u8]) {
         max_payload: 1 << 20,
         max_decompressed: 4 << 20,
         max_pending_chunks: 8,
+        decode: DecodeLimits {
+            max_depth: 64,
+            max_values: 1 << 16,
+            max_bytes: 4 << 20,
+        },
     };
     let (whole, whole_err) = decode_all(stream, &[], limits);
     let splits = [usize::from(a), usize::from(a) + usize::from(b) * 3];
@@ -342,6 +462,30 @@ mod tests {
             rencodeplus(sample);
             rencode_legacy(sample);
             bencode(sample);
+            budget(sample);
+        }
+    }
+
+    #[test]
+    fn budget_samples() {
+        // every decoder, roomy and tight limits, valid and broken input
+        for sel in [0xfc, 0xfd, 0xfe, 0x04, 0x01] {
+            for (values, bytes) in [(255, 255), (1, 255), (255, 1), (0, 0)] {
+                for input in [
+                    &b"\xc2\x84ping\x01"[..],
+                    b"l4:pingi1ee",
+                    b";\x01\x02\x03\x7f",
+                    b"\xc1\xc1\xc1\x00",
+                    b"lllleeee",
+                    b"\xc3\x84ping",
+                    b"=123456789012345678901234567890\x7f",
+                    b"i123456789012345678901234567890e",
+                ] {
+                    let mut data = vec![sel, values, bytes];
+                    data.extend_from_slice(input);
+                    budget(&data);
+                }
+            }
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! Layers, bottom up:
 //! - [`header`]: the 8-byte record header and its flag rules (modern, legacy);
-//! - [`value`]: the value model shared by all encoders;
+//! - [`value`]: the value model shared by all encoders, and the decode
+//!   budget ([`DecodeLimits`]) every decoder runs under;
 //! - [`rencode`] (rencodeplus and legacy rencode), [`bencode`]: value codecs;
 //! - [`compress`]: lz4 / zlib / brotli / zstd, every output bounded;
 //! - [`frame`]: streaming record decoder with size limits;
@@ -30,4 +31,4 @@ pub mod value;
 pub mod views;
 
 pub use header::{Compressor, Encoder, Header, HeaderError, Rules};
-pub use value::{DecodeError, DecodeLimits, EncodeError, Value};
+pub use value::{DecodeError, DecodeLimits, EncodeError, Usage, Value};

@@ -103,11 +103,13 @@ pub fn plain_payload(
     }
 }
 
-/// Decodes a main-packet record (no raw chunks substituted).
+/// Decodes a main-packet record (no raw chunks substituted): decompressed
+/// within `limits.max_decompressed`, decoded within the `limits.decode`
+/// budget.
 pub fn decode_main(record: &Record, limits: &Limits) -> Result<Packet, PacketError> {
     let encoder = record.header.encoder();
     let plain = plain_payload(&record.header, &record.payload, limits)?;
-    let value = decode_value(encoder, &plain, DecodeLimits::default())?;
+    let value = decode_value(encoder, &plain, limits.decode)?;
     let items = match value {
         Value::List(items) if !items.is_empty() => items,
         Value::List(_) => return Err(PacketError::NotAList("an empty list")),

@@ -24,14 +24,15 @@
 //! string.
 //!
 //! Decoders take a [`Bytes`] and return byte strings as slices of it. They
-//! check every length against the input left before slicing, bound nesting by
-//! [`DecodeLimits::max_depth`], and insist that the value spans the whole
+//! check every length against the input left before slicing, charge every
+//! value and length against the [`DecodeLimits`] budget before building it
+//! (values, bytes, nesting depth), and insist that the value spans the whole
 //! input (the Python decoders silently ignore trailing bytes; xfwd does not).
 
 use bytes::Bytes;
 
 use super::value::{
-    is_canonical_bigint, DecodeError, DecodeLimits, EncodeError, Value, MAX_ENCODE_DEPTH,
+    is_canonical_bigint, Budget, DecodeError, DecodeLimits, EncodeError, Value, MAX_ENCODE_DEPTH,
 };
 
 const CHR_FLOAT64: u8 = 44;
@@ -259,7 +260,7 @@ fn decode_with<const PLUS: bool>(
         input,
         buf: input.as_ref(),
         pos: 0,
-        max_depth: limits.max_depth,
+        budget: Budget::new(limits),
     };
     let v = d.value(0)?;
     if d.pos < d.buf.len() {
@@ -275,7 +276,7 @@ struct Decoder<'a, const PLUS: bool> {
     input: &'a Bytes,
     buf: &'a [u8],
     pos: usize,
-    max_depth: usize,
+    budget: Budget,
 }
 
 impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
@@ -318,9 +319,9 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
 
     fn enter(&self, depth: usize) -> Result<usize, DecodeError> {
         let depth = depth + 1;
-        if depth > self.max_depth {
+        if depth > self.budget.max_depth() {
             Err(DecodeError::TooDeep {
-                limit: self.max_depth,
+                limit: self.budget.max_depth(),
             })
         } else {
             Ok(depth)
@@ -331,6 +332,7 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
         let at = self.pos;
         let code = *self.buf.get(at).ok_or_else(|| self.truncated("value"))?;
         self.pos = at + 1;
+        self.budget.value()?;
         match code {
             0..=43 => Ok(Value::Int(i64::from(code))),
             CHR_FLOAT64 => {
@@ -378,10 +380,11 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
 
     /// A string in text form: `Str` for rencodeplus, `Bytes` for legacy.
     fn text_or_bytes(
-        &self,
+        &mut self,
         range: std::ops::Range<usize>,
         at: usize,
     ) -> Result<Value, DecodeError> {
+        self.budget.bytes(range.len())?;
         if PLUS {
             let raw = self.buf.get(range).unwrap_or_default();
             let s = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { at })?;
@@ -419,6 +422,7 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
         let len = usize::try_from(len).map_err(|_| self.truncated("string"))?;
         let range = self.take_range(len, "string")?;
         if binary {
+            self.budget.bytes(range.len())?;
             Ok(Value::Bytes(self.input.slice(range)))
         } else {
             self.text_or_bytes(range, at)
@@ -440,13 +444,16 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
         };
         self.pos = start + n + 1;
         let text = window.get(..n).unwrap_or_default();
-        parse_int_text(text, at)
+        parse_int_text(text, at, &mut self.budget)
     }
 
     fn fixed_list(&mut self, count: usize, depth: usize) -> Result<Value, DecodeError> {
         let depth = self.enter(depth)?;
-        // Every item takes at least one byte.
-        let mut items = Vec::with_capacity(count.min(self.remaining()));
+        // Every item takes at least one byte and one value of the budget.
+        let cap = count
+            .min(self.remaining())
+            .min(self.budget.values_affordable());
+        let mut items = Vec::with_capacity(cap);
         for _ in 0..count {
             items.push(self.value(depth)?);
         }
@@ -456,7 +463,10 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
     fn open_list(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let depth = self.enter(depth)?;
         // Open lists hold 64 items or more when Python writes them.
-        let mut items = Vec::with_capacity(LIST_FIXED_COUNT.min(self.remaining()));
+        let cap = LIST_FIXED_COUNT
+            .min(self.remaining())
+            .min(self.budget.values_affordable());
+        let mut items = Vec::with_capacity(cap);
         loop {
             match self.buf.get(self.pos) {
                 None => return Err(self.truncated("list")),
@@ -471,8 +481,11 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
 
     fn fixed_dict(&mut self, count: usize, depth: usize) -> Result<Value, DecodeError> {
         let depth = self.enter(depth)?;
-        // Every pair takes at least two bytes.
-        let mut pairs = Vec::with_capacity(count.min(self.remaining() / 2));
+        // Every pair takes at least two bytes and two values of the budget.
+        let cap = count
+            .min(self.remaining() / 2)
+            .min(self.budget.values_affordable() / 2);
+        let mut pairs = Vec::with_capacity(cap);
         for _ in 0..count {
             let k = self.value(depth)?;
             let v = self.value(depth)?;
@@ -483,7 +496,10 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
 
     fn open_dict(&mut self, depth: usize) -> Result<Value, DecodeError> {
         let depth = self.enter(depth)?;
-        let mut pairs = Vec::with_capacity(DICT_FIXED_COUNT.min(self.remaining() / 2));
+        let cap = DICT_FIXED_COUNT
+            .min(self.remaining() / 2)
+            .min(self.budget.values_affordable() / 2);
+        let mut pairs = Vec::with_capacity(cap);
         loop {
             match self.buf.get(self.pos) {
                 None => return Err(self.truncated("dict")),
@@ -501,15 +517,19 @@ impl<'a, const PLUS: bool> Decoder<'a, PLUS> {
     }
 }
 
-/// Canonical decimal text to `Int` when it fits, else `BigInt`.
-fn parse_int_text(text: &[u8], at: usize) -> Result<Value, DecodeError> {
+/// Canonical decimal text to `Int` when it fits, else `BigInt` (its text
+/// charged to `budget`).
+fn parse_int_text(text: &[u8], at: usize, budget: &mut Budget) -> Result<Value, DecodeError> {
     let s = std::str::from_utf8(text).map_err(|_| DecodeError::BadNumber { at })?;
     if !is_canonical_bigint(s, MAX_BIGINT_LEN) {
         return Err(DecodeError::BadNumber { at });
     }
     Ok(match s.parse::<i64>() {
         Ok(i) => Value::Int(i),
-        Err(_) => Value::BigInt(s.to_owned()),
+        Err(_) => {
+            budget.bytes(s.len())?;
+            Value::BigInt(s.to_owned())
+        }
     })
 }
 
@@ -1025,7 +1045,10 @@ mod tests {
 
     #[test]
     fn depth_limit() {
-        let limits = DecodeLimits { max_depth: 10 };
+        let limits = DecodeLimits {
+            max_depth: 10,
+            ..DecodeLimits::default()
+        };
         for fixed in [true, false] {
             let ok = Bytes::from(nested(10, fixed));
             assert!(decode_plus(&ok, limits).is_ok());
@@ -1042,9 +1065,22 @@ mod tests {
         }
         // dicts count too
         let d = Bytes::from_static(b"g\x00g\x00\x00");
-        assert!(decode_plus(&d, DecodeLimits { max_depth: 2 }).is_ok());
+        assert!(decode_plus(
+            &d,
+            DecodeLimits {
+                max_depth: 2,
+                ..DecodeLimits::default()
+            }
+        )
+        .is_ok());
         assert_eq!(
-            decode_plus(&d, DecodeLimits { max_depth: 1 }),
+            decode_plus(
+                &d,
+                DecodeLimits {
+                    max_depth: 1,
+                    ..DecodeLimits::default()
+                }
+            ),
             Err(DecodeError::TooDeep { limit: 1 })
         );
         // hostile nesting a million deep fails cleanly under the default limit
@@ -1057,6 +1093,64 @@ mod tests {
         assert_eq!(
             decode_legacy(&hostile, DecodeLimits::default()),
             Err(DecodeError::TooDeep { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn budget_limits() {
+        use crate::wire::value::VALUE_COST;
+        let limits = |max_values, max_bytes| DecodeLimits {
+            max_values,
+            max_bytes,
+            ..DecodeLimits::default()
+        };
+        // an open list of ten small ints: eleven values
+        let list = Bytes::from(cat(&[b";", &[1; 10], b"\x7f"]));
+        // a fixed list of 63 items announced, three there
+        let fixed = Bytes::from_static(b"\xff\x01\x02\x03");
+        for dec in [decode_plus, decode_legacy] {
+            assert!(dec(&list, limits(11, 11 * VALUE_COST)).is_ok());
+            assert_eq!(
+                dec(&list, limits(10, usize::MAX)),
+                Err(DecodeError::TooManyValues { limit: 10 })
+            );
+            assert_eq!(
+                dec(&list, limits(usize::MAX, 11 * VALUE_COST - 1)),
+                Err(DecodeError::TooManyBytes {
+                    limit: 11 * VALUE_COST - 1
+                })
+            );
+            // strings, byte strings and big ints count by their length
+            for (input, len) in [
+                (&b"\x83abc"[..], 3),
+                (b"3:abc", 3),
+                (b"=12345678901234567890\x7f", 20),
+            ] {
+                let input = Bytes::copy_from_slice(input);
+                assert!(dec(&input, limits(1, VALUE_COST + len)).is_ok());
+                assert_eq!(
+                    dec(&input, limits(1, VALUE_COST + len - 1)),
+                    Err(DecodeError::TooManyBytes {
+                        limit: VALUE_COST + len - 1
+                    })
+                );
+            }
+            // the budget runs out before the input does
+            assert_eq!(
+                dec(&fixed, limits(2, usize::MAX)),
+                Err(DecodeError::TooManyValues { limit: 2 })
+            );
+            assert!(matches!(
+                dec(&fixed, limits(64, usize::MAX)),
+                Err(DecodeError::Truncated { .. })
+            ));
+        }
+        let bytes = Bytes::from_static(b"3/abc");
+        assert_eq!(
+            decode_plus(&bytes, limits(1, VALUE_COST + 2)),
+            Err(DecodeError::TooManyBytes {
+                limit: VALUE_COST + 2
+            })
         );
     }
 

@@ -194,17 +194,174 @@ pub fn is_canonical_bigint(s: &str, max_len: usize) -> bool {
         && !(s.starts_with('-') && digits == "0")
 }
 
-/// Limits every decoder applies, so that hostile input costs bounded memory
-/// and stack.
+/// Bytes charged against [`DecodeLimits::max_bytes`] for every decoded
+/// value, whatever its kind: what one [`Value`] takes in memory (a dict
+/// pair is two values). Strings, byte strings and big-integer texts are
+/// charged their length on top.
+pub const VALUE_COST: usize = std::mem::size_of::<Value>();
+
+/// Default [`DecodeLimits::max_depth`].
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// Default [`DecodeLimits::max_values`] (authenticated peers).
+pub const DEFAULT_MAX_VALUES: usize = 1 << 20;
+/// Default [`DecodeLimits::max_bytes`] (authenticated peers): what the
+/// default record limits let a payload decompress to
+/// (`frame::DEFAULT_MAX_PAYLOAD * 4`).
+pub const DEFAULT_MAX_DECODED: usize = 256 * 1024 * 1024;
+
+/// The work budget of one decode, so that hostile input costs bounded
+/// memory, stack and time. Every decoder charges a value against the
+/// budget before it builds it, and a length before it copies or slices that
+/// many bytes; no capacity is reserved beyond what the budget has left.
+///
+/// [`Usage::of`] computes the same charges for a decoded value: a decode
+/// succeeds under limits at least as large as its value's usage, and fails
+/// with [`DecodeError::TooManyValues`] or [`DecodeError::TooManyBytes`] under
+/// smaller ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Deepest nesting of lists and dicts.
     pub max_depth: usize,
+    /// Most values one decode builds: every list item, dict key and dict
+    /// value, the lists and dicts themselves included.
+    pub max_values: usize,
+    /// Most bytes one decode may account for: [`VALUE_COST`] per value,
+    /// plus the length of every string, byte string and big integer.
+    pub max_bytes: usize,
+}
+
+impl DecodeLimits {
+    /// Generous but bounded: for the packets of authenticated peers (the
+    /// session's hello, which can be large).
+    pub const fn after_auth() -> DecodeLimits {
+        DecodeLimits {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_values: DEFAULT_MAX_VALUES,
+            max_bytes: DEFAULT_MAX_DECODED,
+        }
+    }
+
+    /// No bound but depth, for tools and tests that measure a value.
+    pub const fn unbounded() -> DecodeLimits {
+        DecodeLimits {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_values: usize::MAX,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_depth: 64 }
+        DecodeLimits::after_auth()
+    }
+}
+
+/// What a decoded value costs against [`DecodeLimits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Values, containers and dict keys included.
+    pub values: usize,
+    /// [`VALUE_COST`] per value plus string, byte-string and big-integer
+    /// lengths.
+    pub bytes: usize,
+    /// Deepest nesting of lists and dicts (0 for a scalar).
+    pub depth: usize,
+}
+
+impl Usage {
+    /// The usage of `v`, charged the way the decoders charge it.
+    pub fn of(v: &Value) -> Usage {
+        let mut u = Usage::default();
+        u.add(v, 0);
+        u
+    }
+
+    fn add(&mut self, v: &Value, depth: usize) {
+        self.values = self.values.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(VALUE_COST);
+        self.depth = self.depth.max(depth);
+        match v {
+            Value::BigInt(s) | Value::Str(s) => self.bytes = self.bytes.saturating_add(s.len()),
+            Value::Bytes(b) => self.bytes = self.bytes.saturating_add(b.len()),
+            Value::List(items) => {
+                self.depth = self.depth.max(depth + 1);
+                for item in items {
+                    self.add(item, depth + 1);
+                }
+            }
+            Value::Dict(pairs) => {
+                self.depth = self.depth.max(depth + 1);
+                for (k, v) in pairs {
+                    self.add(k, depth + 1);
+                    self.add(v, depth + 1);
+                }
+            }
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::None => {}
+        }
+    }
+
+    /// The tightest limits `v` decodes under.
+    pub fn as_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_depth: self.depth,
+            max_values: self.values,
+            max_bytes: self.bytes,
+        }
+    }
+}
+
+/// What one decode has left of its [`DecodeLimits`]. The decoders charge
+/// every value before building it and every length before copying or
+/// slicing it.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limits: DecodeLimits,
+    values_left: usize,
+    bytes_left: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limits: DecodeLimits) -> Budget {
+        Budget {
+            limits,
+            values_left: limits.max_values,
+            bytes_left: limits.max_bytes,
+        }
+    }
+
+    pub(crate) fn max_depth(&self) -> usize {
+        self.limits.max_depth
+    }
+
+    /// Charges one value.
+    pub(crate) fn value(&mut self) -> Result<(), DecodeError> {
+        if self.values_left == 0 {
+            return Err(DecodeError::TooManyValues {
+                limit: self.limits.max_values,
+            });
+        }
+        self.values_left -= 1;
+        self.bytes(VALUE_COST)
+    }
+
+    /// Charges `len` bytes of string data.
+    pub(crate) fn bytes(&mut self, len: usize) -> Result<(), DecodeError> {
+        match self.bytes_left.checked_sub(len) {
+            Some(left) => {
+                self.bytes_left = left;
+                Ok(())
+            }
+            None => Err(DecodeError::TooManyBytes {
+                limit: self.limits.max_bytes,
+            }),
+        }
+    }
+
+    /// How many more values the budget pays for: the most capacity a
+    /// decoder may reserve for items it has not read yet.
+    pub(crate) fn values_affordable(&self) -> usize {
+        self.values_left.min(self.bytes_left / VALUE_COST)
     }
 }
 
@@ -224,6 +381,10 @@ pub enum DecodeError {
     InvalidUtf8 { at: usize },
     #[error("values nest deeper than {limit} levels")]
     TooDeep { limit: usize },
+    #[error("decode budget exceeded: more than {limit} values")]
+    TooManyValues { limit: usize },
+    #[error("decode budget exceeded: more than {limit} bytes of values and strings")]
+    TooManyBytes { limit: usize },
     #[error("{count} unexpected bytes after the value, at byte {at}")]
     TrailingBytes { at: usize, count: usize },
     #[error("empty input")]
@@ -243,9 +404,10 @@ pub enum EncodeError {
 }
 
 /// Deepest nesting the encoders accept (matches the decoders' default).
-pub const MAX_ENCODE_DEPTH: usize = 64;
+pub const MAX_ENCODE_DEPTH: usize = DEFAULT_MAX_DEPTH;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -270,6 +432,66 @@ mod tests {
         assert_eq!(d.get_path("encoding.proxy.video"), Some(&Value::Bool(true)));
         assert_eq!(d.get_path("x.y"), Some(&Value::Int(3)));
         assert_eq!(d.get_path("x.z"), None);
+    }
+
+    #[test]
+    fn usage_charges_values_and_lengths() {
+        let v = Value::List(vec![
+            Value::from("abc"),
+            Value::Dict(vec![(
+                Value::Bytes(Bytes::from_static(b"wxyz")),
+                Value::BigInt("12345678901234567890".into()),
+            )]),
+            Value::Int(1),
+        ]);
+        let u = Usage::of(&v);
+        // the list, "abc", the dict, its key and value, 1
+        assert_eq!(u.values, 6);
+        assert_eq!(u.bytes, 6 * VALUE_COST + 3 + 4 + 20);
+        assert_eq!(u.depth, 2);
+        assert_eq!(
+            Usage::of(&Value::Int(1)),
+            Usage {
+                values: 1,
+                bytes: VALUE_COST,
+                depth: 0
+            }
+        );
+        assert_eq!(u.as_limits().max_values, 6);
+        // the docs and the pre-auth numbers assume this
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(VALUE_COST, 40);
+    }
+
+    #[test]
+    fn budget_refuses_past_its_limits() {
+        let limits = DecodeLimits {
+            max_depth: 1,
+            max_values: 2,
+            max_bytes: 2 * VALUE_COST + 5,
+        };
+        let mut b = Budget::new(limits);
+        assert_eq!(b.values_affordable(), 2);
+        b.value().unwrap();
+        b.bytes(5).unwrap();
+        assert_eq!(b.values_affordable(), 1);
+        let too_many_bytes = DecodeError::TooManyBytes {
+            limit: 2 * VALUE_COST + 5,
+        };
+        assert_eq!(b.bytes(VALUE_COST + 1), Err(too_many_bytes.clone()));
+        // a refused charge takes nothing
+        b.value().unwrap();
+        assert_eq!(b.values_affordable(), 0);
+        assert_eq!(b.value(), Err(DecodeError::TooManyValues { limit: 2 }));
+        assert_eq!(b.bytes(1), Err(too_many_bytes));
+        b.bytes(0).unwrap();
+        // the byte budget alone limits the values too
+        let b = Budget::new(DecodeLimits {
+            max_values: usize::MAX,
+            max_bytes: 10 * VALUE_COST + 1,
+            ..limits
+        });
+        assert_eq!(b.values_affordable(), 10);
     }
 
     #[test]
