@@ -131,6 +131,14 @@ pub struct ServeArgs {
     /// Seconds a client has to complete the handshake.
     #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 15)]
     pub handshake_timeout: u64,
+    /// Connections that may be in their handshake (not yet authenticated
+    /// and relaying) at once, over every listener; more are closed at
+    /// accept.
+    #[arg(long = "max-handshakes", value_name = "N", default_value_t = 1024)]
+    pub max_handshakes: usize,
+    /// The same, per client address.
+    #[arg(long = "max-handshakes-per-ip", value_name = "N", default_value_t = 64)]
+    pub max_handshakes_per_ip: usize,
 }
 
 /// A validated configuration.
@@ -159,6 +167,9 @@ pub struct Config {
     pub default_socket_dirs: Option<Vec<PathBuf>>,
     pub cores: usize,
     pub handshake_timeout: Duration,
+    /// Connections in their handshake at once (all, and per address).
+    pub max_handshakes: usize,
+    pub max_handshakes_per_ip: usize,
 }
 
 fn parse_auth(option: &'static str, values: &[String]) -> Result<Vec<AuthSpec>, ConfigError> {
@@ -274,6 +285,8 @@ impl ServeArgs {
             default_socket_dirs: self.socket_dirs,
             cores,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+            max_handshakes: self.max_handshakes.max(1),
+            max_handshakes_per_ip: self.max_handshakes_per_ip.max(1),
         })
     }
 }

@@ -506,3 +506,28 @@ fn proxy_protocol_only_from_trusted_fronts() {
     assert!(c.recv().is_none());
     server.stop_and_join();
 }
+
+#[test]
+fn handshakes_are_bounded_per_address_and_freed_when_done() {
+    let dir = scratch("admit");
+    let server = start(&dir, &["--tcp-auth=fail", "--max-handshakes-per-ip=2"]);
+    let addr = server.tcp_addrs()[0];
+    // Two silent connections hold the address's two places.
+    let quiet: Vec<_> = (0..2).map(|_| client(addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third is closed at accept, without waiting for the deadline.
+    let mut third = client(addr);
+    let t = std::time::Instant::now();
+    assert!(third.recv().is_none());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not closed at accept"
+    );
+    // Places come back when connections end: the next one is served.
+    drop(quiet);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = client(addr);
+    c.send(client_hello(None));
+    assert_eq!(close_reason(&c.recv().unwrap()), "authentication failed");
+    server.stop_and_join();
+}

@@ -15,6 +15,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::admission::Slot;
 use super::front::{self, Front};
 use super::listen::ListenerKind;
 use super::pump::{self, Counters, OutState, Outbox, ReadSizer};
@@ -37,9 +38,10 @@ pub async fn serve(
     kind: ListenerKind,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    slot: Slot,
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
-    serve_inner(stream, peer, kind, shared, stop)
+    serve_inner(stream, peer, kind, shared, stop, slot)
         .instrument(span)
         .await;
 }
@@ -50,6 +52,7 @@ async fn serve_inner(
     kind: ListenerKind,
     shared: Arc<Shared>,
     stop: CancellationToken,
+    slot: Slot,
 ) {
     // One deadline for everything before relaying: the front door, the
     // hello, auth, routing and the upstream hello.
@@ -76,6 +79,7 @@ async fn serve_inner(
         // Served outside the handshake deadline: a download or a proxied
         // connection may last as long as it moves.
         Front::Serve(service) => {
+            drop(slot);
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = front::serve(service, &shared) => {}
@@ -106,6 +110,7 @@ async fn serve_inner(
         session: None,
         job: None,
         stopped: false,
+        slot: Some(slot),
     }
     .run()
     .await;
@@ -155,6 +160,8 @@ struct Driver {
     session: Option<Half>,
     job: Option<Job>,
     stopped: bool,
+    /// The connection's place among those in their handshake.
+    slot: Option<Slot>,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -266,6 +273,8 @@ impl Driver {
                 }));
             }
             Action::Relay(start) => {
+                // Authenticated and relaying: no longer a handshake.
+                self.slot = None;
                 let end = self.relay(*start).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
             }

@@ -136,6 +136,9 @@ pub(super) async fn accept_loop(
     stop: CancellationToken,
     live: Rc<Live>,
 ) {
+    // Refusals at accept are logged at most once a second per listener.
+    let mut last_refusal_log: Option<std::time::Instant> = None;
+    let mut refused_since_log = 0u64;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -143,12 +146,31 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, kind)) => {
+                let slot = match shared.admission.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        refused_since_log += 1;
+                        let now = std::time::Instant::now();
+                        if last_refusal_log.is_none_or(|t| {
+                            now.duration_since(t) >= std::time::Duration::from_secs(1)
+                        }) {
+                            tracing::warn!(
+                                refused = refused_since_log,
+                                "closed at accept: {refusal}"
+                            );
+                            last_refusal_log = Some(now);
+                            refused_since_log = 0;
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let guard = live.enter();
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let id = next_id();
                 tokio::task::spawn_local(async move {
-                    conn::serve(id, stream, peer, kind, shared, stop).await;
+                    conn::serve(id, stream, peer, kind, shared, stop, slot).await;
                     drop(guard);
                 });
             }

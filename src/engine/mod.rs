@@ -11,6 +11,7 @@
 //! auth challenge) -> route (find the session) -> upstream hello -> relay
 //! both ways -> close (each side told why).
 
+pub mod admission;
 pub mod blocking;
 mod conn;
 mod front;
@@ -86,6 +87,8 @@ pub(crate) struct Shared {
     /// Failed-attempt delays, shared by every shard (an attacker's
     /// connections land on any shard).
     pub throttle: SharedThrottle,
+    /// Connections in their handshake (`--max-handshakes`).
+    pub admission: Arc<admission::Admission>,
     /// The blocking pool (auth modules, discovery, DNS, files).
     pub blocking: Blocking,
     /// Cancelled once, when the server stops: every shard, accept loop
@@ -212,6 +215,8 @@ impl Server {
             tracing::debug!("no TLS for ssl:// session targets: {e}");
         }
         let uuid = random_uuid();
+        let admission =
+            admission::Admission::new(config.max_handshakes, config.max_handshakes_per_ip);
         let shared = Arc::new(Shared {
             auth,
             tls,
@@ -226,6 +231,7 @@ impl Server {
             hostname,
             uid,
             socket_dirs,
+            admission,
             blocking: pool.handle(),
             stop: CancellationToken::new(),
         });
