@@ -531,3 +531,96 @@ fn handshakes_are_bounded_per_address_and_freed_when_done() {
     assert_eq!(close_reason(&c.recv().unwrap()), "authentication failed");
     server.stop_and_join();
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Faults during forwarding end that connection only, tell the other side
+/// when its stream allows, and leave no descriptor behind.
+#[test]
+fn faults_mid_record_end_one_connection_and_leave_nothing() {
+    let dir = scratch("faults");
+    // 31: dies in the middle of a record.
+    fake_session(&dir, 31, |mut p| {
+        p.recv().unwrap();
+        p.send(vec![Value::from("hello"), caps(vec![])]);
+        let mut rec = Vec::new();
+        let draw = vec![
+            Value::from("draw"),
+            Value::Bytes(bytes::Bytes::from(vec![7u8; 100_000])),
+        ];
+        for r in packet::encode_packet(&draw, &EncodeOptions::plain(Encoder::Rencode)).unwrap() {
+            rec.extend_from_slice(&r.to_bytes());
+        }
+        p.s.write_all(&rec[..rec.len() / 2]).unwrap();
+        // dropped here: the session is gone mid-record
+    });
+    // 32: answers garbage after its hello.
+    fake_session(&dir, 32, |mut p| {
+        p.recv().unwrap();
+        p.send(vec![Value::from("hello"), caps(vec![])]);
+        p.s.write_all(b"this is not xpra at all").unwrap();
+        thread::sleep(Duration::from_secs(5));
+    });
+    // 33: echoes; records what the client side did to it.
+    let (tx, _rx) = mpsc::channel();
+    fake_session(&dir, 33, echo_session(tx));
+    let server = start(&dir, &[]);
+    let addr = server.tcp_addrs()[0];
+    // A well-behaved connection that stays up through all of it.
+    let mut steady = client(addr);
+    steady.send(client_hello(Some("33")));
+    assert_eq!(steady.recv().unwrap().items[0].as_str(), Some("hello"));
+    let before = open_fds();
+
+    // The session dies mid-record: the client's stream is mid-record too,
+    // so nothing is injected; the connection just closes.
+    let mut c = client(addr);
+    c.send(client_hello(Some("31")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    assert!(c.recv().is_none(), "a packet after a cut record");
+    drop(c);
+
+    // Garbage from the session: the client is told, at a packet boundary.
+    let mut c = client(addr);
+    c.send(client_hello(Some("32")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    assert_eq!(
+        close_reason(&c.recv().unwrap()),
+        "session closed the connection"
+    );
+    assert!(c.recv().is_none());
+    drop(c);
+
+    // The client resets mid-record (SO_LINGER 0): the session's side ends.
+    let mut c = client(addr);
+    c.send(client_hello(Some("33")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    let mut half = Vec::new();
+    let big = vec![
+        Value::from("ping"),
+        Value::Bytes(bytes::Bytes::from(vec![1u8; 50_000])),
+    ];
+    for r in packet::encode_packet(&big, &EncodeOptions::plain(Encoder::Rencode)).unwrap() {
+        half.extend_from_slice(&r.to_bytes());
+    }
+    c.s.write_all(&half[..half.len() / 2]).unwrap();
+    socket2::SockRef::from(&c.s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+
+    // The steady connection is still served.
+    steady.send(vec![Value::from("ping"), Value::Int(42)]);
+    let echo = steady.recv().unwrap();
+    assert_eq!(echo.items[1].as_int(), Some(42));
+    // Nothing left behind: the proxy's descriptors are back where they were
+    // (the faulty connections' sockets and their sessions' are closed).
+    let t = std::time::Instant::now();
+    while open_fds() > before && t.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(open_fds() <= before, "{} fds, {before} before", open_fds());
+    server.stop_and_join();
+}
