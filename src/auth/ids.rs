@@ -57,13 +57,18 @@ pub fn system_user(name: &str) -> Option<(u32, u32)> {
 }
 
 /// The name of the account xfwd runs as (xpra uses it when a client sends
-/// no username).
+/// no username). Looked up once (the lookup may block: the engine makes the
+/// first call before its shards start).
 pub fn current_user_name() -> String {
-    User::from_uid(Uid::current())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_default()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        User::from_uid(Uid::current())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 /// The name of a group id, if known.

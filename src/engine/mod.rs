@@ -100,8 +100,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct AuthEntry {
     pub chain: Arc<AuthChain>,
-    /// The chain's modules never block (allow, none, reject, fail): they
-    /// run on the shard, saving two thread hand-offs.
+    /// The chain's modules never block (reject, fail): they run on the
+    /// shard, saving two thread hand-offs.
     pub inline: bool,
 }
 
@@ -140,6 +140,9 @@ impl Server {
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
         preflight::prepare();
+        // Looked up once here, not on a shard (a client without a user
+        // name is taken as the account xfwd runs as).
+        let _ = crate::auth::ids::current_user_name();
         let none_only =
             |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
         if !config.tcp.is_empty() && none_only(&config.tcp_auth) {
@@ -177,12 +180,12 @@ impl Server {
             let chain = AuthChain::new(specs, AuthPolicy::default())
                 .map(Arc::new)
                 .map_err(|source| StartError::Auth { listener, source })?;
-            let inline = specs.iter().all(|s| {
-                matches!(
-                    s.kind,
-                    ModuleKind::Allow | ModuleKind::None | ModuleKind::Reject | ModuleKind::Fail
-                )
-            });
+            // Only modules that never accept run on the shard: any module
+            // that accepts looks the account up (getpwnam, which may ask
+            // NSS, LDAP ...) for the user's sessions, and that blocks.
+            let inline = specs
+                .iter()
+                .all(|s| matches!(s.kind, ModuleKind::Reject | ModuleKind::Fail));
             Ok::<_, StartError>(AuthEntry { chain, inline })
         };
         let auth = vec![
