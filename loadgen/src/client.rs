@@ -6,6 +6,11 @@
 //! closes right after the server's hello and a new one takes its place, to
 //! measure connection setup.
 //!
+//! With `--ack-every M` a connection acknowledges draws the way xpra's
+//! client does (`damage-sequence`), so an ack-paced session (`loadgen server
+//! --window N`) keeps streaming. A watchdog counts stalls: an established
+//! connection that expects data and gets no bytes for `--stall-ms`.
+//!
 //! Model: `--threads` OS threads (default: the CPUs), each one mio event
 //! loop owning its share of the connections; nothing is shared between
 //! threads on the data path but relaxed counters for the progress line.
@@ -52,6 +57,13 @@ pub struct ClientConfig {
     pub read_rate: Option<u64>,
     /// Handshakes in flight at once, all threads together.
     pub max_pending: usize,
+    /// Acknowledge draws every this many (0: never).
+    pub ack_every: u32,
+    /// The watchdog's limit: no bytes for longer while data is expected is
+    /// a stall (`None`: no watchdog).
+    pub stall: Option<Duration>,
+    /// Exit non-zero (4) when a stall was counted.
+    pub fail_on_stall: bool,
     pub quiet: bool,
     /// For `ssl://` and `wss://`: the TLS client settings and server name.
     pub tls: Option<(
@@ -75,6 +87,30 @@ struct Progress {
 const TIMER_PING: u8 = 1;
 const TIMER_HANDSHAKE: u8 = 2;
 const TIMER_READ: u8 = 3;
+/// Reads of one connection per readiness event before the others get a
+/// turn.
+const MAX_READS_PER_EVENT: u32 = 64;
+const TIMER_ACK: u8 = 4;
+
+/// With `--ack-every`, draws not yet acknowledged are acknowledged once no
+/// draw has arrived for this long: a session whose window is not a multiple
+/// of M (or smaller) would otherwise wait for an ack that never comes, a
+/// deadlock of the test tool's own making.
+const IDLE_ACK: Duration = Duration::from_millis(50);
+/// How often the watchdog looks at every connection.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Stall lines printed on stderr per thread (the report counts them all).
+const STALL_LINES: u32 = 8;
+
+/// The latest draw received, for its acknowledgement.
+#[derive(Clone, Copy)]
+struct LastDraw {
+    seq: i64,
+    wid: i64,
+    width: i64,
+    height: i64,
+    at: Instant,
+}
 
 enum State {
     Connecting,
@@ -103,6 +139,38 @@ struct Conn {
     refilled: Instant,
     /// A read timer is pending (reading paused by `--read-rate`).
     paused: bool,
+    /// The peer has closed (or the socket failed): read to the end, a
+    /// short read is no sign that the socket is drained.
+    hup: bool,
+    /// Watchdog: when bytes last arrived (or the connection was
+    /// established), whether draws have been arriving (then more are
+    /// expected), our pings not echoed yet and since when one is awaited,
+    /// whether a stall is in progress (counted once).
+    last_rx: Instant,
+    drawing: bool,
+    pings_out: u32,
+    ping_wait: Option<Instant>,
+    stalled: bool,
+    /// `--ack-every`: the latest draw, draws received since the last ack,
+    /// whether the idle-ack timer is pending.
+    last_draw: Option<LastDraw>,
+    since_ack: u32,
+    ack_timer: bool,
+}
+
+impl Conn {
+    /// Since when this connection waits for data it expects, if it does:
+    /// an established connection whose draws have been flowing, or one
+    /// with a ping unanswered.
+    fn waiting_since(&self) -> Option<Instant> {
+        if !matches!(self.state, State::Streaming) {
+            return None;
+        }
+        if self.drawing {
+            return Some(self.last_rx);
+        }
+        self.ping_wait.map(|p| p.max(self.last_rx))
+    }
 }
 
 struct Worker {
@@ -127,6 +195,9 @@ struct Worker {
     bufs: transport::Bufs,
     /// Initial connections opened so far by this thread.
     initial_left: usize,
+    /// When the watchdog looks next; stall lines printed so far.
+    next_watch: Instant,
+    stall_lines: u32,
 }
 
 pub fn run(cfg: ClientConfig) -> ExitCode {
@@ -181,6 +252,8 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
                     items: Vec::new(),
                     bufs: transport::Bufs::default(),
                     initial_left: share,
+                    next_watch: t0 + WATCH_EVERY,
+                    stall_lines: 0,
                 };
                 w.run();
                 w.stats
@@ -257,10 +330,12 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
     }
     let clean =
         stats.failed_total() == 0 && stats.lost == 0 && stats.reordered == 0 && stats.corrupt == 0;
-    if clean {
-        ExitCode::SUCCESS
-    } else {
+    if !clean {
         ExitCode::from(3)
+    } else if cfg.fail_on_stall && stats.stalls > 0 {
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -294,6 +369,11 @@ impl Worker {
                 if ev.is_writable() {
                     self.on_writable(idx);
                 }
+                if ev.is_read_closed() || ev.is_error() {
+                    if let Some(c) = self.conns.get_mut(idx) {
+                        c.hup = true;
+                    }
+                }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.on_readable(idx);
                 }
@@ -302,9 +382,42 @@ impl Worker {
             while let Some((idx, gen, kind)) = self.timers.pop_due(now) {
                 self.on_timer(idx, gen, kind, now);
             }
+            if now >= self.next_watch {
+                self.next_watch = now + WATCH_EVERY;
+                self.watch(now);
+            }
             self.open_more();
         }
+        // stalls still going on at the end count too
+        self.watch(Instant::now());
         self.finish();
+    }
+
+    /// The watchdog: a connection that expects data and has had none for
+    /// more than `--stall-ms` is stalled (counted once per stall, however
+    /// long it lasts; the longest wait is kept).
+    fn watch(&mut self, now: Instant) {
+        let Some(limit) = self.cfg.stall else {
+            return;
+        };
+        for (idx, c) in self.conns.iter_mut() {
+            let Some(since) = c.waiting_since() else {
+                continue;
+            };
+            let gap = now.saturating_duration_since(since);
+            self.stats.max_stall = self.stats.max_stall.max(gap);
+            if gap > limit && !c.stalled {
+                c.stalled = true;
+                stall_found(
+                    &mut self.stats,
+                    &mut self.stall_lines,
+                    &self.cfg,
+                    idx,
+                    gap,
+                    c,
+                );
+            }
+        }
     }
 
     fn us_since_t0(&self, at: Instant) -> i64 {
@@ -388,6 +501,15 @@ impl Worker {
             tokens: 0.0,
             refilled: started,
             paused: false,
+            hup: false,
+            last_rx: started,
+            drawing: false,
+            pings_out: 0,
+            ping_wait: None,
+            stalled: false,
+            last_draw: None,
+            since_ack: 0,
+            ack_timer: false,
         });
         self.pending += 1;
         self.timers
@@ -479,6 +601,7 @@ impl Worker {
         let mut end: Option<(Fail, String)> = None;
         let mut bytes = 0usize;
         if let Some(c) = self.conns.get_mut(idx) {
+            let waited = c.waiting_since();
             if matches!(c.state, State::Connecting) {
                 // an error or hang-up before connecting completes
                 if let Err(e) = c.stream.check_connected() {
@@ -496,7 +619,20 @@ impl Worker {
                     .min(burst);
                 c.refilled = now;
             }
+            let mut reads = 0u32;
             while end.is_none() {
+                if reads == MAX_READS_PER_EVENT {
+                    // A peer that sends faster than this connection is read
+                    // would keep the loop here forever (the socket never
+                    // runs dry): come back at once, after the other
+                    // connections and the clock had their turn.
+                    if !c.paused {
+                        c.paused = true;
+                        self.timers.add(Instant::now(), idx, c.gen, TIMER_READ);
+                    }
+                    break;
+                }
+                reads += 1;
                 let room = match throttle {
                     None => scratch.len(),
                     Some(_) => (c.tokens.max(0.0) as usize).min(scratch.len()),
@@ -545,9 +681,11 @@ impl Worker {
                                 end = Some((kind, why.to_owned()));
                             }
                         }
-                        if n < room {
+                        if n < room && !c.hup {
                             // most likely drained: saves a read returning EAGAIN
-                            // (edge-triggered: safe, a later arrival raises a new event)
+                            // (edge-triggered: safe, a later arrival raises a new
+                            // event; but a close that came with these bytes raises
+                            // none, hence `hup`: then read on to the end)
                             break;
                         }
                     }
@@ -564,6 +702,26 @@ impl Worker {
                         end = Some((kind, e.to_string()));
                     }
                 }
+            }
+            if bytes > 0 {
+                // the wait these bytes end (the sweep may not have seen it)
+                let now = Instant::now();
+                if let (Some(since), Some(limit)) = (waited, self.cfg.stall) {
+                    let gap = now.saturating_duration_since(since);
+                    self.stats.max_stall = self.stats.max_stall.max(gap);
+                    if gap > limit && !c.stalled {
+                        stall_found(
+                            &mut self.stats,
+                            &mut self.stall_lines,
+                            &self.cfg,
+                            idx,
+                            gap,
+                            c,
+                        );
+                    }
+                }
+                c.stalled = false;
+                c.last_rx = now;
             }
         }
         self.scratch = scratch;
@@ -613,6 +771,28 @@ impl Worker {
         match ptype {
             "draw" => {
                 let chunk = c.pixels.take();
+                c.drawing = true;
+                let ack_every = self.cfg.ack_every;
+                if ack_every > 0 {
+                    let int = |i: usize| p.items.get(i).and_then(Value::as_int);
+                    // xpra acks the packet sequence, argument 8
+                    if let Some(seq) = int(8) {
+                        c.last_draw = Some(LastDraw {
+                            seq,
+                            wid: int(1).unwrap_or(0),
+                            width: int(4).unwrap_or(0),
+                            height: int(5).unwrap_or(0),
+                            at: now,
+                        });
+                        c.since_ack = c.since_ack.saturating_add(1);
+                        if c.since_ack >= ack_every {
+                            send_ack(c, &self.framing, &mut self.stats);
+                        } else if !c.ack_timer {
+                            c.ack_timer = true;
+                            self.timers.add(now + IDLE_ACK, idx, c.gen, TIMER_ACK);
+                        }
+                    }
+                }
                 match proto::check_draw(&p.items, chunk) {
                     Some(d) => {
                         self.stats.draws += 1;
@@ -633,6 +813,10 @@ impl Worker {
             }
             "ping_echo" => {
                 let ours = p.items.get(6).and_then(Value::as_str) == Some(c.uuid.as_str());
+                if ours {
+                    c.pings_out = c.pings_out.saturating_sub(1);
+                    c.ping_wait = (c.pings_out > 0).then_some(now);
+                }
                 if let (true, Some(sent)) = (ours, p.items.get(1).and_then(Value::as_int)) {
                     let rtt = (now_us - sent).max(0) as u64;
                     let _ = self.stats.rtt.record(rtt.max(1));
@@ -679,6 +863,7 @@ impl Worker {
                     return Ok(());
                 }
                 c.state = State::Streaming;
+                c.last_rx = now;
                 let us = now.duration_since(c.started).as_micros() as u64;
                 let _ = self.stats.handshake.record(us.max(1));
                 self.stats.ok += 1;
@@ -750,11 +935,29 @@ impl Worker {
                 if let Ok(b) = proto::encode(&proto::ping(now_us, &c.uuid), &self.framing) {
                     c.wq.push_urgent(vec![b]);
                     self.stats.pings += 1;
+                    if c.pings_out == 0 {
+                        c.ping_wait = Some(now);
+                    }
+                    c.pings_out = c.pings_out.saturating_add(1);
                 }
                 if let Some(iv) = self.cfg.ping_interval {
                     self.timers.add(now + iv, idx, gen, TIMER_PING);
                 }
                 self.flush(idx);
+            }
+            TIMER_ACK => {
+                c.ack_timer = false;
+                if c.since_ack == 0 {
+                    return;
+                }
+                let last = c.last_draw.map_or(now, |d| d.at);
+                if now >= last + IDLE_ACK {
+                    send_ack(c, &self.framing, &mut self.stats);
+                    self.flush(idx);
+                } else {
+                    c.ack_timer = true;
+                    self.timers.add(last + IDLE_ACK, idx, gen, TIMER_ACK);
+                }
             }
             _ => {}
         }
@@ -793,6 +996,47 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Queues a `damage-sequence` for the latest draw (acknowledging it and
+/// every draw before it).
+fn send_ack(c: &mut Conn, framing: &Framing, stats: &mut Stats) {
+    let Some(d) = c.last_draw else {
+        return;
+    };
+    // decode time 0: no timing to report (xpra records only > 0)
+    let ack = proto::damage_sequence(d.seq, d.wid, d.width, d.height, 0);
+    if let Ok(b) = proto::encode(&ack, framing) {
+        c.wq.push(vec![b]);
+        stats.acks += 1;
+    }
+    c.since_ack = 0;
+}
+
+/// Counts a stall (once per stall) and says so on stderr, a few times.
+fn stall_found(
+    stats: &mut Stats,
+    lines: &mut u32,
+    cfg: &ClientConfig,
+    idx: usize,
+    gap: Duration,
+    c: &Conn,
+) {
+    stats.stalls += 1;
+    let limit = cfg.stall.map_or(0, |d| d.as_millis());
+    stats.note(&format!("stall: no data for more than {limit} ms"));
+    if *lines < STALL_LINES && !cfg.quiet {
+        *lines += 1;
+        eprintln!(
+            "loadgen client: stall on {} connection {idx}: no data for {} ms \
+             (draws flowing: {}, draws un-acked: {}, pings unanswered: {})",
+            std::thread::current().name().unwrap_or("?"),
+            gap.as_millis(),
+            c.drawing,
+            c.since_ack,
+            c.pings_out
+        );
     }
 }
 

@@ -56,6 +56,14 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    /// Live entries with their indices.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.items
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_mut().map(|v| (i, v)))
+    }
+
     /// Indices of live entries.
     pub fn keys(&self) -> Vec<usize> {
         self.items

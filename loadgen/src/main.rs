@@ -76,6 +76,11 @@ struct ServerArgs {
     /// Windows per connection (draws go round-robin over them).
     #[arg(long, default_value_t = 1)]
     windows: u32,
+    /// Keep at most N draws un-acknowledged per connection (all its windows
+    /// together) and send more as the client's `damage-sequence` packets
+    /// acknowledge them, as xpra paces draws; 0: free-running.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    window: u32,
     /// Event-loop threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -140,6 +145,19 @@ struct ClientArgs {
     /// slow reader).
     #[arg(long, value_name = "BYTES")]
     read_rate: Option<u64>,
+    /// Acknowledge draws with `damage-sequence` (xpra's draw ack) every M
+    /// draws received, and whatever is un-acknowledged once no draw has come
+    /// for 50 ms (0: never ack).
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    ack_every: u32,
+    /// Count a stall when an established connection that expects data
+    /// (draws have been flowing, or a ping is unanswered) gets no bytes for
+    /// more than MS milliseconds (0: no watchdog).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    stall_ms: u64,
+    /// Exit with status 4 when any stall was counted.
+    #[arg(long)]
+    fail_on_stall: bool,
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
@@ -171,6 +189,7 @@ fn server_config(a: ServerArgs) -> Result<server::ServerConfig, String> {
         draw_size: a.draw_size,
         rate: server::Rate::parse(&a.draw_rate)?,
         windows: a.windows.max(1),
+        window: a.window,
         threads: a.threads.max(1),
     })
 }
@@ -257,6 +276,9 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
             .map(Duration::from_secs_f64),
         read_rate: a.read_rate.filter(|r| *r > 0),
         max_pending: a.max_pending.max(1),
+        ack_every: a.ack_every,
+        stall: (a.stall_ms > 0).then(|| Duration::from_millis(a.stall_ms)),
+        fail_on_stall: a.fail_on_stall,
         quiet: a.quiet,
         tls,
     })

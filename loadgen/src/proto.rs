@@ -355,6 +355,28 @@ pub fn ping_echo(ping: &[Value]) -> Vec<Value> {
     ]
 }
 
+/// A client's draw acknowledgement, as xpra's client sends it
+/// (`send_damage_sequence` in `client/mixins/window_manager.py`):
+/// `["damage-sequence", packet_sequence, wid, width, height,
+/// decode_time_us, message]`; `packet_sequence` is the draw's argument 8.
+pub fn damage_sequence(seq: i64, wid: i64, width: i64, height: i64, decode_us: i64) -> Vec<Value> {
+    vec![
+        s("damage-sequence"),
+        Value::Int(seq),
+        Value::Int(wid),
+        Value::Int(width),
+        Value::Int(height),
+        Value::Int(decode_us),
+        s(""),
+    ]
+}
+
+/// The draw sequence a `damage-sequence` packet acknowledges, if it is one
+/// (a positive integer).
+pub fn acked_sequence(items: &[Value]) -> Option<i64> {
+    items.get(1).and_then(Value::as_int).filter(|s| *s > 0)
+}
+
 /// The pixel buffers a server draws with: a few distinct random buffers,
 /// each with its checksum, shared by every connection.
 pub struct Pixels {
@@ -493,6 +515,29 @@ mod tests {
                 Some(DrawCheck { seq: 5, ok: false })
             );
         }
+    }
+
+    #[test]
+    fn damage_sequence_round_trip() {
+        for enc in [Encoder::Rencodeplus, Encoder::Rencode, Encoder::Bencode] {
+            let bytes = encode(&damage_sequence(77, 2, 256, 256, 0), &Framing::plain(enc)).unwrap();
+            let mut reader = crate::net::RecordReader::new(1 << 20);
+            let mut items = Vec::new();
+            reader.feed(&bytes, &mut items).unwrap();
+            let crate::net::Item::Main(ref m) = items[0] else {
+                panic!()
+            };
+            let p = decode(m).unwrap();
+            assert_eq!(p.packet_type(), Some("damage-sequence"));
+            assert_eq!(p.items.len(), 7);
+            assert_eq!(acked_sequence(&p.items), Some(77));
+        }
+        assert_eq!(
+            acked_sequence(&[s("damage-sequence"), Value::Int(-1)]),
+            None
+        );
+        assert_eq!(acked_sequence(&[s("damage-sequence"), s("x")]), None);
+        assert_eq!(acked_sequence(&[s("damage-sequence")]), None);
     }
 
     #[test]

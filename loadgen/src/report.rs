@@ -53,6 +53,11 @@ pub struct Stats {
     pub reordered: u64,
     pub corrupt: u64,
     pub pings: u64,
+    /// `damage-sequence` acks sent.
+    pub acks: u64,
+    /// Watchdog: stalls counted, and the longest wait for expected data.
+    pub stalls: u64,
+    pub max_stall: std::time::Duration,
     /// A few distinct error messages with their counts.
     pub reasons: BTreeMap<String, u64>,
 }
@@ -78,6 +83,9 @@ impl Stats {
             reordered: 0,
             corrupt: 0,
             pings: 0,
+            acks: 0,
+            stalls: 0,
+            max_stall: std::time::Duration::ZERO,
             reasons: BTreeMap::new(),
         }
     }
@@ -112,6 +120,9 @@ impl Stats {
         self.reordered += o.reordered;
         self.corrupt += o.corrupt;
         self.pings += o.pings;
+        self.acks += o.acks;
+        self.stalls += o.stalls;
+        self.max_stall = self.max_stall.max(o.max_stall);
         for (k, v) in &o.reasons {
             if self.reasons.len() < 16 || self.reasons.contains_key(k) {
                 *self.reasons.entry(k.clone()).or_default() += v;
@@ -177,6 +188,9 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
             "count": s.rtt.len(),
         },
         "pings_sent": s.pings,
+        "acks_sent": s.acks,
+        "stalls": s.stalls,
+        "max_stall_ms": s.max_stall.as_millis() as u64,
         "lost": s.lost,
         "reordered": s.reordered,
         "corrupt": s.corrupt,
@@ -197,6 +211,8 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
             "handshake_loop": cfg.handshake_loop,
             "ping_interval_ms": cfg.ping_interval.map(|d| d.as_millis() as u64),
             "read_rate": cfg.read_rate,
+            "ack_every": cfg.ack_every,
+            "stall_ms": cfg.stall.map(|d| d.as_millis() as u64),
         },
     })
 }
@@ -297,6 +313,27 @@ pub fn table(j: &Json) -> String {
             num(j, &["corrupt"])
         ),
     );
+    row(
+        &mut out,
+        "watchdog",
+        format!(
+            "{} stalls (no data for over {} ms while expecting it), longest wait {} ms",
+            num(j, &["stalls"]),
+            num(j, &["config", "stall_ms"]),
+            num(j, &["max_stall_ms"])
+        ),
+    );
+    if num(j, &["config", "ack_every"]) > 0.0 {
+        row(
+            &mut out,
+            "acks",
+            format!(
+                "{} damage-sequence sent (every {} draws)",
+                num(j, &["acks_sent"]),
+                num(j, &["config", "ack_every"])
+            ),
+        );
+    }
     row(
         &mut out,
         "loadgen cpu",

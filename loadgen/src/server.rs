@@ -5,7 +5,9 @@
 //! answers every hello in the peer's encoder, optionally demands a password
 //! with xpra's challenge, then streams `draw` packets (pixels in raw chunk 7,
 //! a sequence number and a CRC-32 of the pixels in the options) and answers
-//! `ping` with `ping_echo`.
+//! `ping` with `ping_echo`. With `--window N` a connection keeps at most N
+//! draws un-acknowledged and sends more as the client's `damage-sequence`
+//! packets come back, the way a real xpra server paces its draws.
 //!
 //! Threads: one acceptor per listener (blocking accept), hands sockets to
 //! `--threads` event loops (mio, edge-triggered).
@@ -66,6 +68,9 @@ pub struct ServerConfig {
     pub draw_size: usize,
     pub rate: Rate,
     pub windows: u32,
+    /// Draws a connection may have un-acknowledged (`damage-sequence`);
+    /// 0: no limit (free-running).
+    pub window: u32,
     pub threads: usize,
 }
 
@@ -109,6 +114,8 @@ struct Conn {
     state: State,
     framing: Framing,
     seq: i64,
+    /// Highest draw sequence the client acknowledged (`damage-sequence`).
+    acked: i64,
     wid: u32,
     gen: u64,
     /// Draws due (rate mode) but not yet queued.
@@ -379,6 +386,7 @@ impl Worker {
             state: State::AwaitHello,
             framing: Framing::plain(Encoder::Rencode),
             seq: 0,
+            acked: 0,
             wid: 0,
             gen: self.gen,
             owed: 0,
@@ -531,6 +539,13 @@ impl Worker {
                     c.wq.push_urgent(vec![b]);
                 }
             }
+            (State::Streaming, "damage-sequence") => {
+                // cumulative: every draw up to this one is acknowledged; a
+                // sequence never sent acknowledges no more than was sent
+                if let Some(seq) = proto::acked_sequence(&p.items) {
+                    c.acked = c.acked.max(seq.min(c.seq));
+                }
+            }
             (State::Streaming | State::Closing, _) => {}
             (_, _) => {
                 refuse(c, "invalid packet before hello");
@@ -599,8 +614,7 @@ impl Worker {
                 if !c.writable {
                     break;
                 }
-                let more = matches!(c.state, State::Streaming)
-                    && (shared.cfg.rate == Rate::Max || c.owed > 0);
+                let more = matches!(c.state, State::Streaming) && may_draw(c, &shared.cfg);
                 if !more {
                     break;
                 }
@@ -647,12 +661,20 @@ fn refuse(c: &mut Conn, reason: &str) {
     c.state = State::Closing;
 }
 
-/// Queues draws up to the high-water mark (or the owed count).
+/// Whether the connection may generate another draw now: one is due (rate
+/// mode) and the ack window has room.
+fn may_draw(c: &Conn, cfg: &ServerConfig) -> bool {
+    let due = cfg.rate == Rate::Max || (cfg.rate != Rate::Idle && c.owed > 0);
+    due && (cfg.window == 0 || c.seq - c.acked < i64::from(cfg.window))
+}
+
+/// Queues draws up to the high-water mark (or the owed count, or the ack
+/// window).
 fn fill(c: &mut Conn, shared: &Shared, hw: usize, batch: &mut BytesMut) {
     let windows = shared.cfg.windows.max(1);
     let max = shared.cfg.rate == Rate::Max;
     let small = shared.cfg.draw_size < ZERO_COPY_MIN;
-    while c.wq.len() + batch.len() < hw && (max || c.owed > 0) {
+    while c.wq.len() + batch.len() < hw && may_draw(c, &shared.cfg) {
         c.seq += 1;
         let wid = i64::from(c.wid % windows) + 1;
         c.wid = c.wid.wrapping_add(1);

@@ -15,10 +15,17 @@ pub fn loadgen() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
 }
 
-/// The xfwd binary of the same profile as this test's loadgen.
+/// The xfwd binary: `$XFWD_BIN` when set (to run these tests against
+/// another build), else the one of the same profile as this test's loadgen.
 pub fn xfwd() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("XFWD_BIN").filter(|b| !b.is_empty()) {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "XFWD_BIN={} is not a file", bin.display());
+            eprintln!("xfwd under test: {} (XFWD_BIN)", bin.display());
+            return bin;
+        }
         let dir = loadgen()
             .parent()
             .expect("loadgen has a parent dir")
@@ -89,6 +96,10 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // already reaped: its pid may belong to someone else by now
+            return;
+        }
         // SIGTERM so the fake session removes its socket
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -127,6 +138,76 @@ pub fn n(v: &Value, path: &[&str]) -> u64 {
         .unwrap_or_else(|| cur.as_f64().map_or(u64::MAX, |f| f as u64))
 }
 
+/// Starts a fake session `:display` in `dir/sockets` (logging to
+/// `dir/log`) and waits for its socket.
+pub fn start_session(dir: &Path, display: &str, args: &[&str], log: &str) -> Proc {
+    let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let socket = dir.join("sockets").join(format!("{hostname}-{display}"));
+    let mut session = Proc::start(
+        Command::new(loadgen())
+            .arg("server")
+            .arg(format!("--socket-dir={}", dir.join("sockets").display()))
+            .arg(format!("--display={display}"))
+            .args(args),
+        dir.join(log),
+    );
+    wait_for(|| socket.exists(), "the session socket", &mut session);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "session socket mode");
+    session
+}
+
+/// Starts xfwd on a free 127.0.0.1 port with `--tcp-auth`, the sessions of
+/// `dir/sockets`, `--cores=1` unless `args` say otherwise, and `args`;
+/// waits until it listens. Returns it and its port.
+pub fn start_xfwd(dir: &Path, tcp_auth: &str, args: &[String], log: &str) -> (Proc, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(xfwd());
+    cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
+        .arg(format!("--tcp-auth={tcp_auth}"))
+        .arg(format!("--socket-dir={}", dir.join("sockets").display()));
+    if !args.iter().any(|a| a.starts_with("--cores")) {
+        cmd.arg("--cores=1");
+    }
+    let mut xfwd = Proc::start(cmd.args(args), dir.join(log));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for(
+        || TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok(),
+        "xfwd to listen",
+        &mut xfwd,
+    );
+    (xfwd, port)
+}
+
+/// A `loadgen client` through xfwd's `port` to `display`, started in the
+/// background; its report goes to `dir/tag.json`, its output to
+/// `dir/tag.log`.
+pub fn spawn_client(dir: &Path, port: u16, display: &str, tag: &str, args: &[&str]) -> Proc {
+    Proc::start(
+        Command::new(loadgen())
+            .arg("client")
+            .arg(format!("--connect=tcp://u:any@127.0.0.1:{port}/{display}"))
+            .arg(format!(
+                "--json={}",
+                dir.join(format!("{tag}.json")).display()
+            ))
+            .args(["--quiet", "--threads=1", "--timeout=10"])
+            .args(args),
+        dir.join(format!("{tag}.log")),
+    )
+}
+
+/// The report a client wrote to `dir/tag.json`, if any.
+pub fn report(dir: &Path, tag: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join(format!("{tag}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// A fake session `:display` in a socket dir, and xfwd in front of it.
 pub struct Setup {
     pub dir: PathBuf,
@@ -145,7 +226,7 @@ impl Setup {
     }
 
     /// Starts the session in `dir/sockets` and xfwd with `--tcp-auth`
-    /// plus `xfwd_args`.
+    /// plus `xfwd_args` (`--cores=1` unless they say otherwise).
     pub fn start(
         dir: PathBuf,
         display: &str,
@@ -153,41 +234,8 @@ impl Setup {
         tcp_auth: &str,
         xfwd_args: &[String],
     ) -> Setup {
-        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
-        let socket = dir.join("sockets").join(format!("{hostname}-{display}"));
-        let mut session = Proc::start(
-            Command::new(loadgen())
-                .arg("server")
-                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
-                .arg(format!("--display={display}"))
-                .args(session_args),
-            dir.join("session.log"),
-        );
-        wait_for(|| socket.exists(), "the session socket", &mut session);
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&socket).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600, "session socket mode");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut xfwd = Proc::start(
-            Command::new(xfwd())
-                .arg(format!("--bind-tcp=127.0.0.1:{port}"))
-                .arg(format!("--tcp-auth={tcp_auth}"))
-                .arg(format!("--socket-dir={}", dir.join("sockets").display()))
-                .arg("--cores=1")
-                .args(xfwd_args),
-            dir.join("xfwd.log"),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for(
-            || TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok(),
-            "xfwd to listen",
-            &mut xfwd,
-        );
+        let session = start_session(&dir, display, session_args, "session.log");
+        let (xfwd, port) = start_xfwd(&dir, tcp_auth, xfwd_args, "xfwd.log");
         Setup {
             dir,
             port,
