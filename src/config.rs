@@ -136,8 +136,10 @@ pub struct ServeArgs {
     /// accept.
     #[arg(long = "max-handshakes", value_name = "N", default_value_t = 1024)]
     pub max_handshakes: usize,
-    /// The same, per client address.
-    #[arg(long = "max-handshakes-per-ip", value_name = "N", default_value_t = 64)]
+    /// The same, per client address (not counted for the trusted fronts of
+    /// --proxy-protocol-from: every client behind them shares their
+    /// address).
+    #[arg(long = "max-handshakes-per-ip", value_name = "N", default_value_t = 256)]
     pub max_handshakes_per_ip: usize,
 }
 

@@ -124,6 +124,12 @@ impl Harness {
     }
 
     fn with(auth: &[&str], throttle: ThrottleConfig) -> Harness {
+        Harness::read_ahead(auth, throttle, BytesMut::new())
+    }
+
+    /// A connection whose front door already read `already` (TLS,
+    /// WebSocket).
+    fn read_ahead(auth: &[&str], throttle: ThrottleConfig, already: BytesMut) -> Harness {
         let specs = AuthSpec::parse_chain(auth).unwrap();
         let inline = auth
             .iter()
@@ -140,8 +146,8 @@ impl Harness {
         };
         let now = Instant::now();
         let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
-        Harness {
-            core: Connection::new(cfg, peer, BytesMut::new(), now),
+        let mut h = Harness {
+            core: Connection::new(cfg, peer, already, now),
             now,
             world: World {
                 plan: Ok(local_plan(None)),
@@ -153,7 +159,9 @@ impl Harness {
             closed: false,
             jobs: VecDeque::new(),
             hold_jobs: false,
-        }
+        };
+        h.drain();
+        h
     }
 
     fn event(&mut self, e: Event) {
@@ -610,4 +618,13 @@ fn the_relay_starts_with_what_was_read_past_the_hello() {
     h.event(Event::ClientData(bytes));
     let start = h.relay.take().unwrap();
     assert_eq!(&start.client_buf[..], &ping[..]);
+}
+
+#[test]
+fn a_hello_read_by_the_front_door_is_handled_at_once() {
+    // Inside TLS the front door reads (it cannot peek): the hello may be
+    // all there before the core exists, and no more bytes will come.
+    let already = encode(&hello(vec![]), Encoder::Rencode);
+    let h = Harness::read_ahead(&["none"], ThrottleConfig::default(), already);
+    assert_eq!(h.core.phase(), Phase::Relaying);
 }

@@ -8,7 +8,7 @@
 //!   SIGTERM within 3 s.
 //! - `sigterm_under_load_stops_within_3s`: start xfwd, load it, SIGTERM it
 //!   during the load: it must exit 0 within 3 s. `XFWD_STOP_CYCLES`
-//!   (default 5) says how many times, `XFWD_STOP_LOAD_SECS` (default 2) how
+//!   (default 6) says how many times, `XFWD_STOP_LOAD_SECS` (default 6) how
 //!   long each load runs. Odd cycles carry one ack-windowed
 //!   connection with pings (one shard busy, the other idle: the shape that
 //!   hung the glommio engine most often), even ones a bulk mix (4
@@ -111,7 +111,7 @@ fn cycles() -> usize {
     std::env::var("XFWD_STOP_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(6)
         .max(1)
 }
 
@@ -120,7 +120,7 @@ fn load_time() -> Duration {
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .unwrap_or(2.0);
+        .unwrap_or(6.0);
     Duration::from_secs_f64(secs.min(600.0))
 }
 

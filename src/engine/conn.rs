@@ -306,10 +306,18 @@ impl Driver {
                 session_at_boundary: false,
             };
         };
-        // Bytes the driver read past the handshake belong to the relay.
+        // Bytes the driver read past the handshake belong to the relay; the
+        // handshake's read buffers are given back (the pumps have their
+        // own).
         if !self.client.buf.is_empty() {
             client_buf.unsplit(self.client.buf.split());
         }
+        self.client.buf = BytesMut::new();
+        let mut session_buf = session_buf;
+        if !session.buf.is_empty() {
+            session_buf.unsplit(session.buf.split());
+        }
+        session.buf = BytesMut::new();
         let (up, down) = (Counters::default(), Counters::default());
         let (to_session, to_client) = (OutState::default(), OutState::default());
         let (session_box, client_box) = (Outbox::default(), Outbox::default());

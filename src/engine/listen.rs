@@ -146,7 +146,16 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, kind)) => {
-                let slot = match shared.admission.admit(peer.ip()) {
+                // A trusted front (PROXY protocol) carries many clients'
+                // connections: counted globally only.
+                let ip = peer.ip().filter(|ip| {
+                    !shared
+                        .config
+                        .proxy_protocol_from
+                        .iter()
+                        .any(|c| c.contains(*ip))
+                });
+                let slot = match shared.admission.admit(ip) {
                     Ok(slot) => slot,
                     Err(refusal) => {
                         refused_since_log += 1;

@@ -267,7 +267,7 @@ impl Connection {
     /// front door), at `now`.
     pub fn new(cfg: ConnConfig, peer: PeerInfo, already: BytesMut, now: Instant) -> Connection {
         let deadline = now + cfg.handshake_timeout;
-        Connection {
+        let mut c = Connection {
             cfg,
             peer,
             phase: Phase::Hello,
@@ -290,7 +290,13 @@ impl Connection {
             user: None,
             error: None,
             actions: VecDeque::new(),
+        };
+        // What the front door read (inside TLS or WebSocket, where it
+        // cannot peek) may hold the whole hello already.
+        if !c.client_buf.is_empty() {
+            c.on_client_data(now);
         }
+        c
     }
 
     pub fn phase(&self) -> Phase {
