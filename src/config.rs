@@ -139,7 +139,11 @@ pub struct ServeArgs {
     /// The same, per client address (not counted for the trusted fronts of
     /// --proxy-protocol-from: every client behind them shares their
     /// address).
-    #[arg(long = "max-handshakes-per-ip", value_name = "N", default_value_t = 256)]
+    #[arg(
+        long = "max-handshakes-per-ip",
+        value_name = "N",
+        default_value_t = 256
+    )]
     pub max_handshakes_per_ip: usize,
 }
 
