@@ -717,6 +717,9 @@ impl Connection {
 
     fn start_relay(&mut self) {
         self.phase = Phase::Relaying;
+        // The hellos were for the handshake: not kept while relaying.
+        self.hello = Vec::new();
+        self.upstream_items = Vec::new();
         let limits = Limits::default();
         let c2s = Direction::new(self.rules, limits, Intercepts::default());
         let s2c = Direction::new(
