@@ -20,6 +20,10 @@ use xfwd::wire::packet::{self, Assembler, EncodeOptions};
 use xfwd::wire::views::Close;
 use xfwd::wire::Value;
 
+mod common;
+
+use common::free_port;
+
 const DEADLINE_S: u64 = 3;
 
 struct Xfwd {
@@ -32,14 +36,6 @@ impl Drop for Xfwd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(extra: &[&str]) -> Xfwd {

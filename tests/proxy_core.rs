@@ -233,6 +233,32 @@ impl Harness {
     }
 }
 
+/// The hello capabilities that answer `challenge` with `password`.
+fn answer_caps(challenge: &Challenge, password: &[u8]) -> Vec<(&'static str, Value)> {
+    let answer = client_answer(challenge, password).unwrap();
+    let mut extra = vec![(
+        "challenge_response",
+        Value::from(std::str::from_utf8(answer.response.as_bytes()).unwrap()),
+    )];
+    if let Some(s) = &answer.client_salt {
+        extra.push((
+            "challenge_client_salt",
+            Value::Bytes(bytes::Bytes::copy_from_slice(s)),
+        ));
+    }
+    extra
+}
+
+/// A `file` auth module whose password is `sesame`: its dir and spec.
+fn password_file(name: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("xfwd-core-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "sesame").unwrap();
+    let spec = format!("file,filename={}", pw.display());
+    (dir, spec)
+}
+
 fn dict_keys(p: &Packet) -> Vec<String> {
     match &p.items[1] {
         Value::Dict(d) => d
@@ -347,11 +373,7 @@ fn reject_refuses_and_repeat_failures_are_delayed() {
 
 #[test]
 fn a_wrong_password_waits_its_delay_then_is_refused() {
-    let dir = std::env::temp_dir().join(format!("xfwd-core-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pw = dir.join("pw");
-    std::fs::write(&pw, "sesame").unwrap();
-    let spec = format!("file,filename={}", pw.display());
+    let (dir, spec) = password_file("wrong");
     let mut h = Harness::new(&[&spec]);
     h.client_sends(&hello(vec![]));
     assert_eq!(h.core.phase(), Phase::Challenged);
@@ -359,18 +381,7 @@ fn a_wrong_password_waits_its_delay_then_is_refused() {
     assert_eq!(c.packet_type(), Some("challenge"));
     let challenge = Challenge::parse(&c.items).unwrap();
     // A wrong answer.
-    let answer = client_answer(&challenge, b"wrong").unwrap();
-    let mut extra = vec![(
-        "challenge_response",
-        Value::from(std::str::from_utf8(answer.response.as_bytes()).unwrap()),
-    )];
-    if let Some(s) = &answer.client_salt {
-        extra.push((
-            "challenge_client_salt",
-            Value::Bytes(bytes::Bytes::copy_from_slice(s)),
-        ));
-    }
-    h.client_sends(&hello(extra));
+    h.client_sends(&hello(answer_caps(&challenge, b"wrong")));
     // Refused after the failed-attempt delay (the first failure may have
     // none; either way the same answer comes, at the delay).
     if h.core.phase() == Phase::Refusing {
@@ -385,26 +396,11 @@ fn a_wrong_password_waits_its_delay_then_is_refused() {
 
 #[test]
 fn the_right_password_passes_the_proxys_own_challenge() {
-    let dir = std::env::temp_dir().join(format!("xfwd-core-ok-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pw = dir.join("pw");
-    std::fs::write(&pw, "sesame").unwrap();
-    let spec = format!("file,filename={}", pw.display());
+    let (dir, spec) = password_file("ok");
     let mut h = Harness::new(&[&spec]);
     h.client_sends(&hello(vec![]));
     let challenge = Challenge::parse(&h.client.next().items).unwrap();
-    let answer = client_answer(&challenge, b"sesame").unwrap();
-    let mut extra = vec![(
-        "challenge_response",
-        Value::from(std::str::from_utf8(answer.response.as_bytes()).unwrap()),
-    )];
-    if let Some(s) = &answer.client_salt {
-        extra.push((
-            "challenge_client_salt",
-            Value::Bytes(bytes::Bytes::copy_from_slice(s)),
-        ));
-    }
-    h.client_sends(&hello(extra));
+    h.client_sends(&hello(answer_caps(&challenge, b"sesame")));
     assert_eq!(h.core.phase(), Phase::Relaying);
     // The proxy's challenge answer is not passed on.
     let up = h.session.next();

@@ -351,7 +351,7 @@ impl Driver {
             up_packets = up.packets.get(),
             down_bytes = down.bytes.get(),
             down_packets = down.packets.get(),
-            "relay ended"
+            "closed"
         );
         RelayEnd {
             side: ended.0,
