@@ -405,18 +405,15 @@ impl Worker {
                 continue;
             };
             let gap = now.saturating_duration_since(since);
-            self.stats.max_stall = self.stats.max_stall.max(gap);
-            if gap > limit && !c.stalled {
-                c.stalled = true;
-                stall_found(
-                    &mut self.stats,
-                    &mut self.stall_lines,
-                    &self.cfg,
-                    idx,
-                    gap,
-                    c,
-                );
-            }
+            observe_wait(
+                &mut self.stats,
+                &mut self.stall_lines,
+                &self.cfg,
+                idx,
+                gap,
+                limit,
+                c,
+            );
         }
     }
 
@@ -708,17 +705,8 @@ impl Worker {
                 let now = Instant::now();
                 if let (Some(since), Some(limit)) = (waited, self.cfg.stall) {
                     let gap = now.saturating_duration_since(since);
-                    self.stats.max_stall = self.stats.max_stall.max(gap);
-                    if gap > limit && !c.stalled {
-                        stall_found(
-                            &mut self.stats,
-                            &mut self.stall_lines,
-                            &self.cfg,
-                            idx,
-                            gap,
-                            c,
-                        );
-                    }
+                    let (stats, lines) = (&mut self.stats, &mut self.stall_lines);
+                    observe_wait(stats, lines, &self.cfg, idx, gap, limit, c);
                 }
                 c.stalled = false;
                 c.last_rx = now;
@@ -1015,14 +1003,23 @@ fn send_ack(c: &mut Conn, framing: &Framing, stats: &mut Stats) {
 }
 
 /// Counts a stall (once per stall) and says so on stderr, a few times.
-fn stall_found(
+/// A wait for expected data of `gap` on connection `idx`: kept as the
+/// longest wait, and counted (once per stall) when over `limit`.
+#[allow(clippy::too_many_arguments)]
+fn observe_wait(
     stats: &mut Stats,
     lines: &mut u32,
     cfg: &ClientConfig,
     idx: usize,
     gap: Duration,
-    c: &Conn,
+    limit: Duration,
+    c: &mut Conn,
 ) {
+    stats.max_stall = stats.max_stall.max(gap);
+    if gap <= limit || c.stalled {
+        return;
+    }
+    c.stalled = true;
     stats.stalls += 1;
     let limit = cfg.stall.map_or(0, |d| d.as_millis());
     stats.note(&format!("stall: no data for more than {limit} ms"));

@@ -58,7 +58,6 @@ pub struct OutboxFull {
 #[derive(Debug)]
 pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
-    queued: Cell<usize>,
     limit: usize,
     ready: Notify,
 }
@@ -70,7 +69,6 @@ impl Outbox {
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
-            queued: Cell::new(0),
             limit,
             ready: Notify::new(),
         }
@@ -78,15 +76,18 @@ impl Outbox {
 
     /// Queues one whole packet (its records, already encoded).
     pub fn push(&self, packet: Bytes) -> Result<(), OutboxFull> {
-        let queued = self.queued.get();
+        let mut q = self.queue.borrow_mut();
+        // A few control packets at most: summing them is cheaper than
+        // keeping a second count in step with the queue.
+        let queued: usize = q.iter().map(Bytes::len).sum();
         if queued + packet.len() > self.limit {
             return Err(OutboxFull {
                 queued,
                 limit: self.limit,
             });
         }
-        self.queued.set(queued + packet.len());
-        self.queue.borrow_mut().push_back(packet);
+        q.push_back(packet);
+        drop(q);
         // A stored permit if the pump is not waiting: never lost.
         self.ready.notify_one();
         Ok(())
@@ -174,14 +175,7 @@ where
     let mut sizer = ReadSizer::new();
     loop {
         let mut out = Batch::default();
-        let end = {
-            let mut inject = outbox.queue.borrow_mut();
-            let end = dir.cut(&mut buf, &mut inject, &mut out);
-            outbox
-                .queued
-                .set(inject.iter().map(Bytes::len).sum::<usize>());
-            end
-        };
+        let end = dir.cut(&mut buf, &mut outbox.queue.borrow_mut(), &mut out);
         if !out.is_empty() {
             let (n, packets) = (out.len(), out.packets);
             let written = write(w, out, out_state, dir).await;
@@ -272,8 +266,21 @@ async fn write<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::ReadSizer;
+    use super::{Outbox, ReadSizer};
+
+    #[test]
+    fn the_outbox_is_bounded_in_bytes() {
+        let o = Outbox::new(10);
+        assert!(o.push(bytes::Bytes::from_static(b"123456")).is_ok());
+        let full = o.push(bytes::Bytes::from_static(b"12345")).unwrap_err();
+        assert_eq!((full.queued, full.limit), (6, 10));
+        assert!(o.push(bytes::Bytes::from_static(b"1234")).is_ok());
+        o.queue.borrow_mut().clear();
+        assert!(o.is_empty());
+        assert!(o.push(bytes::Bytes::from_static(b"1234567890")).is_ok());
+    }
 
     #[test]
     fn read_size_follows_traffic() {

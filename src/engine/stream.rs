@@ -191,7 +191,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 Ok(None) => {
                     // Read into the spare capacity (not zeroed first).
                     this.raw.reserve(WS_READ);
-                    match poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.raw) {
+                    match tokio_util::io::poll_read_buf(
+                        Pin::new(&mut this.inner),
+                        cx,
+                        &mut this.raw,
+                    ) {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -207,15 +211,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             }
         }
     }
-}
-
-/// Reads once into the spare capacity of `buf`, without zeroing it first.
-pub fn poll_read_buf<R: AsyncRead + ?Sized>(
-    r: Pin<&mut R>,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<io::Result<usize>> {
-    tokio_util::io::poll_read_buf(r, cx, buf)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
