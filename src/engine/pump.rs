@@ -258,7 +258,11 @@ async fn write<W: AsyncWrite + Unpin>(
     dir: &Direction,
 ) -> io::Result<()> {
     state.mid_packet.set(true);
-    write_parts(w, out.into_parts()).await?;
+    match out.into_single() {
+        // No Vec of parts for the usual batch.
+        Ok(one) => w.write_all(&one).await?,
+        Err(parts) => write_parts(w, parts).await?,
+    }
     // TLS and WebSocket streams may hold the tail of what they were given.
     w.flush().await?;
     state.mid_packet.set(!dir.at_packet_boundary());

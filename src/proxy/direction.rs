@@ -109,6 +109,16 @@ impl Batch {
         self.len == 0
     }
 
+    /// The batch as one buffer when it is one (the usual case: everything
+    /// was cut from the read buffer), else its parts, in order.
+    pub fn into_single(self) -> Result<BytesMut, Vec<Bytes>> {
+        if self.parts.is_empty() {
+            Ok(self.tail)
+        } else {
+            Err(self.into_parts())
+        }
+    }
+
     /// The parts, in order.
     pub fn into_parts(mut self) -> Vec<Bytes> {
         if !self.tail.is_empty() {
