@@ -145,6 +145,20 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub max_handshakes_per_ip: usize,
+    /// Seconds between the proxy's pings to each side of a relayed
+    /// connection (0: no pings, and no dead-peer check). Default 5.
+    #[arg(long = "ping-interval", value_name = "SECS")]
+    pub ping_interval: Option<u64>,
+    /// A side that has answered none of the proxy's pings for this many
+    /// seconds is taken as dead: the connection ends and the other side is
+    /// told why. Default 60.
+    #[arg(long = "ping-timeout", value_name = "SECS")]
+    pub ping_timeout: Option<u64>,
+    /// The control socket for `xfwd list|info|stop` (mode 0600, owner
+    /// only), or `none`. Default: `xfwd/control-PID.sock` under
+    /// $XDG_RUNTIME_DIR, or /run/xfwd for root.
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<String>,
 }
 
 /// A validated configuration.
@@ -176,6 +190,23 @@ pub struct Config {
     /// Connections in their handshake at once (all, and per address).
     pub max_handshakes: usize,
     pub max_handshakes_per_ip: usize,
+    /// The proxy's pings while relaying.
+    pub ping: crate::proxy::link::PingConfig,
+    /// Where the control socket listens (`None`: no control socket).
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Where the control socket of this process listens by default:
+/// `$XDG_RUNTIME_DIR/xfwd/control-PID.sock`, or `/run/xfwd/...` for root
+/// (and when no runtime dir is set).
+pub fn default_control_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() && !nix::unistd::geteuid().is_root() => {
+            PathBuf::from(d).join("xfwd")
+        }
+        _ if nix::unistd::geteuid().is_root() => PathBuf::from("/run/xfwd"),
+        _ => std::env::temp_dir().join(format!("xfwd-{}", nix::unistd::geteuid())),
+    }
 }
 
 fn parse_auth(option: &'static str, values: &[String]) -> Result<Vec<AuthSpec>, ConfigError> {
@@ -269,6 +300,35 @@ impl ServeArgs {
         let ssl_auth = or(parse_auth("ssl-auth", &self.ssl_auth)?, &tcp_auth);
         let ws_auth = or(parse_auth("ws-auth", &self.ws_auth)?, &tcp_auth);
         let wss_auth = or(parse_auth("wss-auth", &self.wss_auth)?, &ssl_auth);
+        let ping = {
+            let d = crate::proxy::link::PingConfig::default();
+            let interval = self.ping_interval.map_or(d.interval, Duration::from_secs);
+            let timeout = self.ping_timeout.map_or(d.timeout, Duration::from_secs);
+            if !interval.is_zero() && timeout <= interval {
+                return Err(ConfigError::BadOption {
+                    option: "ping-timeout",
+                    error: format!(
+                        "{} s must be longer than --ping-interval ({} s)",
+                        timeout.as_secs(),
+                        interval.as_secs()
+                    ),
+                });
+            }
+            crate::proxy::link::PingConfig { interval, timeout }
+        };
+        let control_socket = match self.control_socket.as_deref() {
+            Some("none") => None,
+            Some("") => {
+                return Err(ConfigError::BadOption {
+                    option: "control-socket",
+                    error: "expected a path or none".into(),
+                })
+            }
+            Some(p) => Some(PathBuf::from(p)),
+            None => {
+                Some(default_control_dir().join(format!("control-{}.sock", std::process::id())))
+            }
+        };
         let cores = match self.cores {
             Some(0) => return Err(ConfigError::NoCores),
             Some(n) => n,
@@ -293,6 +353,8 @@ impl ServeArgs {
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             max_handshakes: self.max_handshakes.max(1),
             max_handshakes_per_ip: self.max_handshakes_per_ip.max(1),
+            ping,
+            control_socket,
         })
     }
 }

@@ -16,6 +16,7 @@ use xfwd::auth::{
     client_answer, AuthChain, AuthPolicy, AuthSpec, PeerInfo, Secret, SharedThrottle, Target,
     ThrottleConfig,
 };
+use xfwd::proxy::link::{LinkId, PingConfig};
 use xfwd::proxy::{
     Action, ConnConfig, ConnError, Connection, Destination, Event, Identity, Phase, Plan, PumpEnd,
     RelayEnd, RelayStart, Side,
@@ -143,6 +144,8 @@ impl Harness {
                 hostname: "proxyhost".into(),
                 uuid: "0123".into(),
             }),
+            ping: PingConfig::default(),
+            id: LinkId { conn: 42, shard: 0 },
         };
         let now = Instant::now();
         let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
@@ -576,6 +579,30 @@ fn relay_end_table() {
             Some("server shutdown"),
             Some("server shutdown"),
         ),
+        (
+            None,
+            PumpEnd::Shutdown,
+            Some("server shutdown"),
+            Some("server shutdown"),
+        ),
+        (
+            None,
+            PumpEnd::AdminStop,
+            Some("stopped by administrator"),
+            Some("stopped by administrator"),
+        ),
+        (
+            Some(Side::Session),
+            PumpEnd::PingTimeout,
+            Some("session not responding"),
+            Some("ping timeout"),
+        ),
+        (
+            Some(Side::Client),
+            PumpEnd::PingTimeout,
+            Some("ping timeout"),
+            Some("client connection lost"),
+        ),
     ];
     for (side, end, to_client, to_session) in cases {
         let mut h = relaying();
@@ -623,4 +650,181 @@ fn a_hello_read_by_the_front_door_is_handled_at_once() {
     let already = encode(&hello(vec![]), Encoder::Rencode);
     let h = Harness::read_ahead(&["none"], ThrottleConfig::default(), already);
     assert_eq!(h.core.phase(), Phase::Relaying);
+}
+
+/// Runs `bytes` through a relay direction as a pump would, at `now`;
+/// returns the packets written to the other side.
+fn through(dir: &mut xfwd::proxy::Direction, bytes: &[u8], now: Instant) -> Vec<Packet> {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = xfwd::proxy::Batch::default();
+    assert!(dir
+        .cut(&mut buf, &mut VecDeque::new(), &mut out, now)
+        .is_none());
+    let mut inbox = Inbox::default();
+    for p in out.into_parts() {
+        inbox.feed(&p);
+    }
+    inbox.packets.into_iter().collect()
+}
+
+fn ping_echo(ping: &Packet) -> Vec<Value> {
+    vec![
+        Value::from("ping_echo"),
+        ping.items[1].clone(),
+        Value::Int(0),
+        Value::Int(0),
+        Value::Int(0),
+        Value::Int(-1),
+        ping.items[3].clone(),
+    ]
+}
+
+fn decode_one(b: &[u8]) -> Packet {
+    let mut inbox = Inbox::default();
+    inbox.feed(b);
+    inbox.next()
+}
+
+/// A relayed connection whose client and session both echo the proxy's
+/// pings (`ping-echo-sourceid`), as xpra 3.1.3's do.
+fn relaying_with_pings() -> (Harness, RelayStart) {
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&hello(vec![("ping-echo-sourceid", Value::Bool(true))]));
+    let _ = h.session.next();
+    let mut start = h.relay.take().unwrap();
+    let server_hello = encode(
+        &[
+            Value::from("hello"),
+            caps(vec![
+                ("version", Value::from("3.1.3")),
+                ("ping-echo-sourceid", Value::Bool(true)),
+            ]),
+        ],
+        Encoder::Rencode,
+    );
+    let out = through(&mut start.s2c, &server_hello, h.now);
+    assert_eq!(out.len(), 1);
+    (h, start)
+}
+
+#[test]
+fn the_proxy_pings_both_sides_and_swallows_only_its_own_echoes() {
+    let (h, mut start) = relaying_with_pings();
+    let link = start.link.clone();
+    let cfg = PingConfig::default();
+    let t1 = h.now + cfg.interval;
+    assert_eq!(link.borrow().poll_timeout(), Some(t1));
+    link.borrow_mut().on_timeout(t1);
+    let to_session = decode_one(&link.borrow_mut().pop_packet(Side::Session).unwrap());
+    let to_client = decode_one(&link.borrow_mut().pop_packet(Side::Client).unwrap());
+    for p in [&to_session, &to_client] {
+        assert_eq!(p.items[0].as_str(), Some("ping"));
+        assert_eq!(p.items[3].as_str(), Some("0123"), "the proxy's uuid");
+    }
+    // Echoes of the proxy's pings stop here; the session's own ping and
+    // the client's echo of it pass.
+    let t2 = t1 + Duration::from_millis(40);
+    let echo = encode(&ping_echo(&to_session), Encoder::Rencode);
+    let theirs = encode(
+        &[
+            Value::from("ping"),
+            Value::Int(5),
+            Value::Int(6),
+            Value::from("srv"),
+        ],
+        Encoder::Rencode,
+    );
+    let mut both = echo.clone();
+    both.extend_from_slice(&theirs);
+    let out = through(&mut start.s2c, &both, t2);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items[3].as_str(), Some("srv"));
+    let their_echo = encode(
+        &[
+            Value::from("ping_echo"),
+            Value::Int(5),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(-1),
+            Value::from("srv"),
+        ],
+        Encoder::Rencode,
+    );
+    let mut both = encode(&ping_echo(&to_client), Encoder::Rencode);
+    both.extend_from_slice(&their_echo);
+    let out = through(&mut start.c2s, &both, t2 + Duration::from_millis(10));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items[6].as_str(), Some("srv"));
+    let l = link.borrow();
+    assert_eq!(l.latency(Side::Session), Some(Duration::from_millis(40)));
+    assert_eq!(l.latency(Side::Client), Some(Duration::from_millis(50)));
+}
+
+#[test]
+fn a_session_that_stops_answering_is_dropped_and_the_client_told() {
+    let (mut h, start) = relaying_with_pings();
+    let link = start.link.clone();
+    let cfg = PingConfig::default();
+    // The client answers; the session (frozen) never does.
+    let mut now = h.now;
+    while link.borrow().end().is_none() {
+        now = link.borrow().poll_timeout().unwrap();
+        link.borrow_mut().on_timeout(now);
+        let ping = link.borrow_mut().pop_packet(Side::Client);
+        if let Some(p) = ping {
+            let echo = ping_echo(&decode_one(&p));
+            assert!(link.borrow_mut().on_echo(Side::Client, &echo, now));
+        }
+    }
+    assert_eq!(now, h.now + cfg.timeout);
+    assert_eq!(
+        link.borrow().end(),
+        Some(xfwd::proxy::link::LinkEnd::PingTimeout(Side::Session))
+    );
+    h.now = now;
+    h.event(ended(Some(Side::Session), PumpEnd::PingTimeout, true, true));
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "session not responding");
+    assert_eq!(h.core.end_reason(), Some("session: ping timeout"));
+}
+
+#[test]
+fn info_responses_gain_the_proxys_section() {
+    let (h, mut start) = relaying_with_pings();
+    let info = encode(
+        &[
+            Value::from("info-response"),
+            caps(vec![
+                ("server", caps(vec![("type", Value::from("Python/GTK"))])),
+                ("version", Value::from("3.1.3")),
+            ]),
+        ],
+        Encoder::Rencode,
+    );
+    let out = through(&mut start.s2c, &info, h.now);
+    assert_eq!(out.len(), 1);
+    let dict = &out[0].items[1];
+    assert_eq!(dict.get("version").and_then(Value::as_str), Some("3.1.3"));
+    assert_eq!(
+        dict.get_path("server.type").and_then(Value::as_str),
+        Some("Python/GTK")
+    );
+    assert_eq!(
+        dict.get_path("proxy.connection").and_then(Value::as_int),
+        Some(42)
+    );
+    assert!(dict.get_path("proxy.server-to-client.bytes").is_some());
+    assert_eq!(
+        dict.get_path("proxy.version").and_then(Value::as_str),
+        Some(xfwd::proxy::link::VERSION)
+    );
+}
+
+#[test]
+fn an_administrator_stops_a_handshake_with_a_reason() {
+    let mut h = Harness::new(&["none"]);
+    h.event(Event::AdminStop);
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "stopped by administrator");
 }

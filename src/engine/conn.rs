@@ -4,8 +4,10 @@
 //! is the core's decision (see `proxy/` and docs/engine.md); here is only
 //! the I/O.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,19 +20,22 @@ use tracing::Instrument;
 use super::admission::Slot;
 use super::front::{self, Front};
 use super::listen::ListenerKind;
-use super::pump::{self, Counters, OutState, Outbox, ReadSizer};
+use super::pump::{self, OutState, Outbox, ReadSizer};
+use super::registry::{Entry, Registered};
 pub(super) use super::stream::Stream;
 use super::upstream;
-use super::Shared;
+use super::{ShardCtx, Shared};
 use crate::auth::PeerInfo;
+use crate::proxy::link::{Link, LinkEnd, LinkId};
 use crate::proxy::{
-    Action, ConnConfig, ConnError, Connection, Event, PumpEnd, RelayEnd, RelayStart, Side,
+    Action, ConnConfig, ConnError, Connection, Event, Phase, PumpEnd, RelayEnd, RelayStart, Side,
 };
 
 /// How long one write of the proxy's own packets may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one client until its connection ends.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     id: u64,
     stream: Stream,
@@ -39,13 +44,16 @@ pub async fn serve(
     shared: Arc<Shared>,
     stop: CancellationToken,
     slot: Slot,
+    shard: Rc<ShardCtx>,
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
-    serve_inner(stream, peer, kind, shared, stop, slot)
+    let registered = shard.registry.register(id, peer.to_string(), kind.name());
+    serve_inner(stream, peer, kind, shared, stop, slot, shard.id, registered)
         .instrument(span)
         .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_inner(
     stream: Stream,
     peer: PeerInfo,
@@ -53,7 +61,11 @@ async fn serve_inner(
     shared: Arc<Shared>,
     stop: CancellationToken,
     slot: Slot,
+    shard: usize,
+    registered: Registered,
 ) {
+    let conn_id = registered.entry.id;
+    let kill = registered.entry.kill.clone();
     // One deadline for everything before relaying: the front door, the
     // hello, auth, routing and the upstream hello.
     let start = Instant::now();
@@ -65,6 +77,7 @@ async fn serve_inner(
         let door = front::front_door(stream, peer, &shared);
         tokio::select! {
             () = stop.cancelled() => return,
+            () = kill.cancelled() => return,
             r = timeout_at(deadline, door) => match r {
                 Ok(f) => f,
                 Err(_) => {
@@ -82,6 +95,7 @@ async fn serve_inner(
             drop(slot);
             tokio::select! {
                 () = stop.cancelled() => {}
+                () = kill.cancelled() => {}
                 () = front::serve(service, &shared) => {}
             }
             return;
@@ -100,6 +114,11 @@ async fn serve_inner(
         throttle: shared.throttle.clone(),
         handshake_timeout: shared.config.handshake_timeout,
         identity: shared.identity.clone(),
+        ping: shared.config.ping,
+        id: LinkId {
+            conn: conn_id,
+            shard,
+        },
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());
     Driver {
@@ -110,10 +129,13 @@ async fn serve_inner(
         session: None,
         job: None,
         stopped: false,
+        killed: false,
         slot: Some(slot),
+        entry: registered.entry.clone(),
     }
     .run()
     .await;
+    drop(registered);
 }
 
 /// One side's stream, split for the pumps.
@@ -160,8 +182,12 @@ struct Driver {
     session: Option<Half>,
     job: Option<Job>,
     stopped: bool,
+    /// An administrator stopped this connection.
+    killed: bool,
     /// The connection's place among those in their handshake.
     slot: Option<Slot>,
+    /// What the control socket sees of this connection.
+    entry: Rc<Entry>,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -194,6 +220,10 @@ impl Driver {
                     self.stopped = true;
                     Event::Stop
                 }
+                () = self.entry.kill.cancelled(), if !self.killed => {
+                    self.killed = true;
+                    Event::AdminStop
+                }
                 () = sleep_until(wake), if wake.is_some() => Event::Timeout,
                 done = poll_job(job), if job.is_some() => {
                     *job = None;
@@ -215,6 +245,8 @@ impl Driver {
                 },
             };
             self.core.handle(event, Self::now());
+            self.entry.set_phase(self.core.phase());
+            self.entry.set_user(self.core.user());
         }
     }
 
@@ -261,6 +293,7 @@ impl Driver {
                 }));
             }
             Action::Connect(plan) => {
+                self.entry.set_target(Some(plan.destination.describe()));
                 let shared = self.shared.clone();
                 self.job = Some(Box::pin(async move {
                     match upstream::connect(&plan, &shared).await {
@@ -275,8 +308,27 @@ impl Driver {
             Action::Relay(start) => {
                 // Authenticated and relaying: no longer a handshake.
                 self.slot = None;
+                self.entry.set_phase(Phase::Relaying);
+                self.entry.set_user(self.core.user());
+                self.entry.set_link(Some(start.link.clone()));
+                let link = start.link.clone();
+                let started = Instant::now();
                 let end = self.relay(*start).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
+                let link = link.borrow();
+                let t = link.traffic();
+                // The connection's line in the access log.
+                tracing::info!(
+                    up_bytes = t.up.bytes.get(),
+                    up_packets = t.up.packets.get(),
+                    down_bytes = t.down.bytes.get(),
+                    down_packets = t.down.packets.get(),
+                    duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    user = self.core.user().unwrap_or(""),
+                    target = self.core.destination().unwrap_or_default(),
+                    reason = self.core.end_reason().unwrap_or(""),
+                    "closed"
+                );
             }
             Action::Close => {
                 let _ = timeout(SEND_TIMEOUT, self.client.writer.shutdown()).await;
@@ -289,7 +341,9 @@ impl Driver {
         false
     }
 
-    /// Runs both pumps until one ends (or the proxy stops).
+    /// Runs both pumps until one ends, the link ends the connection (a
+    /// side stopped answering pings), an administrator stops it or the
+    /// proxy stops.
     async fn relay(&mut self, start: RelayStart) -> RelayEnd {
         let RelayStart {
             mut c2s,
@@ -297,6 +351,7 @@ impl Driver {
             mut client_buf,
             session_buf,
             destination: _,
+            link,
         } = start;
         let Some(session) = &mut self.session else {
             return RelayEnd {
@@ -318,48 +373,69 @@ impl Driver {
             session_buf.unsplit(session.buf.split());
         }
         session.buf = BytesMut::new();
-        let (up, down) = (Counters::default(), Counters::default());
+        let traffic = link.borrow().traffic().clone();
         let (to_session, to_client) = (OutState::default(), OutState::default());
         let (session_box, client_box) = (Outbox::default(), Outbox::default());
-        let ended = {
-            let a = pump::pump(
-                &mut self.client.reader,
-                &mut session.writer,
-                client_buf,
-                &mut c2s,
-                &up,
-                &to_session,
-                &session_box,
-            );
-            let b = pump::pump(
-                &mut session.reader,
-                &mut self.client.writer,
-                session_buf,
-                &mut s2c,
-                &down,
-                &to_client,
-                &client_box,
-            );
+        let a = pump::pump(
+            &mut self.client.reader,
+            &mut session.writer,
+            client_buf,
+            &mut c2s,
+            &traffic.up,
+            &to_session,
+            &session_box,
+        );
+        let b = pump::pump(
+            &mut session.reader,
+            &mut self.client.writer,
+            session_buf,
+            &mut s2c,
+            &traffic.down,
+            &to_client,
+            &client_box,
+        );
+        tokio::pin!(a, b);
+        let (side, end) = loop {
+            let wake = link.borrow().poll_timeout().map(Instant::from_std);
             tokio::select! {
-                e = a => (Some(Side::Client), e),
-                e = b => (Some(Side::Session), e),
-                () = self.stop.cancelled(), if !self.stopped => (None, PumpEnd::Eof),
+                e = &mut a => break (Some(Side::Client), e),
+                e = &mut b => break (Some(Side::Session), e),
+                () = self.stop.cancelled(), if !self.stopped => {
+                    self.stopped = true;
+                    break (None, PumpEnd::Shutdown);
+                }
+                () = self.entry.kill.cancelled(), if !self.killed => {
+                    self.killed = true;
+                    break (None, PumpEnd::AdminStop);
+                }
+                () = sleep_until(wake), if wake.is_some() => {
+                    if let Some(LinkEnd::PingTimeout(side)) = tick(&link, &client_box, &session_box) {
+                        break (Some(side), PumpEnd::PingTimeout);
+                    }
+                }
             }
         };
-        tracing::info!(
-            up_bytes = up.bytes.get(),
-            up_packets = up.packets.get(),
-            down_bytes = down.bytes.get(),
-            down_packets = down.packets.get(),
-            "closed"
-        );
         RelayEnd {
-            side: ended.0,
-            end: ended.1,
+            side,
+            end,
             client_at_boundary: to_client.at_boundary(),
             session_at_boundary: to_session.at_boundary(),
         }
     }
+}
+
+/// The link's timer: its pings go to the outboxes (a full outbox drops
+/// one: the side is not reading, and the ping timeout will tell).
+fn tick(link: &RefCell<Link>, client_box: &Outbox, session_box: &Outbox) -> Option<LinkEnd> {
+    let mut l = link.borrow_mut();
+    l.on_timeout(std::time::Instant::now());
+    while let Some(p) = l.pop_packet(Side::Client) {
+        let _ = client_box.push(p);
+    }
+    while let Some(p) = l.pop_packet(Side::Session) {
+        let _ = session_box.push(p);
+    }
+    l.end()
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::PeerInfo;
 
-use super::{conn, Live, Shared, StartError};
+use super::{conn, Live, ShardCtx, Shared, StartError};
 
 /// Where a client came in; decides the auth module and what counts as a
 /// private transport.
@@ -24,6 +24,15 @@ use super::{conn, Live, Shared, StartError};
 pub enum ListenerKind {
     Tcp,
     Unix,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp => "tcp",
+            ListenerKind::Unix => "unix",
+        }
+    }
 }
 
 pub(super) enum Listener {
@@ -135,6 +144,7 @@ pub(super) async fn accept_loop(
     shared: Arc<Shared>,
     stop: CancellationToken,
     live: Rc<Live>,
+    shard: Rc<ShardCtx>,
 ) {
     // Refusals at accept are logged at most once a second per listener.
     let mut last_refusal_log: Option<std::time::Instant> = None;
@@ -178,8 +188,9 @@ pub(super) async fn accept_loop(
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let id = next_id();
+                let shard = shard.clone();
                 tokio::task::spawn_local(async move {
-                    conn::serve(id, stream, peer, kind, shared, stop, slot).await;
+                    conn::serve(id, stream, peer, kind, shared, stop, slot, shard).await;
                     drop(guard);
                 });
             }

@@ -18,6 +18,7 @@ mod front;
 mod listen;
 pub mod preflight;
 pub mod pump;
+pub mod registry;
 mod stream;
 mod upstream;
 
@@ -122,6 +123,8 @@ impl Shared {
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
+    /// How the control socket reaches the shards.
+    control: registry::Shards,
     shards: Vec<std::thread::JoinHandle<()>>,
     pool: Option<BlockingPool>,
     tcp_addrs: Vec<SocketAddr>,
@@ -243,14 +246,17 @@ impl Server {
         let n = shared.config.cores;
         let cpus = allowed_cpus();
         let mut spawn_error = None;
+        let mut control = registry::Shards::default();
         for id in 0..n {
             let shared = shared.clone();
             let ready = ready_tx.clone();
+            let (tx, requests) = tokio::sync::mpsc::channel(registry::SHARD_QUEUE);
+            control.push(tx);
             let tcp = tcp_addrs.clone();
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
             let spawned = std::thread::Builder::new()
                 .name(format!("xfwd-shard-{id}"))
-                .spawn(move || run_shard(id, cpu, shared, tcp, ready));
+                .spawn(move || run_shard(id, cpu, shared, tcp, ready, requests));
             match spawned {
                 Ok(h) => shards.push(h),
                 Err(e) => {
@@ -264,6 +270,7 @@ impl Server {
         drop(ready_tx);
         let server = Server {
             shared,
+            control,
             shards,
             pool: Some(pool),
             tcp_addrs,
@@ -293,6 +300,11 @@ impl Server {
     /// The TCP addresses listened on (ports resolved when 0 was asked).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// How to reach the shards' registries (for the control socket).
+    pub fn shards(&self) -> registry::Shards {
+        self.control.clone()
     }
 
     /// Reloads the TLS certificate and key (SIGHUP): new connections use
@@ -370,6 +382,7 @@ fn run_shard(
     shared: Arc<Shared>,
     tcp: Vec<SocketAddr>,
     ready: mpsc::Sender<Result<(), StartError>>,
+    requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
     if let Some(cpu) = cpu {
         if let Err(e) = pin_to(cpu) {
@@ -389,7 +402,13 @@ fn run_shard(
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, shard_main(id, shared, tcp, ready));
+    local.block_on(&rt, shard_main(id, shared, tcp, ready, requests));
+}
+
+/// What a shard's connections share: its id and its registry.
+pub(crate) struct ShardCtx {
+    pub id: usize,
+    pub registry: Rc<registry::Registry>,
 }
 
 /// Connections alive on a shard, and a wake-up when the last one ends.
@@ -430,6 +449,7 @@ async fn shard_main(
     shared: Arc<Shared>,
     tcp: Vec<SocketAddr>,
     ready: mpsc::Sender<Result<(), StartError>>,
+    requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
     let listeners = match listen::bind_shard(id, &tcp, &shared.config.unix) {
         Ok(l) => l,
@@ -441,13 +461,20 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     let stop = shared.stop.clone();
     let live = Rc::new(Live::default());
+    let ctx = Rc::new(ShardCtx {
+        id,
+        registry: registry::Registry::new(id),
+    });
+    // The control socket's questions, answered between connections' work.
+    let answering = tokio::task::spawn_local(ctx.registry.clone().serve(requests));
     let mut tasks = Vec::new();
     for l in listeners {
         let shared = shared.clone();
         let stop = stop.clone();
         let live = live.clone();
+        let ctx = ctx.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            listen::accept_loop(l, shared, stop, live).await;
+            listen::accept_loop(l, shared, stop, live, ctx).await;
         }));
     }
     stop.cancelled().await;
@@ -457,5 +484,6 @@ async fn shard_main(
     // Connections say goodbye (each bounded by its own timeout), then the
     // shard ends; whatever is left is dropped with the runtime.
     let _ = tokio::time::timeout(STOP_GRACE, live.drained()).await;
+    answering.abort();
     tracing::debug!(shard = id, left = live.count.get(), "shard stopped");
 }

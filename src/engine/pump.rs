@@ -15,21 +15,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::proxy::link::Counters;
 use crate::proxy::{Batch, Direction, PumpEnd};
-
-/// Per-direction counters.
-#[derive(Default, Debug)]
-pub struct Counters {
-    pub bytes: Cell<u64>,
-    pub packets: Cell<u64>,
-}
-
-impl Counters {
-    fn add(&self, bytes: usize, packets: u64) {
-        self.bytes.set(self.bytes.get() + bytes as u64);
-        self.packets.set(self.packets.get() + packets);
-    }
-}
 
 /// Whether the output stream of a pump is between packets (so a packet may
 /// be injected) or in the middle of one.
@@ -175,7 +162,12 @@ where
     let mut sizer = ReadSizer::new();
     loop {
         let mut out = Batch::default();
-        let end = dir.cut(&mut buf, &mut outbox.queue.borrow_mut(), &mut out);
+        let end = dir.cut(
+            &mut buf,
+            &mut outbox.queue.borrow_mut(),
+            &mut out,
+            std::time::Instant::now(),
+        );
         if !out.is_empty() {
             let (n, packets) = (out.len(), out.packets);
             let written = write(w, out, out_state, dir).await;

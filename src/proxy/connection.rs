@@ -1,7 +1,9 @@
 //! The connection state machine (see the module docs of `proxy` and the
 //! table in docs/engine.md).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,6 +11,10 @@ use bytes::{Bytes, BytesMut};
 
 use super::direction::{CutEnd, Direction, Intercepts};
 use super::error::{ConnError, Side};
+use super::link::{
+    self, Link, LinkHook, LinkId, PingConfig, Traffic, PING_TIMEOUT, SESSION_NOT_RESPONDING,
+    STOPPED_BY_ADMIN,
+};
 use super::plan::{upstream_hello, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
@@ -50,6 +56,10 @@ pub struct ConnConfig {
     /// Time from the first byte to relaying.
     pub handshake_timeout: Duration,
     pub identity: Arc<Identity>,
+    /// The proxy's pings while relaying.
+    pub ping: PingConfig,
+    /// The connection's id and shard (for info and logs).
+    pub id: LinkId,
 }
 
 /// Where a connection is in its life.
@@ -89,6 +99,13 @@ pub enum PumpEnd {
     WriteError(String),
     /// The reading side broke the protocol.
     Protocol(String),
+    /// The side of [`RelayEnd::side`] echoed none of the proxy's pings
+    /// within the ping timeout.
+    PingTimeout,
+    /// The proxy stops.
+    Shutdown,
+    /// An administrator stopped this connection.
+    AdminStop,
 }
 
 impl std::fmt::Display for PumpEnd {
@@ -99,6 +116,9 @@ impl std::fmt::Display for PumpEnd {
             PumpEnd::ReadError(e) => write!(f, "read error: {e}"),
             PumpEnd::WriteError(e) => write!(f, "write error: {e}"),
             PumpEnd::Protocol(e) => write!(f, "protocol error: {e}"),
+            PumpEnd::PingTimeout => f.write_str("ping timeout"),
+            PumpEnd::Shutdown => f.write_str("server shutdown"),
+            PumpEnd::AdminStop => f.write_str(STOPPED_BY_ADMIN),
         }
     }
 }
@@ -115,8 +135,8 @@ impl From<CutEnd> for PumpEnd {
 /// How relaying ended, as the driver saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayEnd {
-    /// Whose pump ended first (the one reading that side), or `None`: the
-    /// proxy stopped.
+    /// Whose pump ended first (the one reading that side), the side that
+    /// stopped answering pings, or `None`: the proxy ended it.
     pub side: Option<Side>,
     pub end: PumpEnd,
     /// Whether each output stream is between packets (a close packet may
@@ -153,6 +173,8 @@ pub enum Event {
     Timeout,
     /// The proxy stops.
     Stop,
+    /// An administrator stops this connection.
+    AdminStop,
 }
 
 /// What the core asks the driver to do, in order.
@@ -192,6 +214,8 @@ pub struct RelayStart {
     pub session_buf: BytesMut,
     /// The session, for logs.
     pub destination: String,
+    /// The proxy's pings and counters (shared with the directions' hooks).
+    pub link: Rc<RefCell<Link>>,
 }
 
 /// One client connection, sans-IO.
@@ -220,6 +244,8 @@ pub struct Connection {
     refusal: Option<(String, Instant)>,
     user: Option<String>,
     error: Option<ConnError>,
+    /// Why relaying ended, for the log.
+    end_reason: Option<String>,
     actions: VecDeque<Action>,
 }
 
@@ -289,6 +315,7 @@ impl Connection {
             refusal: None,
             user: None,
             error: None,
+            end_reason: None,
             actions: VecDeque::new(),
         };
         // What the front door read (inside TLS or WebSocket, where it
@@ -316,6 +343,16 @@ impl Connection {
     /// Why the connection ended before relaying, if it did.
     pub fn error(&self) -> Option<&ConnError> {
         self.error.as_ref()
+    }
+
+    /// Why relaying ended, once it did.
+    pub fn end_reason(&self) -> Option<&str> {
+        self.end_reason.as_deref()
+    }
+
+    /// The session, once chosen.
+    pub fn destination(&self) -> Option<String> {
+        self.plan.as_ref().map(|p| p.destination.describe())
     }
 
     /// Whether the driver should read from the client now.
@@ -441,6 +478,15 @@ impl Connection {
                 }
             }
             Event::Timeout => self.on_timeout(now),
+            Event::AdminStop => match self.phase {
+                Phase::Relaying => {}
+                Phase::Refusing => {
+                    self.refusal = None;
+                    self.send_close_to_client(STOPPED_BY_ADMIN);
+                    self.close();
+                }
+                _ => self.fail(ConnError::AdminStop, now),
+            },
             Event::Stop => match self.phase {
                 Phase::Relaying => {}
                 Phase::Refusing => {
@@ -645,7 +691,7 @@ impl Connection {
             self.phase = Phase::UpstreamHello;
             self.on_session_data(now);
         } else {
-            self.start_relay();
+            self.start_relay(now);
         }
     }
 
@@ -672,7 +718,7 @@ impl Connection {
             record.write_to(&mut bytes);
             bytes.extend_from_slice(&self.session_buf);
             self.session_buf = bytes;
-            return self.start_relay();
+            return self.start_relay(now);
         }
         let answer = Challenge::parse(&first)
             .map_err(|e| e.to_string())
@@ -711,25 +757,43 @@ impl Connection {
             }
         }
         if self.send_to_session(&again) {
-            self.start_relay();
+            self.start_relay(now);
         }
     }
 
-    fn start_relay(&mut self) {
+    fn start_relay(&mut self, now: Instant) {
         self.phase = Phase::Relaying;
+        let link = Rc::new(RefCell::new(Link::new(
+            self.cfg.ping,
+            self.cfg.identity.clone(),
+            self.cfg.id,
+            Rc::new(Traffic::default()),
+            self.hello.get(1).unwrap_or(&Value::None),
+            self.encoder,
+            now,
+        )));
         // The hellos were for the handshake: not kept while relaying.
         self.hello = Vec::new();
         self.upstream_items = Vec::new();
         let limits = Limits::default();
-        let c2s = Direction::new(self.rules, limits, Intercepts::default());
+        let c2s = Direction::new(
+            self.rules,
+            limits,
+            Intercepts {
+                first_hello: false,
+                types: link::intercepted(Side::Client),
+            },
+        )
+        .with_hook(Box::new(LinkHook::new(link.clone(), Side::Client)));
         let s2c = Direction::new(
             Rules::Any,
             limits,
             Intercepts {
                 first_hello: true,
-                ..Intercepts::default()
+                types: link::intercepted(Side::Session),
             },
-        );
+        )
+        .with_hook(Box::new(LinkHook::new(link.clone(), Side::Session)));
         self.actions.push_back(Action::Relay(Box::new(RelayStart {
             c2s,
             s2c,
@@ -739,11 +803,17 @@ impl Connection {
                 .plan
                 .as_ref()
                 .map_or_else(String::new, |p| p.destination.describe()),
+            link,
         })));
     }
 
     /// Decides who is told what when relaying ended.
     fn on_relay_end(&mut self, end: RelayEnd) {
+        self.end_reason = Some(match (&end.side, &end.end) {
+            (Some(side), PumpEnd::PingTimeout) => format!("{side}: ping timeout"),
+            (Some(side), e) => format!("{side}: {e}"),
+            (None, e) => e.to_string(),
+        });
         let session = self
             .plan
             .as_ref()
@@ -761,7 +831,27 @@ impl Connection {
                 );
                 (None, None)
             }
-            (None, _) => (Some(SERVER_SHUTDOWN), Some(SERVER_SHUTDOWN)),
+            (_, PumpEnd::AdminStop) => {
+                tracing::info!("stopped by administrator");
+                (Some(STOPPED_BY_ADMIN), Some(STOPPED_BY_ADMIN))
+            }
+            (Some(Side::Session), PumpEnd::PingTimeout) => {
+                tracing::info!(
+                    side = "session",
+                    "{session}: no answer to pings for {:?}",
+                    self.cfg.ping.timeout
+                );
+                (Some(SESSION_NOT_RESPONDING), Some(PING_TIMEOUT))
+            }
+            (Some(_), PumpEnd::PingTimeout) => {
+                tracing::info!(
+                    side = "client",
+                    "client: no answer to pings for {:?}",
+                    self.cfg.ping.timeout
+                );
+                (Some(PING_TIMEOUT), Some(CLIENT_GONE))
+            }
+            (None, _) | (_, PumpEnd::Shutdown) => (Some(SERVER_SHUTDOWN), Some(SERVER_SHUTDOWN)),
             (Some(Side::Client), PumpEnd::WriteError(e)) => {
                 tracing::info!(side = "session", "{session}: write failed: {e}");
                 (Some(SESSION_LOST), None)

@@ -12,11 +12,12 @@
 //! after it.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::wire::frame::{Limits, Record};
-use crate::wire::header::Rules;
+use crate::wire::header::{Encoder, Rules};
 use crate::wire::packet;
 use crate::wire::peek::PacketType;
 use crate::wire::relay::{Event, Relay, RelayLimits};
@@ -57,7 +58,11 @@ pub enum Verdict {
 
 /// Decides on the packets a direction's [`Intercepts`] name.
 pub trait PacketHook {
-    fn on_packet(&mut self, record: &Record, ptype: &PacketType) -> Verdict;
+    fn on_packet(&mut self, record: &Record, ptype: &PacketType, now: Instant) -> Verdict;
+
+    /// The first hello went by (with [`Intercepts::first_hello`]), as
+    /// passed on.
+    fn on_first_hello(&mut self, _items: &[Value], _encoder: Encoder, _now: Instant) {}
 }
 
 /// Forwards everything it is given.
@@ -65,7 +70,7 @@ pub trait PacketHook {
 pub struct ForwardAll;
 
 impl PacketHook for ForwardAll {
-    fn on_packet(&mut self, _: &Record, _: &PacketType) -> Verdict {
+    fn on_packet(&mut self, _: &Record, _: &PacketType, _: Instant) -> Verdict {
         Verdict::Forward
     }
 }
@@ -188,12 +193,13 @@ impl Direction {
 
     /// Cuts everything `buf` holds into `out`; queued packets of the
     /// proxy's own go in at packet boundaries. Returns how the direction
-    /// ended, if it did.
+    /// ended, if it did. `now` is for the hook.
     pub fn cut(
         &mut self,
         buf: &mut BytesMut,
         inject: &mut VecDeque<Bytes>,
         out: &mut Batch,
+        now: Instant,
     ) -> Option<CutEnd> {
         loop {
             if !inject.is_empty() && self.relay.at_packet_boundary() {
@@ -226,12 +232,15 @@ impl Direction {
                     if self.hello_pending && t.is("hello") {
                         self.hello_pending = false;
                         match rewrite_hello(&record, &Limits::session_hello()) {
-                            Ok(b) => out.push_bytes(b.freeze()),
+                            Ok((b, items, encoder)) => {
+                                self.hook.on_first_hello(&items, encoder, now);
+                                out.push_bytes(b.freeze());
+                            }
                             Err(e) => return Some(CutEnd::Protocol(e)),
                         }
                         continue;
                     }
-                    match self.hook.on_packet(&record, &t) {
+                    match self.hook.on_packet(&record, &t, now) {
                         Verdict::Forward => out.push_bytes(record_bytes(&record)),
                         Verdict::Replace(b) => out.push_bytes(b),
                         Verdict::Drop => out.packets -= 1,
@@ -254,8 +263,12 @@ pub(crate) fn is_close(t: &PacketType) -> bool {
 }
 
 /// Removes the capabilities the proxy must not relay from a hello record,
-/// re-encoded in the encoder it came in.
-fn rewrite_hello(record: &Record, limits: &Limits) -> Result<BytesMut, String> {
+/// re-encoded in the encoder it came in; also returns the packet and its
+/// encoder.
+fn rewrite_hello(
+    record: &Record,
+    limits: &Limits,
+) -> Result<(BytesMut, Vec<Value>, Encoder), String> {
     let p = packet::decode_main(record, limits).map_err(|e| format!("invalid hello: {e}"))?;
     let mut items = p.items;
     if let Some(Value::Dict(caps)) = items.get_mut(1) {
@@ -266,7 +279,9 @@ fn rewrite_hello(record: &Record, limits: &Limits) -> Result<BytesMut, String> {
                 .any(|s| key == *s || key.starts_with(&format!("{s}.")))
         });
     }
-    super::encode_items(&items, p.encoder).map_err(|e| format!("cannot re-encode hello: {e}"))
+    let b = super::encode_items(&items, p.encoder)
+        .map_err(|e| format!("cannot re-encode hello: {e}"))?;
+    Ok((b, items, p.encoder))
 }
 
 #[cfg(test)]
@@ -301,16 +316,22 @@ mod tests {
         let mut buf = BytesMut::from(&stream[..1008]);
         let mut inject = VecDeque::new();
         let mut out = Batch::default();
-        assert!(d.cut(&mut buf, &mut inject, &mut out).is_none());
+        assert!(d
+            .cut(&mut buf, &mut inject, &mut out, Instant::now())
+            .is_none());
         // A packet of the proxy's own, queued now, must wait.
         inject.push_back(ping.clone());
-        assert!(d.cut(&mut buf, &mut inject, &mut out).is_none());
+        assert!(d
+            .cut(&mut buf, &mut inject, &mut out, Instant::now())
+            .is_none());
         assert_eq!(inject.len(), 1, "injected between a chunk and its packet");
         assert!(!d.at_packet_boundary());
         // The main packet arrives: the ping goes right after it.
         let mut buf = BytesMut::from(&stream[1008..]);
         let mut out2 = Batch::default();
-        assert!(d.cut(&mut buf, &mut inject, &mut out2).is_none());
+        assert!(d
+            .cut(&mut buf, &mut inject, &mut out2, Instant::now())
+            .is_none());
         assert!(inject.is_empty());
         let mut wire = Vec::new();
         for p in out.into_parts().into_iter().chain(out2.into_parts()) {
@@ -331,7 +352,7 @@ mod tests {
             Value::from("bye now"),
         ]));
         let mut out = Batch::default();
-        let end = d.cut(&mut buf, &mut VecDeque::new(), &mut out);
+        let end = d.cut(&mut buf, &mut VecDeque::new(), &mut out, Instant::now());
         match end {
             Some(CutEnd::Closed(c)) => assert_eq!(c.reason(), "bye now"),
             other => panic!("{other:?}"),
@@ -343,7 +364,7 @@ mod tests {
     fn hooks_see_only_the_types_they_name() {
         struct Count(std::rc::Rc<std::cell::Cell<u32>>);
         impl PacketHook for Count {
-            fn on_packet(&mut self, _: &Record, t: &PacketType) -> Verdict {
+            fn on_packet(&mut self, _: &Record, t: &PacketType, _: Instant) -> Verdict {
                 assert!(t.is("info-response"));
                 self.0.set(self.0.get() + 1);
                 Verdict::Drop
@@ -363,7 +384,9 @@ mod tests {
         buf.extend_from_slice(&packet(vec![Value::from("info-response"), Value::from(1)]));
         buf.extend_from_slice(&packet(vec![Value::from("ping"), Value::from(1)]));
         let mut out = Batch::default();
-        assert!(d.cut(&mut buf, &mut VecDeque::new(), &mut out).is_none());
+        assert!(d
+            .cut(&mut buf, &mut VecDeque::new(), &mut out, Instant::now())
+            .is_none());
         assert_eq!(seen.get(), 1);
         assert_eq!(out.packets, 1);
         let ping = packet(vec![Value::from("ping"), Value::from(1)]);
@@ -389,7 +412,9 @@ mod tests {
         ]);
         let mut buf = BytesMut::from(&hello[..]);
         let mut out = Batch::default();
-        assert!(d.cut(&mut buf, &mut VecDeque::new(), &mut out).is_none());
+        assert!(d
+            .cut(&mut buf, &mut VecDeque::new(), &mut out, Instant::now())
+            .is_none());
         let mut wire = BytesMut::new();
         for p in out.into_parts() {
             wire.extend_from_slice(&p);

@@ -42,6 +42,9 @@ pub enum ConnError {
     Timeout,
     #[error("server shutdown")]
     Stopping,
+    /// An administrator stopped the connection.
+    #[error("stopped by administrator")]
+    AdminStop,
     /// The proxy could not do the work (its blocking pool is full).
     #[error("{0}")]
     Busy(String),
@@ -60,7 +63,7 @@ impl ConnError {
             | ConnError::Refused { .. }
             | ConnError::Route(_) => Side::Client,
             ConnError::Upstream { .. } => Side::Session,
-            ConnError::Stopping | ConnError::Busy(_) => Side::Proxy,
+            ConnError::Stopping | ConnError::AdminStop | ConnError::Busy(_) => Side::Proxy,
         }
     }
 

@@ -15,6 +15,7 @@
 mod connection;
 pub mod direction;
 mod error;
+pub mod link;
 mod plan;
 
 pub use connection::{
