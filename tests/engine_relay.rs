@@ -624,3 +624,114 @@ fn faults_mid_record_end_one_connection_and_leave_nothing() {
     assert!(open_fds() <= before, "{} fds, {before} before", open_fds());
     server.stop_and_join();
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_at_the_ping_timeout() {
+    let dir = scratch("deadclient");
+    let (told_tx, told_rx) = mpsc::channel::<String>();
+    fake_session(&dir, 37, move |mut p| {
+        p.recv().unwrap();
+        p.send(vec![
+            Value::from("hello"),
+            caps(vec![("ping-echo-sourceid", Value::Bool(true))]),
+        ]);
+        // Draws, flat out, from a second handle (its thread also writes
+        // the echoes, between draws); this one reads and reports the close
+        // it is sent.
+        let mut w = p.s.try_clone().unwrap();
+        w.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let records = packet::encode_packet(
+            &[
+                Value::from("draw"),
+                Value::Int(1),
+                Value::Bytes(Bytes::from(vec![7u8; 64 * 1024])),
+            ],
+            &EncodeOptions::plain(Encoder::Rencode),
+        )
+        .unwrap();
+        let mut one = Vec::new();
+        for r in &records {
+            one.extend_from_slice(&r.to_bytes());
+        }
+        let (echo_tx, echo_rx) = mpsc::channel::<Vec<u8>>();
+        thread::spawn(move || loop {
+            while let Ok(e) = echo_rx.try_recv() {
+                if w.write_all(&e).is_err() {
+                    return;
+                }
+            }
+            if w.write_all(&one).is_err() {
+                return;
+            }
+        });
+        let told = told_tx.clone();
+        while let Some(pk) = p.recv() {
+            match pk.items[0].as_str() {
+                Some("ping") => {
+                    let echo = [
+                        Value::from("ping_echo"),
+                        pk.items[1].clone(),
+                        Value::Int(0),
+                        Value::Int(0),
+                        Value::Int(0),
+                        Value::Int(-1),
+                        pk.items[3].clone(),
+                    ];
+                    let mut b = Vec::new();
+                    for r in packet::encode_packet(&echo, &EncodeOptions::plain(Encoder::Rencode))
+                        .unwrap()
+                    {
+                        b.extend_from_slice(&r.to_bytes());
+                    }
+                    let _ = echo_tx.send(b);
+                }
+                Some("connection-close" | "disconnect") => {
+                    let _ = told.send(close_reason(&pk));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    let server = start(&dir, &["--ping-interval=1", "--ping-timeout=3"]);
+    let mut c = client(server.tcp_addrs()[0]);
+    let mut hello = client_hello(Some("37"));
+    if let Value::Dict(d) = &mut hello[1] {
+        d.push((Value::from("ping-echo-sourceid"), Value::Bool(true)));
+    }
+    c.send(hello);
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    // The client reads nothing more: xfwd's writes to it stall, its pings
+    // go unanswered, and at the timeout the session is told.
+    let reason = told_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the session was told within the ping timeout");
+    assert_eq!(reason, "client connection lost");
+    // The connection is gone from the client's side too: what is left to
+    // read ends.
+    c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while c.recv().is_some() {}
+    server.stop_and_join();
+}
+
+#[test]
+fn a_session_that_stops_answering_is_dropped_and_the_client_told() {
+    let dir = scratch("deadsession");
+    fake_session(&dir, 38, move |mut p| {
+        p.recv().unwrap();
+        p.send(vec![
+            Value::from("hello"),
+            caps(vec![("ping-echo-sourceid", Value::Bool(true))]),
+        ]);
+        // Frozen: reads and answers nothing, keeps the socket open.
+        thread::sleep(Duration::from_secs(20));
+    });
+    let server = start(&dir, &["--ping-interval=1", "--ping-timeout=3"]);
+    let mut c = client(server.tcp_addrs()[0]);
+    c.send(client_hello(Some("38")));
+    assert_eq!(c.recv().unwrap().items[0].as_str(), Some("hello"));
+    let close = c.recv().expect("a close packet");
+    assert_eq!(close_reason(&close), "session not responding");
+    assert!(c.recv().is_none());
+    server.stop_and_join();
+}

@@ -16,7 +16,7 @@ use xfwd::auth::{
     client_answer, AuthChain, AuthPolicy, AuthSpec, PeerInfo, Secret, SharedThrottle, Target,
     ThrottleConfig,
 };
-use xfwd::proxy::link::{LinkId, PingConfig};
+use xfwd::proxy::link::{LinkId, PingConfig, Stalls};
 use xfwd::proxy::{
     Action, ConnConfig, ConnError, Connection, Destination, Event, Identity, Phase, Plan, PumpEnd,
     RelayEnd, RelayStart, Side,
@@ -714,7 +714,7 @@ fn the_proxy_pings_both_sides_and_swallows_only_its_own_echoes() {
     let cfg = PingConfig::default();
     let t1 = h.now + cfg.interval;
     assert_eq!(link.borrow().poll_timeout(), Some(t1));
-    link.borrow_mut().on_timeout(t1);
+    link.borrow_mut().on_timeout(t1, Stalls::default());
     let to_session = decode_one(&link.borrow_mut().pop_packet(Side::Session).unwrap());
     let to_client = decode_one(&link.borrow_mut().pop_packet(Side::Client).unwrap());
     for p in [&to_session, &to_client] {
@@ -770,7 +770,7 @@ fn a_session_that_stops_answering_is_dropped_and_the_client_told() {
     let mut now = h.now;
     while link.borrow().end().is_none() {
         now = link.borrow().poll_timeout().unwrap();
-        link.borrow_mut().on_timeout(now);
+        link.borrow_mut().on_timeout(now, Stalls::default());
         let ping = link.borrow_mut().pop_packet(Side::Client);
         if let Some(p) = ping {
             let echo = ping_echo(&decode_one(&p));

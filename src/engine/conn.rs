@@ -26,7 +26,7 @@ pub(super) use super::stream::Stream;
 use super::upstream;
 use super::{ShardCtx, Shared};
 use crate::auth::PeerInfo;
-use crate::proxy::link::{Link, LinkEnd, LinkId};
+use crate::proxy::link::{Link, LinkEnd, LinkId, Stalls};
 use crate::proxy::{
     Action, ConnConfig, ConnError, Connection, Event, Phase, PumpEnd, RelayEnd, RelayStart, Side,
 };
@@ -409,7 +409,13 @@ impl Driver {
                     break (None, PumpEnd::AdminStop);
                 }
                 () = sleep_until(wake), if wake.is_some() => {
-                    if let Some(LinkEnd::PingTimeout(side)) = tick(&link, &client_box, &session_box) {
+                    let stalls = Stalls {
+                        to_client: to_client.writing_since(),
+                        to_session: to_session.writing_since(),
+                    };
+                    if let Some(LinkEnd::PingTimeout(side)) =
+                        tick(&link, stalls, &client_box, &session_box)
+                    {
                         break (Some(side), PumpEnd::PingTimeout);
                     }
                 }
@@ -426,9 +432,14 @@ impl Driver {
 
 /// The link's timer: its pings go to the outboxes (a full outbox drops
 /// one: the side is not reading, and the ping timeout will tell).
-fn tick(link: &RefCell<Link>, client_box: &Outbox, session_box: &Outbox) -> Option<LinkEnd> {
+fn tick(
+    link: &RefCell<Link>,
+    stalls: Stalls,
+    client_box: &Outbox,
+    session_box: &Outbox,
+) -> Option<LinkEnd> {
     let mut l = link.borrow_mut();
-    l.on_timeout(std::time::Instant::now());
+    l.on_timeout(std::time::Instant::now(), stalls);
     while let Some(p) = l.pop_packet(Side::Client) {
         let _ = client_box.push(p);
     }

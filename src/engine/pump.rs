@@ -23,11 +23,19 @@ use crate::proxy::{Batch, Direction, PumpEnd};
 #[derive(Default, Debug)]
 pub struct OutState {
     mid_packet: Cell<bool>,
+    /// Since when the current write has been going on.
+    writing_since: Cell<Option<std::time::Instant>>,
 }
 
 impl OutState {
     pub fn at_boundary(&self) -> bool {
         !self.mid_packet.get()
+    }
+
+    /// Since when the pump has been in its current write (`None`: not
+    /// writing).
+    pub fn writing_since(&self) -> Option<std::time::Instant> {
+        self.writing_since.get()
     }
 }
 
@@ -162,15 +170,13 @@ where
     let mut sizer = ReadSizer::new();
     loop {
         let mut out = Batch::default();
-        let end = dir.cut(
-            &mut buf,
-            &mut outbox.queue.borrow_mut(),
-            &mut out,
-            std::time::Instant::now(),
-        );
+        let now = std::time::Instant::now();
+        let end = dir.cut(&mut buf, &mut outbox.queue.borrow_mut(), &mut out, now);
         if !out.is_empty() {
             let (n, packets) = (out.len(), out.packets);
+            out_state.writing_since.set(Some(now));
             let written = write(w, out, out_state, dir).await;
+            out_state.writing_since.set(None);
             match (written, &end) {
                 (Ok(()), _) => counters.add(n, packets),
                 (Err(e), None) => return PumpEnd::WriteError(e.to_string()),

@@ -91,6 +91,16 @@ pub struct LinkId {
     pub shard: usize,
 }
 
+/// Writes in progress: since when the pump writing to each side has been
+/// in one write (`None`: not writing). A side that does not read stalls the
+/// pump that writes to it, and with it the reading of the other side, whose
+/// echoes then wait behind its data: that other side is not the dead one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stalls {
+    pub to_client: Option<Instant>,
+    pub to_session: Option<Instant>,
+}
+
 /// Why the link ended the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkEnd {
@@ -152,6 +162,11 @@ pub struct Link {
     traffic: Rc<Traffic>,
     client: Pinger,
     session: Pinger,
+    /// The session's hello has gone by (whether it echoes our pings is
+    /// known).
+    session_hello: bool,
+    /// Until then, when to look again.
+    hello_check: Instant,
     end: Option<LinkEnd>,
 }
 
@@ -189,6 +204,8 @@ impl Link {
             traffic,
             client,
             session: Pinger::new(now),
+            session_hello: false,
+            hello_check: now + cfg.interval,
             end: None,
         }
     }
@@ -209,6 +226,7 @@ impl Link {
 
     /// The session's hello went by: ping it if it echoes our uuid.
     pub fn on_session_hello(&mut self, caps: &Value, encoder: Encoder, now: Instant) {
+        self.session_hello = true;
         if !self.cfg.interval.is_zero() && caps_flag(caps, "ping-echo-sourceid") {
             let cfg = self.cfg;
             self.session.start(encoder, &cfg, now);
@@ -234,15 +252,21 @@ impl Link {
         self.end
     }
 
-    /// When to call [`Link::on_timeout`] next.
+    /// When to call [`Link::on_timeout`] next. Until the session's hello
+    /// has gone by, at least once an interval after relaying started (the
+    /// hello may start the session's pings in between, and the driver asks
+    /// again only after a timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.end.is_some() {
             return None;
         }
+        let waiting_hello =
+            (!self.session_hello && !self.cfg.interval.is_zero()).then_some(self.hello_check);
         [&self.client, &self.session]
             .into_iter()
             .filter(|p| p.enabled)
             .map(|p| p.next_ping.min(p.deadline(&self.cfg)))
+            .chain(waiting_hello)
             .min()
     }
 
@@ -254,10 +278,14 @@ impl Link {
     }
 
     /// Sends the pings that are due, and ends the link if a side has not
-    /// answered for the timeout.
-    pub fn on_timeout(&mut self, now: Instant) {
+    /// answered for the timeout (blaming the side that does not read when
+    /// its stall is what holds the other side's echoes back).
+    pub fn on_timeout(&mut self, now: Instant, stalls: Stalls) {
         if self.end.is_some() {
             return;
+        }
+        if !self.session_hello && now >= self.hello_check {
+            self.hello_check = now + self.cfg.interval;
         }
         for side in [Side::Session, Side::Client] {
             let cfg = self.cfg;
@@ -266,7 +294,16 @@ impl Link {
                 continue;
             }
             if now >= p.deadline(&cfg) {
-                self.end = Some(LinkEnd::PingTimeout(side));
+                // Held for an interval or more by the other side's write.
+                let held = |since: Option<Instant>| {
+                    since.is_some_and(|t| t + cfg.interval.max(Duration::from_secs(1)) <= now)
+                };
+                let dead = match side {
+                    Side::Session if held(stalls.to_client) => Side::Client,
+                    Side::Client if held(stalls.to_session) => Side::Session,
+                    s => s,
+                };
+                self.end = Some(LinkEnd::PingTimeout(dead));
                 return;
             }
             if now < p.next_ping {
@@ -506,7 +543,7 @@ mod tests {
         l.on_session_hello(&caps(true), Encoder::Rencode, t0);
         assert_eq!(l.poll_timeout(), Some(t0 + cfg.interval));
         let t1 = t0 + cfg.interval;
-        l.on_timeout(t1);
+        l.on_timeout(t1, Stalls::default());
         let ping = decode(&l.pop_packet(Side::Session).unwrap());
         assert_eq!(ping[0].as_str(), Some("ping"));
         assert_eq!(ping[3].as_str(), Some("abc123"));
@@ -544,7 +581,7 @@ mod tests {
         let mut now = t0;
         while l.end().is_none() {
             now = l.poll_timeout().unwrap();
-            l.on_timeout(now);
+            l.on_timeout(now, Stalls::default());
             // The client answers every ping; the session none.
             if let Some(p) = l.pop_packet(Side::Client) {
                 assert!(l.on_echo(Side::Client, &echo_of(&decode(&p)), now));
@@ -557,6 +594,72 @@ mod tests {
         assert!(l.pop_packet(Side::Session).is_some());
         assert!(l.pop_packet(Side::Session).is_none());
         assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_side_that_does_not_read_is_blamed_for_the_others_silence() {
+        let t0 = Instant::now();
+        let cfg = PingConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+        };
+        let mut l = Link::new(
+            cfg,
+            identity(),
+            LinkId::default(),
+            Rc::default(),
+            &caps(true),
+            Encoder::Rencode,
+            t0,
+        );
+        l.on_session_hello(&caps(true), Encoder::Rencode, t0);
+        // Both are silent, but the write to the client has been stuck for
+        // two seconds: the session's echoes wait behind it.
+        let stalls = Stalls {
+            to_client: Some(t0 + Duration::from_secs(1)),
+            to_session: None,
+        };
+        l.on_timeout(t0 + cfg.timeout, stalls);
+        assert_eq!(l.end(), Some(LinkEnd::PingTimeout(Side::Client)));
+        // A write that started a moment ago explains nothing.
+        let mut l = Link::new(
+            cfg,
+            identity(),
+            LinkId::default(),
+            Rc::default(),
+            &caps(true),
+            Encoder::Rencode,
+            t0,
+        );
+        l.on_session_hello(&caps(true), Encoder::Rencode, t0);
+        let stalls = Stalls {
+            to_client: Some(t0 + cfg.timeout - Duration::from_millis(10)),
+            to_session: None,
+        };
+        l.on_timeout(t0 + cfg.timeout, stalls);
+        assert_eq!(l.end(), Some(LinkEnd::PingTimeout(Side::Session)));
+    }
+
+    #[test]
+    fn the_timer_looks_again_until_the_sessions_hello() {
+        let t0 = Instant::now();
+        let cfg = PingConfig::default();
+        let mut l = Link::new(
+            cfg,
+            identity(),
+            LinkId::default(),
+            Rc::default(),
+            &caps(false),
+            Encoder::Rencode,
+            t0,
+        );
+        assert_eq!(l.poll_timeout(), Some(t0 + cfg.interval));
+        l.on_timeout(t0 + cfg.interval, Stalls::default());
+        // Not the same (past) time again: no busy loop.
+        assert_eq!(l.poll_timeout(), Some(t0 + 2 * cfg.interval));
+        let t = t0 + cfg.interval + Duration::from_millis(5);
+        l.on_session_hello(&caps(true), Encoder::Rencode, t);
+        assert_eq!(l.poll_timeout(), Some(t + cfg.interval));
     }
 
     #[test]
@@ -573,7 +676,7 @@ mod tests {
         );
         l.on_session_hello(&Value::Dict(vec![]), Encoder::Rencode, t0);
         assert_eq!(l.poll_timeout(), None);
-        l.on_timeout(t0 + Duration::from_secs(600));
+        l.on_timeout(t0 + Duration::from_secs(600), Stalls::default());
         assert!(l.end().is_none());
     }
 
