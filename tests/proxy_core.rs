@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use xfwd::auth::{
@@ -28,6 +28,8 @@ use xfwd::wire::views::{Challenge, Close};
 use xfwd::wire::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// When the simulated proxy started (wall clock, seconds since the epoch).
+const START_SECS: u64 = 1_700_000_000;
 
 fn encode(items: &[Value], encoder: Encoder) -> BytesMut {
     let mut out = BytesMut::new();
@@ -134,6 +136,7 @@ impl Harness {
         let inline = auth
             .iter()
             .all(|a| ["allow", "none", "reject", "fail"].contains(a));
+        let now = Instant::now();
         let cfg = ConnConfig {
             chain: Arc::new(AuthChain::new(&specs, AuthPolicy::default()).unwrap()),
             inline_auth: inline,
@@ -142,9 +145,11 @@ impl Harness {
             identity: Arc::new(Identity {
                 hostname: "proxyhost".into(),
                 uuid: "0123".into(),
+                start_time: UNIX_EPOCH + Duration::from_secs(START_SECS),
+                started: now,
+                shards: 3,
             }),
         };
-        let now = Instant::now();
         let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
         let mut h = Harness {
             core: Connection::new(cfg, peer, already, now),

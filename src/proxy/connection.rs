@@ -29,12 +29,26 @@ pub const CLIENT_GONE: &str = "client connection lost";
 /// Sent to both when the proxy stops.
 pub const SERVER_SHUTDOWN: &str = "server shutdown";
 
-/// Who this proxy is, for the hello sessions get.
+/// Who this proxy is, for the hello sessions get and the answers to
+/// one-shot requests.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub hostname: String,
     /// Identifies this proxy instance (its pings, its info).
     pub uuid: String,
+    /// When the proxy started (wall clock), and the same moment on the
+    /// monotonic clock the core is driven with.
+    pub start_time: SystemTime,
+    pub started: Instant,
+    /// How many shards serve connections.
+    pub shards: usize,
+}
+
+impl Identity {
+    /// The wall-clock time at `now` (the core's clock).
+    pub fn wall_clock(&self, now: Instant) -> SystemTime {
+        self.start_time + now.saturating_duration_since(self.started)
+    }
 }
 
 /// What a connection needs to know of its listener and server.

@@ -15,6 +15,7 @@
 mod connection;
 pub mod direction;
 mod error;
+pub mod oneshot;
 mod plan;
 
 pub use connection::{
@@ -23,6 +24,7 @@ pub use connection::{
 };
 pub use direction::{Batch, CutEnd, Direction, ForwardAll, Intercepts, PacketHook, Verdict};
 pub use error::{ConnError, Side};
+pub use oneshot::{Reachable, Request};
 pub use plan::{upstream_hello, Destination, Plan};
 
 use bytes::BytesMut;
