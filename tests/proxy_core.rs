@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use xfwd::auth::{
@@ -19,7 +19,7 @@ use xfwd::auth::{
 use xfwd::proxy::link::{LinkId, PingConfig, Stalls};
 use xfwd::proxy::{
     Action, ConnConfig, ConnError, Connection, Destination, Event, Identity, Phase, Plan, PumpEnd,
-    RelayEnd, RelayStart, Side,
+    Reachable, RelayEnd, RelayStart, Side,
 };
 use xfwd::sessions::LocalSession;
 use xfwd::wire::frame::{FrameDecoder, Limits};
@@ -29,6 +29,8 @@ use xfwd::wire::views::{Challenge, Close};
 use xfwd::wire::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// When the simulated proxy started (wall clock, seconds since the epoch).
+const START_SECS: u64 = 1_700_000_000;
 
 fn encode(items: &[Value], encoder: Encoder) -> BytesMut {
     let mut out = BytesMut::new();
@@ -92,6 +94,10 @@ impl Inbox {
 struct World {
     plan: Result<Plan, ConnError>,
     connect: Result<(), String>,
+    /// What an `info` request lists.
+    listed: Result<Vec<Reachable>, ConnError>,
+    /// Jobs run, by kind.
+    ran: Vec<&'static str>,
 }
 
 struct Harness {
@@ -131,10 +137,16 @@ impl Harness {
     /// A connection whose front door already read `already` (TLS,
     /// WebSocket).
     fn read_ahead(auth: &[&str], throttle: ThrottleConfig, already: BytesMut) -> Harness {
+        let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
+        Harness::full(auth, throttle, already, peer)
+    }
+
+    fn full(auth: &[&str], throttle: ThrottleConfig, already: BytesMut, peer: PeerInfo) -> Harness {
         let specs = AuthSpec::parse_chain(auth).unwrap();
         let inline = auth
             .iter()
             .all(|a| ["allow", "none", "reject", "fail"].contains(a));
+        let now = Instant::now();
         let cfg = ConnConfig {
             chain: Arc::new(AuthChain::new(&specs, AuthPolicy::default()).unwrap()),
             inline_auth: inline,
@@ -143,18 +155,21 @@ impl Harness {
             identity: Arc::new(Identity {
                 hostname: "proxyhost".into(),
                 uuid: "0123".into(),
+                start_time: UNIX_EPOCH + Duration::from_secs(START_SECS),
+                started: now,
+                shards: 3,
             }),
             ping: PingConfig::default(),
             id: LinkId { conn: 42, shard: 0 },
         };
-        let now = Instant::now();
-        let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
         let mut h = Harness {
             core: Connection::new(cfg, peer, already, now),
             now,
             world: World {
                 plan: Ok(local_plan(None)),
                 connect: Ok(()),
+                listed: Ok(vec![Reachable::local("100")]),
+                ran: Vec::new(),
             },
             client: Inbox::default(),
             session: Inbox::default(),
@@ -189,14 +204,25 @@ impl Harness {
     fn run_job(&mut self, job: Action) {
         let ev = match job {
             Action::RunAuth(mut flow, answer) => {
+                self.world.ran.push("auth");
                 let step = flow.advance(answer);
                 Event::AuthDone(flow, step)
             }
-            Action::Route { .. } => Event::Routed(self.world.plan.clone()),
-            Action::Connect(_) => match &self.world.connect {
-                Ok(()) => Event::Connected,
-                Err(e) => Event::ConnectFailed(e.clone()),
-            },
+            Action::Route { .. } => {
+                self.world.ran.push("route");
+                Event::Routed(self.world.plan.clone())
+            }
+            Action::ListSessions { .. } => {
+                self.world.ran.push("list");
+                Event::SessionsListed(self.world.listed.clone())
+            }
+            Action::Connect(_) => {
+                self.world.ran.push("connect");
+                match &self.world.connect {
+                    Ok(()) => Event::Connected,
+                    Err(e) => Event::ConnectFailed(e.clone()),
+                }
+            }
             other => panic!("not a job: {other:?}"),
         };
         self.core.handle(ev, self.now);
@@ -827,4 +853,287 @@ fn an_administrator_stops_a_handshake_with_a_reason() {
     h.event(Event::AdminStop);
     assert!(h.closed);
     assert_eq!(h.client_close_reason(), "stopped by administrator");
+}
+
+// One-shot requests: answered by the proxy itself, never routed.
+
+fn request(mode: &str) -> Vec<(&'static str, Value)> {
+    // What 3.1.3's clients send (`request` plus the legacy flag).
+    let flag: &'static str = match mode {
+        "version" => "version_request",
+        "info" => "info_request",
+        "id" => "info_request",
+        _ => "x_request",
+    };
+    let mut caps = vec![("request", Value::from(mode)), (flag, Value::Bool(true))];
+    match mode {
+        "version" => caps.push(("full-version-request", Value::Bool(true))),
+        "info" | "id" => caps.push(("info-namespace", Value::Bool(true))),
+        _ => {}
+    }
+    caps
+}
+
+/// The reply the client got: its caps.
+fn reply(h: &mut Harness) -> Value {
+    let p = h.client.next();
+    assert_eq!(p.packet_type(), Some("hello"), "{:?}", p.items);
+    p.items[1].clone()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {key} in {v:?}"))
+        .to_owned()
+}
+
+/// The next packet is a challenge; the hello that answers it.
+fn answer_next_challenge(h: &mut Harness, password: &[u8], extra: Vec<(&'static str, Value)>) {
+    let c = h.client.next();
+    assert_eq!(c.packet_type(), Some("challenge"), "{:?}", c.items);
+    let challenge = Challenge::parse(&c.items).unwrap();
+    let mut caps = answer_caps(&challenge, password);
+    caps.extend(extra);
+    h.client_sends(&hello(caps));
+}
+
+#[test]
+fn version_is_answered_before_any_auth() {
+    let (dir, spec) = password_file("version");
+    let mut h = Harness::new(&[&spec]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(request("version")));
+    assert!(h.closed, "answered, then closed");
+    let caps = reply(&mut h);
+    let v = text(&caps, "version");
+    assert!(v.starts_with("3.1-xfwd-"), "{v}");
+    assert!(h.client.packets.is_empty(), "nothing after the hello");
+    assert!(h.jobs.is_empty(), "no auth, no routing: {:?}", h.jobs);
+    assert_eq!(h.core.user(), None);
+    assert!(h.session.packets.is_empty());
+    assert_eq!(h.core.error(), None);
+    // Without full-version-request: the bare number.
+    let mut h = Harness::new(&[&spec]);
+    h.client_sends(&hello(vec![("version_request", Value::Bool(true))]));
+    assert_eq!(text(&reply(&mut h), "version"), "3.1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_for_a_client_with_a_password_challenges_for_nothing() {
+    // A 3.1 client with a password says `challenge` and leaves if the
+    // answer comes unasked; the challenge checks nothing.
+    let (dir, spec) = password_file("version-pw");
+    let mut h = Harness::new(&[&spec]);
+    h.hold_jobs = true;
+    let mut caps = request("version");
+    caps.push(("challenge", Value::Bool(true)));
+    h.client_sends(&hello(caps));
+    assert_eq!(h.core.phase(), Phase::Challenged);
+    answer_next_challenge(&mut h, b"any password at all", vec![]);
+    assert!(h.closed);
+    assert!(text(&reply(&mut h), "version").starts_with("3.1"));
+    assert!(h.jobs.is_empty(), "no auth ran: {:?}", h.jobs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn id_is_answered_after_the_challenge_and_never_routed() {
+    let (dir, spec) = password_file("id");
+    let mut h = Harness::new(&[&spec]);
+    let mut caps = request("id");
+    caps.push(("challenge", Value::Bool(true)));
+    h.client_sends(&hello(caps));
+    assert_eq!(h.core.phase(), Phase::Challenged);
+    answer_next_challenge(&mut h, b"sesame", request("id"));
+    assert!(h.closed);
+    let caps = reply(&mut h);
+    assert_eq!(text(&caps, "session-type"), "proxy");
+    assert_eq!(text(&caps, "uuid"), "0123");
+    assert_eq!(text(&caps, "platform"), std::env::consts::OS);
+    assert!(h.client.packets.is_empty(), "no second challenge, no close");
+    assert_eq!(h.world.ran, vec!["auth", "auth"]);
+    assert!(h.session.packets.is_empty() && h.relay.is_none());
+    assert_eq!(h.core.user(), Some("alice"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wrong_password_gets_the_normal_refusal() {
+    let (dir, spec) = password_file("info-wrong");
+    let mut h = Harness::new(&[&spec]);
+    let mut caps = request("info");
+    caps.push(("challenge", Value::Bool(true)));
+    h.client_sends(&hello(caps));
+    answer_next_challenge(&mut h, b"wrong", request("info"));
+    if h.core.phase() == Phase::Refusing {
+        let at = h.core.poll_timeout().unwrap();
+        h.advance(at - h.now);
+    }
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "authentication failed");
+    assert!(!h.world.ran.contains(&"list"), "{:?}", h.world.ran);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn info_lists_what_the_user_may_reach_as_a_job() {
+    let (dir, spec) = password_file("info");
+    let mut h = Harness::new(&[&spec]);
+    let t = Target::parse("tcp://bob:secret@10.0.0.1:14501/7").unwrap();
+    h.world.listed = Ok(vec![Reachable::local("100"), Reachable::target(&t)]);
+    // info-namespace: nested
+    h.client_sends(&hello(request("info")));
+    h.hold_jobs = true;
+    answer_next_challenge(&mut h, b"sesame", request("info"));
+    let auth = h.jobs.pop_front().unwrap();
+    assert!(matches!(auth, Action::RunAuth(..)));
+    h.run_job(auth);
+    assert_eq!(h.core.phase(), Phase::Answering);
+    assert!(!h.core.wants_client_data());
+    assert!(matches!(
+        h.jobs.front(),
+        Some(Action::ListSessions { accepted }) if accepted.username == "alice"
+    ));
+    // The listing takes a while: the clock moves on.
+    h.now += Duration::from_secs(5);
+    h.run_jobs();
+    assert!(h.closed);
+    let caps = reply(&mut h);
+    assert_eq!(text(&caps, "mode"), "proxy");
+    assert_eq!(text(&caps, "session-type"), "proxy");
+    assert_eq!(text(&caps, "uuid"), "0123");
+    assert_eq!(text(&caps, "hostname"), "proxyhost");
+    assert_eq!(text(&caps, "user"), "alice");
+    assert_eq!(caps.get("shards"), Some(&Value::from(3)));
+    assert_eq!(
+        caps.get("start_time"),
+        Some(&Value::from(START_SECS as i64))
+    );
+    assert_eq!(caps.get("elapsed_time"), Some(&Value::from(5)));
+    assert_eq!(
+        caps.get("current_time"),
+        Some(&Value::from(START_SECS as i64 + 5))
+    );
+    let sessions = caps.get("sessions").unwrap();
+    assert_eq!(sessions.get(""), Some(&Value::from(2)));
+    assert_eq!(text(sessions.get("0").unwrap(), "display"), ":100");
+    assert_eq!(
+        text(sessions.get("1").unwrap(), "uri"),
+        "tcp://10.0.0.1:14501/7"
+    );
+    assert!(!format!("{caps:?}").contains("secret"));
+    assert!(!h.world.ran.contains(&"route"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn info_is_flat_without_info_namespace() {
+    let mut h = Harness::new(&["allow"]);
+    h.client_sends(&hello(vec![("request", Value::from("info"))]));
+    answer_next_challenge(&mut h, b"x", vec![]);
+    let caps = reply(&mut h);
+    assert_eq!(text(&caps, "xfwd.version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(caps.get("sessions"), Some(&Value::from(1)));
+    assert_eq!(text(&caps, "sessions.0.display"), ":100");
+    assert_eq!(text(&caps, "sessions.0.type"), "local");
+}
+
+#[test]
+fn none_with_a_password_offered_gets_a_challenge_for_nothing() {
+    let mut h = Harness::new(&["none"]);
+    let mut caps = request("info");
+    caps.push(("challenge", Value::Bool(true)));
+    h.client_sends(&hello(caps));
+    assert_eq!(h.core.phase(), Phase::Challenged);
+    assert_eq!(h.core.user(), Some("alice"));
+    answer_next_challenge(&mut h, b"whatever", request("info"));
+    assert!(h.closed);
+    assert_eq!(text(&reply(&mut h), "mode"), "proxy");
+    // Without a password: answered at once.
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&hello(request("id")));
+    assert_eq!(text(&reply(&mut h), "session-type"), "proxy");
+}
+
+#[test]
+fn the_reply_uses_the_clients_encoder() {
+    for encoder in [Encoder::Bencode, Encoder::Rencode, Encoder::Rencodeplus] {
+        let mut h = Harness::new(&["none"]);
+        h.event(Event::ClientData(encode(&hello(request("id")), encoder)));
+        let p = h.client.next();
+        assert_eq!(p.encoder, encoder);
+        assert_eq!(text(&p.items[1], "session-type"), "proxy");
+    }
+}
+
+#[test]
+fn connect_test_is_echoed() {
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&hello(vec![
+        ("request", Value::from("connect_test")),
+        ("connect_test_request", Value::from("c0ffee")),
+        ("connect", Value::Bool(false)),
+        ("info_request", Value::Bool(true)),
+    ]));
+    assert!(h.closed);
+    assert_eq!(text(&reply(&mut h), "connect_test_response"), "c0ffee");
+    assert!(h.world.ran.is_empty());
+}
+
+#[test]
+fn stop_and_other_requests_are_refused_with_a_reason() {
+    let cases = [
+        ("stop", "cannot stop proxy server from a 'tcp' connection"),
+        ("screenshot", "invalid request"),
+        ("exit", "invalid request"),
+        ("detach", "invalid request"),
+        ("no-such-mode", "invalid request"),
+    ];
+    for (mode, reason) in cases {
+        let mut h = Harness::new(&["none"]);
+        h.client_sends(&hello(vec![("request", Value::from(mode))]));
+        assert!(h.closed, "{mode}");
+        assert_eq!(h.client_close_reason(), reason, "{mode}");
+        assert!(h.world.ran.is_empty(), "{mode}: {:?}", h.world.ran);
+        assert!(h.session.packets.is_empty());
+    }
+    // Refused after auth, as xpra's proxy does: unauthenticated clients
+    // learn nothing.
+    let mut h = Harness::new(&["reject"]);
+    h.client_sends(&hello(vec![("request", Value::from("stop"))]));
+    answer_next_challenge(&mut h, b"x", vec![]);
+    if h.core.phase() == Phase::Refusing {
+        let at = h.core.poll_timeout().unwrap();
+        h.advance(at - h.now);
+    }
+    assert_eq!(h.client_close_reason(), "authentication failed");
+    // From a Unix socket too: xfwd stops on a signal.
+    let peer = PeerInfo {
+        transport: xfwd::auth::Transport::Unix,
+        ..PeerInfo::default()
+    };
+    let mut h = Harness::full(&["none"], ThrottleConfig::default(), BytesMut::new(), peer);
+    h.client_sends(&hello(vec![("request", Value::from("stop"))]));
+    assert!(h.client_close_reason().contains("SIGTERM"));
+}
+
+#[test]
+fn a_listing_that_never_ends_is_a_timeout_and_stop_is_heard() {
+    let mut h = Harness::new(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(request("info")));
+    assert_eq!(h.core.phase(), Phase::Answering);
+    h.advance(TIMEOUT);
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), "handshake timeout");
+    h.run_jobs();
+    assert!(h.client.packets.is_empty(), "a late listing sends nothing");
+
+    let mut h = Harness::new(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&hello(request("info")));
+    h.event(Event::Stop);
+    assert_eq!(h.client_close_reason(), "server shutdown");
 }

@@ -292,6 +292,14 @@ impl Driver {
                     ))
                 }));
             }
+            Action::ListSessions { accepted } => {
+                let shared = self.shared.clone();
+                self.job = Some(Box::pin(async move {
+                    JobDone::Event(Event::SessionsListed(
+                        upstream::reachable(&accepted, &shared).await,
+                    ))
+                }));
+            }
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
                 let shared = self.shared.clone();

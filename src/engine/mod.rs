@@ -221,6 +221,7 @@ impl Server {
             tracing::debug!("no TLS for ssl:// session targets: {e}");
         }
         let uuid = random_uuid();
+        let shards = config.cores;
         let admission =
             admission::Admission::new(config.max_handshakes, config.max_handshakes_per_ip);
         let shared = Arc::new(Shared {
@@ -233,6 +234,9 @@ impl Server {
             identity: Arc::new(crate::proxy::Identity {
                 hostname: hostname.clone(),
                 uuid,
+                start_time: std::time::SystemTime::now(),
+                started: std::time::Instant::now(),
+                shards,
             }),
             hostname,
             uid,

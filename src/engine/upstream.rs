@@ -12,8 +12,9 @@ use tokio::net::{TcpStream, UnixStream};
 use super::pump::ReadSizer;
 use super::stream::{Stream, WsStream};
 use super::Shared;
-use crate::auth::{Accepted, SessionOptions, Target, TargetKind};
-use crate::proxy::{ConnError, Destination, Plan};
+use crate::auth::{Accepted, SessionOptions, Target, TargetKind, Targets};
+use crate::proxy::oneshot::MAX_LISTED;
+use crate::proxy::{ConnError, Destination, Plan, Reachable};
 use crate::sessions::{self, LocalSession};
 use crate::wire::views::Hello;
 use crate::wire::Value;
@@ -110,6 +111,38 @@ pub(super) async fn route(
         }
     };
     Ok(plan)
+}
+
+/// Where an accepted user may go, for `xpra info`: what [`route`] would
+/// choose from (the live local sessions, or the targets of the user's auth
+/// data), at most [`MAX_LISTED`]. Probing local sockets blocks: on the
+/// blocking pool.
+pub(super) async fn reachable(
+    accepted: &Accepted,
+    shared: &Arc<Shared>,
+) -> Result<Vec<Reachable>, ConnError> {
+    let Some(sessions) = &accepted.sessions else {
+        return Ok(Vec::new());
+    };
+    match &sessions.targets {
+        Targets::Listed(list) => Ok(list
+            .iter()
+            .take(MAX_LISTED)
+            .map(Reachable::target)
+            .collect()),
+        Targets::Local => {
+            let shared2 = shared.clone();
+            let live = shared
+                .blocking
+                .run(move || {
+                    let mut found = discover(&shared2);
+                    found.truncate(MAX_LISTED);
+                    sessions::live(&found)
+                })
+                .await?;
+            Ok(live.iter().map(|s| Reachable::local(&s.display)).collect())
+        }
+    }
 }
 
 async fn resolve(host: String, port: u16, shared: &Shared) -> std::io::Result<SocketAddr> {

@@ -15,6 +15,7 @@ use super::link::{
     self, Link, LinkHook, LinkId, PingConfig, Traffic, PING_TIMEOUT, SESSION_NOT_RESPONDING,
     STOPPED_BY_ADMIN,
 };
+use super::oneshot::{self, Reachable, Request};
 use super::plan::{upstream_hello, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
@@ -35,12 +36,26 @@ pub const CLIENT_GONE: &str = "client connection lost";
 /// Sent to both when the proxy stops.
 pub const SERVER_SHUTDOWN: &str = "server shutdown";
 
-/// Who this proxy is, for the hello sessions get.
+/// Who this proxy is, for the hello sessions get and the answers to
+/// one-shot requests.
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub hostname: String,
     /// Identifies this proxy instance (its pings, its info).
     pub uuid: String,
+    /// When the proxy started (wall clock), and the same moment on the
+    /// monotonic clock the core is driven with.
+    pub start_time: SystemTime,
+    pub started: Instant,
+    /// How many shards serve connections.
+    pub shards: usize,
+}
+
+impl Identity {
+    /// The wall-clock time at `now` (the core's clock).
+    pub fn wall_clock(&self, now: Instant) -> SystemTime {
+        self.start_time + now.saturating_duration_since(self.started)
+    }
 }
 
 /// What a connection needs to know of its listener and server.
@@ -78,6 +93,9 @@ pub enum Phase {
     /// The session's answer to its hello is awaited (to answer its
     /// challenge with the target's password).
     UpstreamHello,
+    /// A one-shot request's answer is being prepared (a job lists what
+    /// the user may reach).
+    Answering,
     /// Both sides relayed by the driver's pumps.
     Relaying,
     /// A refused client waits for its failed-attempt delay.
@@ -162,6 +180,8 @@ pub enum Event {
     JobFailed(ConnError),
     /// The route job of [`Action::Route`] is done.
     Routed(Result<Plan, ConnError>),
+    /// The job of [`Action::ListSessions`] is done.
+    SessionsListed(Result<Vec<Reachable>, ConnError>),
     /// The connection of [`Action::Connect`] is open.
     Connected,
     ConnectFailed(String),
@@ -189,6 +209,11 @@ pub enum Action {
     /// [`Event::Routed`].
     Route {
         hello: Vec<Value>,
+        accepted: Accepted,
+    },
+    /// List where the accepted user may go, for an `info` request
+    /// (discovery may block), then send [`Event::SessionsListed`].
+    ListSessions {
         accepted: Accepted,
     },
     /// Open a connection to the plan's destination, then send
@@ -247,6 +272,23 @@ pub struct Connection {
     /// Why relaying ended, for the log.
     end_reason: Option<String>,
     actions: VecDeque<Action>,
+    /// The one-shot request of the first hello: answered by the proxy,
+    /// never routed.
+    request: Option<Request>,
+    /// A one-shot client that offered a password and has not been
+    /// challenged yet: what it can answer a challenge with.
+    unchallenged: Option<ClientAuth>,
+    /// A challenge nothing checks was sent; what to do with its answer.
+    fake: Option<Fake>,
+}
+
+/// What the answer to a fake challenge leads to.
+#[derive(Debug)]
+enum Fake {
+    /// The version (no auth at all).
+    Version,
+    /// The request of this accepted user.
+    Accepted(Box<Accepted>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -317,6 +359,9 @@ impl Connection {
             error: None,
             end_reason: None,
             actions: VecDeque::new(),
+            request: None,
+            unchallenged: None,
+            fake: None,
         };
         // What the front door read (inside TLS or WebSocket, where it
         // cannot peek) may hold the whole hello already.
@@ -382,6 +427,7 @@ impl Connection {
             | Phase::Challenged
             | Phase::Routing
             | Phase::Connecting
+            | Phase::Answering
             | Phase::UpstreamHello => Some(match &self.held_answer {
                 Some((_, _, at)) => (*at).min(self.deadline),
                 None => self.deadline,
@@ -450,6 +496,14 @@ impl Connection {
                         self.plan = Some(plan);
                     }
                     Err(e) => self.fail(e, now),
+                }
+            }
+            Event::SessionsListed(r) => {
+                if self.phase == Phase::Answering {
+                    match r {
+                        Ok(list) => self.answer_info(&list, now),
+                        Err(e) => self.fail(e, now),
+                    }
                 }
             }
             Event::Connected => {
@@ -585,13 +639,30 @@ impl Connection {
         };
         match self.phase {
             Phase::Hello => {
-                let flow = AuthFlow::new(
-                    self.cfg.chain.clone(),
-                    ClientAuth::from_hello(&view),
-                    self.peer.clone(),
-                );
+                let client = ClientAuth::from_hello(&view);
+                self.request = Request::of(&view);
+                if self.request.is_some() && oneshot::expects_challenge(&view) {
+                    self.unchallenged = Some(client.clone());
+                }
+                if let Some(Request::Version { full }) = self.request {
+                    // Before any authentication, as xpra does.
+                    return self.answer_version(full, now);
+                }
+                let flow = AuthFlow::new(self.cfg.chain.clone(), client, self.peer.clone());
                 self.hello = items;
                 self.run_auth(Box::new(flow), None, now);
+            }
+            Phase::Challenged if self.fake.is_some() => {
+                // Whatever it answered: nothing was asked.
+                match self.fake.take() {
+                    Some(Fake::Version) => {
+                        if let Some(Request::Version { full }) = self.request {
+                            self.reply(&oneshot::version_reply(full));
+                        }
+                    }
+                    Some(Fake::Accepted(accepted)) => self.answer_request(*accepted, now),
+                    None => {}
+                }
             }
             Phase::Challenged => {
                 let answer = Answer::from_hello(&view);
@@ -628,6 +699,7 @@ impl Connection {
         let ip = self.peer.ip();
         match step {
             Step::Challenge(challenge) => {
+                self.unchallenged = None;
                 self.send_to_client(&challenge.to_items());
                 self.flow = Some(flow);
                 self.phase = Phase::Challenged;
@@ -646,6 +718,9 @@ impl Connection {
                     delay: Duration::ZERO,
                 });
                 self.user = Some(accepted.username.clone());
+                if self.request.is_some() {
+                    return self.on_request_accepted(accepted, now);
+                }
                 self.phase = Phase::Routing;
                 self.actions.push_back(Action::Route {
                     hello: self.hello.clone(),
@@ -675,6 +750,89 @@ impl Connection {
                 );
             }
         }
+    }
+
+    /// A one-shot request before auth: `version`.
+    fn answer_version(&mut self, full: bool, now: Instant) {
+        if self.challenge_for_nothing(Fake::Version, now).is_err() {
+            self.reply(&oneshot::version_reply(full));
+        }
+    }
+
+    /// Sends a challenge nothing checks when the one-shot client offered a
+    /// password and was not challenged (a 3.1 client refuses an answer
+    /// that did not ask for it). `Err(then)`: none needed (or none
+    /// possible), answer now.
+    fn challenge_for_nothing(&mut self, then: Fake, now: Instant) -> Result<(), Fake> {
+        let Some(client) = self.unchallenged.take() else {
+            return Err(then);
+        };
+        let Some(challenge) = oneshot::fake_challenge(&client, self.peer.is_private()) else {
+            return Err(then);
+        };
+        tracing::debug!("the client offers a password nothing asks for: a challenge for nothing");
+        self.send_to_client(&challenge.to_items());
+        self.fake = Some(then);
+        self.phase = Phase::Challenged;
+        // The answer may already be buffered.
+        self.on_client_data(now);
+        Ok(())
+    }
+
+    /// An authenticated one-shot request.
+    fn on_request_accepted(&mut self, accepted: Accepted, now: Instant) {
+        // Routed nowhere: the hello is not needed any more.
+        self.hello = Vec::new();
+        if let Err(Fake::Accepted(accepted)) =
+            self.challenge_for_nothing(Fake::Accepted(Box::new(accepted)), now)
+        {
+            self.answer_request(*accepted, now);
+        }
+    }
+
+    fn answer_request(&mut self, accepted: Accepted, now: Instant) {
+        let Some(request) = self.request.clone() else {
+            return;
+        };
+        match request {
+            Request::Version { full } => self.reply(&oneshot::version_reply(full)),
+            Request::ConnectTest { value } => self.reply(&oneshot::connect_test_reply(&value)),
+            Request::Id => self.reply(&oneshot::id_reply(&self.cfg.identity)),
+            Request::Info { .. } => {
+                self.phase = Phase::Answering;
+                self.actions.push_back(Action::ListSessions { accepted });
+            }
+            Request::Stop => {
+                let reason = oneshot::stop_refusal(self.peer.transport);
+                self.fail(ConnError::Request(reason), now);
+            }
+            Request::Invalid { mode } => {
+                tracing::debug!("request {mode:?}: not served by a proxy");
+                self.fail(ConnError::Request(oneshot::INVALID_REQUEST.into()), now);
+            }
+        }
+    }
+
+    fn answer_info(&mut self, reachable: &[Reachable], now: Instant) {
+        let flatten = match self.request {
+            Some(Request::Info { flatten }) => flatten,
+            _ => true,
+        };
+        tracing::debug!(sessions = reachable.len(), "listed for info");
+        let user = self.user.clone().unwrap_or_default();
+        let items = oneshot::info_reply(&self.cfg.identity, now, &user, reachable, flatten);
+        self.reply(&items);
+    }
+
+    /// Sends a one-shot answer, then closes.
+    fn reply(&mut self, items: &[Value]) {
+        tracing::info!(
+            user = self.user.as_deref().unwrap_or(""),
+            request = self.request.as_ref().map_or("", Request::name),
+            "one-shot request answered"
+        );
+        self.send_to_client(items);
+        self.close();
     }
 
     fn on_connected(&mut self, now: Instant) {

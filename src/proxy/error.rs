@@ -48,6 +48,10 @@ pub enum ConnError {
     /// The proxy could not do the work (its blocking pool is full).
     #[error("{0}")]
     Busy(String),
+    /// A one-shot request the proxy does not serve (the reason is what the
+    /// client is told).
+    #[error("{0}")]
+    Request(String),
     /// The client went away; nobody to tell.
     #[error("client disconnected during the handshake")]
     Gone,
@@ -61,7 +65,8 @@ impl ConnError {
             | ConnError::Gone
             | ConnError::Timeout
             | ConnError::Refused { .. }
-            | ConnError::Route(_) => Side::Client,
+            | ConnError::Route(_)
+            | ConnError::Request(_) => Side::Client,
             ConnError::Upstream { .. } => Side::Session,
             ConnError::Stopping | ConnError::AdminStop | ConnError::Busy(_) => Side::Proxy,
         }

@@ -16,6 +16,7 @@ mod connection;
 pub mod direction;
 mod error;
 pub mod link;
+pub mod oneshot;
 mod plan;
 
 pub use connection::{
@@ -24,6 +25,7 @@ pub use connection::{
 };
 pub use direction::{Batch, CutEnd, Direction, ForwardAll, Intercepts, PacketHook, Verdict};
 pub use error::{ConnError, Side};
+pub use oneshot::{Reachable, Request};
 pub use plan::{upstream_hello, Destination, Plan};
 
 use bytes::BytesMut;
