@@ -389,7 +389,15 @@ impl Link {
             kv("hostname", Value::from(self.identity.hostname.as_str())),
             kv("connection", int(self.id.conn)),
             kv("shard", int(self.id.shard as u64)),
-            kv("uptime", ms(now.saturating_duration_since(self.started))),
+            // The proxy's uptime, and this connection's time relaying.
+            kv(
+                "uptime",
+                ms(now.saturating_duration_since(self.identity.started)),
+            ),
+            kv(
+                "connection-time",
+                ms(now.saturating_duration_since(self.started)),
+            ),
             kv("latency", Value::Dict(latency)),
             kv("client-to-server", dir(&self.traffic.up)),
             kv("server-to-client", dir(&self.traffic.down)),
@@ -496,6 +504,9 @@ mod tests {
         Arc::new(Identity {
             hostname: "h".into(),
             uuid: "abc123".into(),
+            start_time: SystemTime::now(),
+            started: Instant::now(),
+            shards: 2,
         })
     }
 
