@@ -203,6 +203,8 @@ pub fn client_caps(h: &ClientHello<'_>) -> Vec<(Value, Value)> {
         ),
         ("wants_events", Value::Bool(false)),
         ("notify-startup-complete", Value::Bool(true)),
+        // As xpra's client: it echoes a ping's sid, so a proxy may ping it.
+        ("ping-echo-sourceid", Value::Bool(true)),
     ]);
     caps.into_iter().map(|(k, v)| (Value::from(k), v)).collect()
 }
