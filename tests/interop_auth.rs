@@ -153,7 +153,10 @@ fn sqlite_database_from_xpra_routes_users_to_their_sessions() {
 
     attach_and_see_xterm(xfwd.port, "foo", "bar", &dir, pair.locked.display + 1);
     xfwd.wait_log(
-        &format!("routing to session tcp://127.0.0.1:{}/", pair.open_port),
+        &format!(
+            "result=ok target=\"session tcp://127.0.0.1:{}/",
+            pair.open_port
+        ),
         Duration::from_secs(5),
     );
     attach_and_see_xterm(xfwd.port, "moo", "cow", &dir, pair.locked.display + 1);

@@ -183,7 +183,7 @@ fn html5_client_in_chromium_shows_the_xterm() {
     // to the session.
     let log = xfwd.log();
     assert!(
-        log.contains("peer=wss:") && log.contains(&format!("routing to session :{d}")),
+        log.contains("peer=wss:") && log.contains(&format!("target=\"session :{d}")),
         "xfwd did not log a wss client routed to :{d}:\n{log}"
     );
     assert!(xfwd.alive());

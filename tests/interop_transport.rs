@@ -168,7 +168,7 @@ fn ssl_session_target() {
         &[&format!("--password-file={}", pw.display())],
     );
     xfwd.wait_log(
-        &format!("routing to session ssl://127.0.0.1:{ssl_port}/"),
+        &format!("result=ok target=\"session ssl://127.0.0.1:{ssl_port}/"),
         Duration::from_secs(1),
     );
 }

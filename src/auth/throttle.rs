@@ -252,7 +252,8 @@ pub enum AttemptResult {
     Failed(String),
 }
 
-/// One log line per attempt: time, peer, user, module, result.
+/// One log line per attempt: time, peer, user, module, result, and for a
+/// login, where it goes.
 #[derive(Clone, Debug)]
 pub struct Attempt<'a> {
     pub time: SystemTime,
@@ -263,6 +264,9 @@ pub struct Attempt<'a> {
     pub result: AttemptResult,
     /// The delay imposed on the refusal.
     pub delay: Duration,
+    /// Where an accepted client goes (its session, a one-shot request, or
+    /// why it goes nowhere).
+    pub target: Option<&'a str>,
 }
 
 impl std::fmt::Display for Attempt<'_> {
@@ -281,7 +285,13 @@ impl std::fmt::Display for Attempt<'_> {
             self.module
         )?;
         match &self.result {
-            AttemptResult::Ok => f.write_str("ok"),
+            AttemptResult::Ok => {
+                f.write_str("ok")?;
+                match self.target {
+                    Some(t) => write!(f, " target={:?}", truncate(t, 256)),
+                    None => Ok(()),
+                }
+            }
             AttemptResult::Failed(d) => {
                 write!(
                     f,
@@ -431,6 +441,7 @@ mod tests {
             module: "sqlite",
             result: AttemptResult::Failed("wrong password".into()),
             delay: S(2),
+            target: None,
         };
         assert_eq!(
             a.to_string(),
@@ -438,6 +449,14 @@ mod tests {
              module=sqlite result=failed delay=2000ms detail=\"wrong password\""
         );
         assert!(!a.to_string().contains('\n'));
+        let ok = Attempt {
+            result: AttemptResult::Ok,
+            target: Some("unix:/run/user/1000/xpra/host-7"),
+            ..a.clone()
+        };
+        assert!(ok
+            .to_string()
+            .ends_with("result=ok target=\"unix:/run/user/1000/xpra/host-7\""));
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         log_attempt(&a);
     }

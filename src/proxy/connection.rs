@@ -271,6 +271,9 @@ pub struct Connection {
     error: Option<ConnError>,
     /// Why relaying ended, for the log.
     end_reason: Option<String>,
+    /// An accepted login not logged yet (its time and modules): the line
+    /// waits for the target.
+    login: Option<(SystemTime, String)>,
     actions: VecDeque<Action>,
     /// The one-shot request of the first hello: answered by the proxy,
     /// never routed.
@@ -358,6 +361,7 @@ impl Connection {
             user: None,
             error: None,
             end_reason: None,
+            login: None,
             actions: VecDeque::new(),
             request: None,
             unchallenged: None,
@@ -486,16 +490,15 @@ impl Connection {
                 }
                 match r {
                     Ok(plan) => {
-                        tracing::info!(
-                            user = self.user.as_deref().unwrap_or(""),
-                            "routing to {}",
-                            plan.destination.describe()
-                        );
+                        self.log_login(&plan.destination.describe());
                         self.phase = Phase::Connecting;
                         self.actions.push_back(Action::Connect(plan.clone()));
                         self.plan = Some(plan);
                     }
-                    Err(e) => self.fail(e, now),
+                    Err(e) => {
+                        self.log_login(&format!("none ({e})"));
+                        self.fail(e, now)
+                    }
                 }
             }
             Event::SessionsListed(r) => {
@@ -581,6 +584,22 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// The access log's line for an accepted login, once its target is
+    /// known.
+    fn log_login(&mut self, target: &str) {
+        if let Some((time, module)) = self.login.take() {
+            log_attempt(&Attempt {
+                time,
+                peer: &self.peer,
+                user: self.user.as_deref().unwrap_or(""),
+                module: &module,
+                result: AttemptResult::Ok,
+                delay: Duration::ZERO,
+                target: Some(target),
+            });
         }
     }
 
@@ -709,16 +728,12 @@ impl Connection {
             Step::Accepted(accepted) => {
                 self.cfg.throttle.record(ip, &accepted.username, true, now);
                 let modules: Vec<&str> = accepted.modules.iter().map(|m| m.name()).collect();
-                log_attempt(&Attempt {
-                    time: SystemTime::now(),
-                    peer: &self.peer,
-                    user: &accepted.username,
-                    module: &modules.join("+"),
-                    result: AttemptResult::Ok,
-                    delay: Duration::ZERO,
-                });
+                // The login's line waits for where it goes.
+                self.login = Some((SystemTime::now(), modules.join("+")));
                 self.user = Some(accepted.username.clone());
-                if self.request.is_some() {
+                if let Some(r) = &self.request {
+                    let target = format!("request:{}", r.name());
+                    self.log_login(&target);
                     return self.on_request_accepted(accepted, now);
                 }
                 self.phase = Phase::Routing;
@@ -740,6 +755,7 @@ impl Connection {
                     module: r.module.map_or("-", |m| m.name()),
                     result: AttemptResult::Failed(r.detail.clone()),
                     delay,
+                    target: None,
                 });
                 self.fail(
                     ConnError::Refused {
