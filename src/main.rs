@@ -38,6 +38,53 @@ enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// List the live connections of a running xfwd.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: ControlAt,
+    },
+    /// Show a running xfwd's state, or one of its connections.
+    Info {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only this connection.
+        #[arg(long, value_name = "ID")]
+        connection: Option<u64>,
+        #[command(flatten)]
+        at: ControlAt,
+    },
+    /// Stop one connection of a running xfwd, or (without --connection)
+    /// the whole server, as SIGTERM does.
+    Stop {
+        /// Only this connection (its client and session are told why).
+        #[arg(long, value_name = "ID")]
+        connection: Option<u64>,
+        #[command(flatten)]
+        at: ControlAt,
+    },
+}
+
+/// Which running xfwd a control command talks to.
+#[derive(clap::Args, Debug)]
+struct ControlAt {
+    /// The server's control socket. Default: the one `control-*.sock` that
+    /// answers in $XDG_RUNTIME_DIR/xfwd (/run/xfwd for root).
+    #[arg(long = "control-socket", value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+}
+
+fn control_cmd(command: xfwd::tools::control::Command, at: ControlAt) -> ExitCode {
+    ExitCode::from(xfwd::tools::control::run(
+        &command,
+        at.control_socket.as_deref(),
+        &xfwd::config::default_control_dir(),
+        &mut io::stdout(),
+        &mut io::stderr(),
+    ))
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +211,17 @@ fn main() -> ExitCode {
             &mut io::stdout(),
             &mut io::stderr(),
         )),
+        Some(Command::List { json, at }) => {
+            control_cmd(xfwd::tools::control::Command::List { json }, at)
+        }
+        Some(Command::Info {
+            json,
+            connection,
+            at,
+        }) => control_cmd(xfwd::tools::control::Command::Info { json, connection }, at),
+        Some(Command::Stop { connection, at }) => {
+            control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
+        }
         None => {
             init_logging();
             serve(cli.serve)

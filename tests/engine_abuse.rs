@@ -46,7 +46,7 @@ fn start(extra: &[&str]) -> Xfwd {
         .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .arg(format!("--handshake-timeout={DEADLINE_S}"))
-        .args(["--cores=1", "--tcp-auth=fail"])
+        .args(["--cores=1", "--tcp-auth=fail", "--control-socket=none"])
         .args(extra)
         .env("NO_COLOR", "1")
         .env("XFWD_LOG", "warn")

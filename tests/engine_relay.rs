@@ -39,6 +39,9 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
         "--bind-tcp=127.0.0.1:0".to_owned(),
         format!("--socket-dirs={}", dir.display()),
         "--cores=2".to_owned(),
+        // Many servers in one process: no control socket (its default
+        // path has the process id in it).
+        "--control-socket=none".to_owned(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     #[derive(clap::Parser)]

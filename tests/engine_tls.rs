@@ -84,6 +84,7 @@ fn versions_and_reload() {
         .arg(format!("--ssl-cert={}", dir.join("cert.pem").display()))
         .arg(format!("--ssl-key={}", dir.join("key.pem").display()))
         .arg(format!("--socket-dirs={}", dir.display()))
+        .arg("--control-socket=none")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()

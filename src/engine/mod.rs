@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod blocking;
 mod conn;
+pub mod control;
 mod front;
 mod listen;
 pub mod preflight;
@@ -57,6 +58,8 @@ pub enum StartError {
     Tls(String),
     #[error("--html: {0}")]
     Html(String),
+    #[error("{0}")]
+    Control(String),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -128,6 +131,8 @@ pub struct Server {
     shards: Vec<std::thread::JoinHandle<()>>,
     pool: Option<BlockingPool>,
     tcp_addrs: Vec<SocketAddr>,
+    /// The control socket (`xfwd list|info|stop`), when configured.
+    control_socket: Option<control::Control>,
 }
 
 fn random_uuid() -> String {
@@ -245,6 +250,10 @@ impl Server {
             blocking: pool.handle(),
             stop: CancellationToken::new(),
         });
+        let control_socket = match &shared.config.control_socket {
+            Some(p) => Some(control::Control::bind(p)?),
+            None => None,
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
         let mut shards = Vec::new();
         let n = shared.config.cores;
@@ -272,12 +281,13 @@ impl Server {
             }
         }
         drop(ready_tx);
-        let server = Server {
+        let mut server = Server {
             shared,
             control,
             shards,
             pool: Some(pool),
             tcp_addrs,
+            control_socket,
         };
         if let Some(e) = spawn_error {
             server.stop_and_join();
@@ -297,8 +307,35 @@ impl Server {
                 }
             }
         }
+        if let Err(e) = server.start_control() {
+            server.stop_and_join();
+            return Err(e.into());
+        }
         tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.shared.config.unix, "xfwd listening");
         Ok(server)
+    }
+
+    /// Starts the control socket's thread, once every shard listens.
+    fn start_control(&mut self) -> Result<(), control::ControlError> {
+        let Some(c) = self.control_socket.as_mut() else {
+            return Ok(());
+        };
+        let config = &self.shared.config;
+        let listeners = self
+            .tcp_addrs
+            .iter()
+            .map(|a| format!("tcp:{a}"))
+            .chain(config.unix.iter().map(|p| format!("unix:{}", p.display())))
+            .collect();
+        let facts = control::Facts {
+            uuid: self.shared.identity.uuid.clone(),
+            hostname: self.shared.identity.hostname.clone(),
+            shards: self.shards.len(),
+            listeners,
+            started: std::time::Instant::now(),
+            started_wall: std::time::SystemTime::now(),
+        };
+        c.start(facts, self.control.clone(), &self.shared.stop)
     }
 
     /// The TCP addresses listened on (ports resolved when 0 was asked).
@@ -335,6 +372,9 @@ impl Server {
 
     /// Waits for every shard to end.
     pub fn join(mut self) {
+        if let Some(c) = self.control_socket.take() {
+            c.join();
+        }
         for s in std::mem::take(&mut self.shards) {
             if s.join().is_err() {
                 tracing::error!("a shard thread panicked");

@@ -220,7 +220,16 @@ pub struct Xfwd {
 impl Xfwd {
     pub fn start(dir: &Path, extra: &[&str]) -> Xfwd {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));
+        // The control socket in the test's directory, not the default one
+        // (a killed xfwd would leave its socket there).
+        if !extra.iter().any(|a| a.starts_with("--control-socket")) {
+            cmd.arg(format!(
+                "--control-socket={}",
+                dir.join(format!("control-{port}.sock")).display()
+            ));
+        }
+        let mut child = cmd
             .arg(format!("--bind-tcp=127.0.0.1:{port}"))
             .arg(format!("--socket-dirs={}", dir.display()))
             .args(["--cores", "2"])
