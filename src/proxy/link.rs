@@ -741,3 +741,14 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod size {
+    #[test]
+    fn a_link_is_small() {
+        let link = std::mem::size_of::<std::cell::RefCell<super::Link>>();
+        let traffic = std::mem::size_of::<super::Traffic>();
+        eprintln!("link {link} bytes, traffic {traffic} bytes");
+        assert!(link + traffic < 512, "{link} + {traffic}");
+    }
+}
