@@ -261,3 +261,148 @@ fn huge_websocket_frames_and_untrusted_proxy_headers_are_closed() {
         assert!(took < bound, "{name}: still open after {took:?}");
     }
 }
+
+/// A relayed client's ping round trips (through xfwd to a fake session
+/// that echoes at once), `n` of them, one after the other.
+fn ping_rtts(s: &mut std::os::unix::net::UnixStream, n: usize) -> Vec<Duration> {
+    let mut dec = FrameDecoder::new(Rules::Any, Limits::default());
+    let mut asm = Assembler::new();
+    let mut buf = [0u8; 4096];
+    let mut rtts = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let ping = [
+            Value::from("ping"),
+            Value::Int(i as i64 + 1),
+            Value::Int(0),
+            Value::from("good-client"),
+        ];
+        s.write_all(&encode(&ping, &EncodeOptions::plain(Encoder::Rencode)))
+            .unwrap();
+        'echo: loop {
+            while let Some(r) = dec.next_record().unwrap() {
+                if let Some(p) = asm.push(&r, &Limits::default()).unwrap() {
+                    if p.items[0].as_str() == Some("ping_echo") {
+                        assert_eq!(p.items[1].as_int(), Some(i as i64 + 1));
+                        break 'echo;
+                    }
+                }
+            }
+            let got = s.read(&mut buf).unwrap();
+            assert!(got > 0, "the relayed connection closed");
+            dec.feed(&buf[..got]);
+        }
+        rtts.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rtts.sort();
+    rtts
+}
+
+#[test]
+fn a_relayed_client_on_the_same_shard_keeps_its_pings_answered_during_bombs() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let dir = std::env::temp_dir().join(format!("xfwd-abuse-rtt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    // The session: a hello, then an echo for every ping.
+    let l = UnixListener::bind(dir.join(format!("{host}-61"))).unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut dec = FrameDecoder::new(Rules::Any, Limits::default());
+        let mut asm = Assembler::new();
+        let mut buf = [0u8; 65536];
+        let plain = EncodeOptions::plain(Encoder::Rencode);
+        loop {
+            while let Some(r) = dec.next_record().unwrap() {
+                if let Some(p) = asm.push(&r, &Limits::default()).unwrap() {
+                    match p.items[0].as_str() {
+                        Some("hello") => {
+                            let h = [Value::from("hello"), Value::Dict(vec![])];
+                            s.write_all(&encode(&h, &plain)).unwrap();
+                        }
+                        Some("ping") => {
+                            let echo = [
+                                Value::from("ping_echo"),
+                                p.items[1].clone(),
+                                Value::Int(0),
+                                Value::Int(0),
+                                Value::Int(0),
+                                Value::Int(-1),
+                                p.items[3].clone(),
+                            ];
+                            s.write_all(&encode(&echo, &plain)).unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dec.feed(&buf[..n]),
+            }
+        }
+    });
+    let unix = dir.join("xfwd.sock");
+    let x = start(&[
+        "--max-handshakes-per-ip=1000",
+        &format!("--socket-dir={}", dir.display()),
+        &format!("--bind={}", unix.display()),
+        "--unix-auth=none",
+    ]);
+    let t = Instant::now();
+    let mut c = loop {
+        if let Ok(c) = UnixStream::connect(&unix) {
+            break c;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no Unix listener");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut h = hello();
+    if let Value::Dict(d) = &mut h[1] {
+        d.push((Value::from("display"), Value::from(":61")));
+    }
+    c.write_all(&encode(&h, &EncodeOptions::plain(Encoder::Rencode)))
+        .unwrap();
+    let quiet = ping_rtts(&mut c, 50);
+    // 100 bombs on the same (only) shard, while the client pings on.
+    let bombs = [
+        int_bomb(250_000, Encoder::Rencode),
+        int_bomb(4_000_000, Encoder::Rencode),
+    ];
+    let port = x.port;
+    // Three waves of 100 bombs.
+    let attack = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let mut conns = Vec::new();
+            for i in 0..100 {
+                let mut s = connect(port);
+                let _ = s.write_all(&bombs[i % bombs.len()]);
+                conns.push(s);
+            }
+            for s in &mut conns {
+                until_closed(s);
+            }
+        }
+    });
+    let mut during = Vec::new();
+    while !attack.is_finished() {
+        during.extend(ping_rtts(&mut c, 10));
+    }
+    attack.join().unwrap();
+    during.sort();
+    let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "relayed ping RTT: quiet p50 {:?} max {:?}; during 3 x 100 bombs ({} pings) p50 {:?} p99 {:?} max {:?}",
+        p(&quiet, 0.5),
+        quiet[quiet.len() - 1],
+        during.len(),
+        p(&during, 0.5),
+        p(&during, 0.99),
+        during[during.len() - 1]
+    );
+    // Every ping was answered, in order, on the same connection.
+    assert!(!during.is_empty());
+}
