@@ -32,6 +32,8 @@ pub enum ConfigError {
     NoCertificate,
     #[error("--cores must be at least 1")]
     NoCores,
+    #[error("--bind-metrics={0}: an xpra listener is there too; give the metrics their own port")]
+    MetricsOnListener(SocketAddr),
 }
 
 /// Where xfwd listens when no `--bind-tcp` or `--bind` is given:
@@ -145,6 +147,10 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub max_handshakes_per_ip: usize,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (its own
+    /// thread; not on the xpra ports).
+    #[arg(long = "bind-metrics", value_name = "HOST:PORT")]
+    pub bind_metrics: Option<String>,
 }
 
 /// A validated configuration.
@@ -176,6 +182,8 @@ pub struct Config {
     /// Connections in their handshake at once (all, and per address).
     pub max_handshakes: usize,
     pub max_handshakes_per_ip: usize,
+    /// Where Prometheus metrics are served (`--bind-metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 fn parse_auth(option: &'static str, values: &[String]) -> Result<Vec<AuthSpec>, ConfigError> {
@@ -253,6 +261,19 @@ impl ServeArgs {
         if tcp.is_empty() && self.bind.is_empty() {
             tcp.push(DEFAULT_TCP);
         }
+        let metrics = match &self.bind_metrics {
+            Some(a) => Some(resolve("bind-metrics", a)?),
+            None => None,
+        };
+        if let Some(m) = metrics.filter(|m| m.port() != 0) {
+            let clash = |t: &SocketAddr| {
+                t.port() == m.port()
+                    && (t.ip() == m.ip() || t.ip().is_unspecified() || m.ip().is_unspecified())
+            };
+            if tcp.iter().any(clash) {
+                return Err(ConfigError::MetricsOnListener(m));
+            }
+        }
         let mut default_auth = parse_auth("auth", &self.auth)?;
         if default_auth.is_empty() {
             default_auth.push(AuthSpec::none());
@@ -293,6 +314,7 @@ impl ServeArgs {
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             max_handshakes: self.max_handshakes.max(1),
             max_handshakes_per_ip: self.max_handshakes_per_ip.max(1),
+            metrics,
         })
     }
 }
@@ -339,5 +361,50 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn metrics_address_is_checked() {
+        let c = ServeArgs {
+            bind_metrics: Some("127.0.0.1:9464".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(ServeArgs::default().into_config().unwrap().metrics, None);
+        let e = ServeArgs {
+            bind_metrics: Some("nowhere".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--bind-metrics=nowhere: expected HOST:PORT");
+        // On an xpra port (the default one, or a wildcard listener's).
+        for (tcp, metrics) in [
+            (None, "127.0.0.1:14501"),
+            (Some("0.0.0.0:9000"), "127.0.0.1:9000"),
+            (Some("127.0.0.1:9000"), "0.0.0.0:9000"),
+        ] {
+            let e = ServeArgs {
+                bind_tcp: tcp.into_iter().map(String::from).collect(),
+                bind_metrics: Some(metrics.into()),
+                ..ServeArgs::default()
+            }
+            .into_config()
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("give the metrics their own port"),
+                "{e}"
+            );
+        }
+        // Port 0 picks a free port: never a clash.
+        assert!(ServeArgs {
+            bind_tcp: vec!["127.0.0.1:0".into()],
+            bind_metrics: Some("127.0.0.1:0".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .is_ok());
     }
 }

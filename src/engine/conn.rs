@@ -18,7 +18,8 @@ use tracing::Instrument;
 use super::admission::Slot;
 use super::front::{self, Front};
 use super::listen::ListenerKind;
-use super::pump::{self, Counters, OutState, Outbox, ReadSizer};
+use super::metrics::{ConnMetrics, HandshakeResult, ShardMetrics};
+use super::pump::{self, OutState, Outbox, ReadSizer};
 pub(super) use super::stream::Stream;
 use super::upstream;
 use super::Shared;
@@ -31,6 +32,7 @@ use crate::proxy::{
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one client until its connection ends.
+#[allow(clippy::too_many_arguments)] // each is the connection's own
 pub async fn serve(
     id: u64,
     stream: Stream,
@@ -39,9 +41,10 @@ pub async fn serve(
     shared: Arc<Shared>,
     stop: CancellationToken,
     slot: Slot,
+    metrics: ShardMetrics,
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
-    serve_inner(stream, peer, kind, shared, stop, slot)
+    serve_inner(stream, peer, kind, shared, stop, slot, metrics)
         .instrument(span)
         .await;
 }
@@ -53,23 +56,25 @@ async fn serve_inner(
     shared: Arc<Shared>,
     stop: CancellationToken,
     slot: Slot,
+    metrics: ShardMetrics,
 ) {
     // One deadline for everything before relaying: the front door, the
     // hello, auth, routing and the upstream hello.
     let start = Instant::now();
     let deadline = start + shared.config.handshake_timeout;
+    let mut metrics = ConnMetrics::new(metrics, start.into_std());
     // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
     } else {
         let door = front::front_door(stream, peer, &shared);
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return metrics.ended(HandshakeResult::Stopping),
             r = timeout_at(deadline, door) => match r {
                 Ok(f) => f,
                 Err(_) => {
                     tracing::debug!("front door: nothing decided before the deadline");
-                    return;
+                    return metrics.ended(HandshakeResult::Timeout);
                 }
             },
         }
@@ -80,6 +85,10 @@ async fn serve_inner(
         // connection may last as long as it moves.
         Front::Serve(service) => {
             drop(slot);
+            metrics.ended(match service {
+                front::Service::Reply(..) | front::Service::Proxy(..) => HandshakeResult::Served,
+                front::Service::Close | front::Service::Refuse(..) => HandshakeResult::Protocol,
+            });
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = front::serve(service, &shared) => {}
@@ -111,6 +120,7 @@ async fn serve_inner(
         job: None,
         stopped: false,
         slot: Some(slot),
+        metrics,
     }
     .run()
     .await;
@@ -162,6 +172,7 @@ struct Driver {
     stopped: bool,
     /// The connection's place among those in their handshake.
     slot: Option<Slot>,
+    metrics: ConnMetrics,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -275,10 +286,13 @@ impl Driver {
             Action::Relay(start) => {
                 // Authenticated and relaying: no longer a handshake.
                 self.slot = None;
+                self.metrics.relayed();
                 let end = self.relay(*start).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
             }
             Action::Close => {
+                self.metrics
+                    .closed(self.core.error(), self.core.refused_by());
                 let _ = timeout(SEND_TIMEOUT, self.client.writer.shutdown()).await;
                 if let Some(s) = &mut self.session {
                     let _ = timeout(SEND_TIMEOUT, s.writer.shutdown()).await;
@@ -318,7 +332,7 @@ impl Driver {
             session_buf.unsplit(session.buf.split());
         }
         session.buf = BytesMut::new();
-        let (up, down) = (Counters::default(), Counters::default());
+        let (up, down) = self.metrics.relay_counters();
         let (to_session, to_client) = (OutState::default(), OutState::default());
         let (session_box, client_box) = (Outbox::default(), Outbox::default());
         let ended = {

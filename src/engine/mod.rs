@@ -16,6 +16,7 @@ pub mod blocking;
 mod conn;
 mod front;
 mod listen;
+pub mod metrics;
 pub mod preflight;
 pub mod pump;
 mod stream;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     /// Cancelled once, when the server stops: every shard, accept loop
     /// and connection waits on it (a waiter's registration ends with it).
     pub stop: CancellationToken,
+    /// The registry, with `--bind-metrics`.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// One transport's auth chain.
@@ -125,6 +128,8 @@ pub struct Server {
     shards: Vec<std::thread::JoinHandle<()>>,
     pool: Option<BlockingPool>,
     tcp_addrs: Vec<SocketAddr>,
+    /// The metrics endpoint's thread and address (`--bind-metrics`).
+    metrics: Option<(std::thread::JoinHandle<()>, SocketAddr)>,
 }
 
 fn random_uuid() -> String {
@@ -153,6 +158,10 @@ impl Server {
         }
         let tcp_addrs = listen::probe_tcp(&config.tcp)?;
         listen::prepare_unix(&config.unix)?;
+        let metrics_listener = match config.metrics {
+            Some(a) => Some(listen::bind_metrics(&a)?),
+            None => None,
+        };
         let uid = nix::unistd::geteuid().as_raw();
         let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
@@ -220,6 +229,20 @@ impl Server {
         let uuid = random_uuid();
         let admission =
             admission::Admission::new(config.max_handshakes, config.max_handshakes_per_ip);
+        let metrics = metrics_listener.as_ref().map(|_| {
+            let modules: Vec<_> = [
+                &config.tcp_auth,
+                &config.unix_auth,
+                &config.ssl_auth,
+                &config.ws_auth,
+                &config.wss_auth,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.kind)
+            .collect();
+            Arc::new(metrics::Metrics::new(&modules))
+        });
         let shared = Arc::new(Shared {
             auth,
             tls,
@@ -237,6 +260,7 @@ impl Server {
             admission,
             blocking: pool.handle(),
             stop: CancellationToken::new(),
+            metrics,
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
         let mut shards = Vec::new();
@@ -262,12 +286,24 @@ impl Server {
             }
         }
         drop(ready_tx);
-        let server = Server {
+        let mut server = Server {
             shared,
             shards,
             pool: Some(pool),
             tcp_addrs,
+            metrics: None,
         };
+        let endpoint = metrics_listener.zip(server.shared.metrics.clone());
+        if let (Some(((l, addr), m)), true) = (endpoint, spawn_error.is_none()) {
+            match metrics::spawn_endpoint(l, m, server.shared.stop.clone()) {
+                Ok(t) => server.metrics = Some((t, addr)),
+                Err(e) => {
+                    spawn_error = Some(StartError::Executor(format!(
+                        "cannot start the metrics endpoint: {e}"
+                    )));
+                }
+            }
+        }
         if let Some(e) = spawn_error {
             server.stop_and_join();
             return Err(e);
@@ -286,6 +322,9 @@ impl Server {
                 }
             }
         }
+        if let Some((_, addr)) = &server.metrics {
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
         tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.shared.config.unix, "xfwd listening");
         Ok(server)
     }
@@ -293,6 +332,11 @@ impl Server {
     /// The TCP addresses listened on (ports resolved when 0 was asked).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// Where `--bind-metrics` serves (its port resolved when 0 was asked).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// Reloads the TLS certificate and key (SIGHUP): new connections use
@@ -322,6 +366,11 @@ impl Server {
         for s in std::mem::take(&mut self.shards) {
             if s.join().is_err() {
                 tracing::error!("a shard thread panicked");
+            }
+        }
+        if let Some((t, _)) = self.metrics.take() {
+            if t.join().is_err() {
+                tracing::error!("the metrics thread panicked");
             }
         }
         if let Some(pool) = self.pool.take() {
@@ -438,6 +487,11 @@ async fn shard_main(
             return;
         }
     };
+    // Every label set of this shard, resolved once.
+    let metrics = shared
+        .metrics
+        .as_ref()
+        .map_or_else(metrics::ShardMetrics::disabled, |m| m.shard(id));
     let _ = ready.send(Ok(()));
     let stop = shared.stop.clone();
     let live = Rc::new(Live::default());
@@ -446,8 +500,9 @@ async fn shard_main(
         let shared = shared.clone();
         let stop = stop.clone();
         let live = live.clone();
+        let metrics = metrics.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            listen::accept_loop(l, shared, stop, live).await;
+            listen::accept_loop(l, shared, stop, live, metrics).await;
         }));
     }
     stop.cancelled().await;

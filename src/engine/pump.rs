@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::metrics::RelayCounters;
 use crate::proxy::{Batch, Direction, PumpEnd};
 
 /// Per-direction counters.
@@ -22,12 +23,24 @@ use crate::proxy::{Batch, Direction, PumpEnd};
 pub struct Counters {
     pub bytes: Cell<u64>,
     pub packets: Cell<u64>,
+    /// The shard's series for this direction (`--bind-metrics`).
+    pub metrics: Option<RelayCounters>,
 }
 
 impl Counters {
-    fn add(&self, bytes: usize, packets: u64) {
+    pub fn with_metrics(metrics: Option<RelayCounters>) -> Counters {
+        Counters {
+            metrics,
+            ..Counters::default()
+        }
+    }
+
+    pub(super) fn add(&self, bytes: usize, packets: u64) {
         self.bytes.set(self.bytes.get() + bytes as u64);
         self.packets.set(self.packets.get() + packets);
+        if let Some(m) = &self.metrics {
+            m.add(bytes as u64, packets);
+        }
     }
 }
 

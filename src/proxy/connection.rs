@@ -12,7 +12,7 @@ use super::error::{ConnError, Side};
 use super::plan::{upstream_hello, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle};
+use crate::auth::{client_answer, Answer, AuthChain, ModuleKind, PeerInfo, SharedThrottle};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
 use crate::wire::packet;
@@ -218,6 +218,8 @@ pub struct Connection {
     plan: Option<Plan>,
     upstream_items: Vec<Value>,
     refusal: Option<(String, Instant)>,
+    /// The module that refused the client, for metrics.
+    refused_by: Option<ModuleKind>,
     user: Option<String>,
     error: Option<ConnError>,
     actions: VecDeque<Action>,
@@ -287,6 +289,7 @@ impl Connection {
             plan: None,
             upstream_items: Vec::new(),
             refusal: None,
+            refused_by: None,
             user: None,
             error: None,
             actions: VecDeque::new(),
@@ -316,6 +319,11 @@ impl Connection {
     /// Why the connection ended before relaying, if it did.
     pub fn error(&self) -> Option<&ConnError> {
         self.error.as_ref()
+    }
+
+    /// The auth module that refused the client, if one did.
+    pub fn refused_by(&self) -> Option<ModuleKind> {
+        self.refused_by
     }
 
     /// Whether the driver should read from the client now.
@@ -612,6 +620,7 @@ impl Connection {
                 } else {
                     Duration::ZERO
                 };
+                self.refused_by = r.module;
                 log_attempt(&Attempt {
                     time: SystemTime::now(),
                     peer: &self.peer,
