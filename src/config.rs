@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::auth::{AuthSpec, AuthSpecError};
 
@@ -34,6 +34,16 @@ pub enum ConfigError {
     NoCores,
     #[error("--bind-metrics={0}: an xpra listener is there too; give the metrics their own port")]
     MetricsOnListener(SocketAddr),
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans).
+    Json,
 }
 
 /// Where xfwd listens when no `--bind-tcp` or `--bind` is given:
@@ -151,6 +161,10 @@ pub struct ServeArgs {
     /// thread; not on the xpra ports).
     #[arg(long = "bind-metrics", value_name = "HOST:PORT")]
     pub bind_metrics: Option<String>,
+    /// Log line format: text or json (colour only when stderr is a
+    /// terminal and NO_COLOR is unset).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// A validated configuration.
