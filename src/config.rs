@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::auth::{AuthSpec, AuthSpecError};
 
@@ -32,6 +32,18 @@ pub enum ConfigError {
     NoCertificate,
     #[error("--cores must be at least 1")]
     NoCores,
+    #[error("--bind-metrics={0}: an xpra listener is there too; give the metrics their own port")]
+    MetricsOnListener(SocketAddr),
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans).
+    Json,
 }
 
 /// Where xfwd listens when no `--bind-tcp` or `--bind` is given:
@@ -159,6 +171,14 @@ pub struct ServeArgs {
     /// $XDG_RUNTIME_DIR, or /run/xfwd for root.
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (its own
+    /// thread; not on the xpra ports).
+    #[arg(long = "bind-metrics", value_name = "HOST:PORT")]
+    pub bind_metrics: Option<String>,
+    /// Log line format: text or json (colour only when stderr is a
+    /// terminal and NO_COLOR is unset).
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// A validated configuration.
@@ -194,6 +214,8 @@ pub struct Config {
     pub ping: crate::proxy::link::PingConfig,
     /// Where the control socket listens (`None`: no control socket).
     pub control_socket: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`--bind-metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where the control socket of this process listens by default:
@@ -284,6 +306,19 @@ impl ServeArgs {
         if tcp.is_empty() && self.bind.is_empty() {
             tcp.push(DEFAULT_TCP);
         }
+        let metrics = match &self.bind_metrics {
+            Some(a) => Some(resolve("bind-metrics", a)?),
+            None => None,
+        };
+        if let Some(m) = metrics.filter(|m| m.port() != 0) {
+            let clash = |t: &SocketAddr| {
+                t.port() == m.port()
+                    && (t.ip() == m.ip() || t.ip().is_unspecified() || m.ip().is_unspecified())
+            };
+            if tcp.iter().any(clash) {
+                return Err(ConfigError::MetricsOnListener(m));
+            }
+        }
         let mut default_auth = parse_auth("auth", &self.auth)?;
         if default_auth.is_empty() {
             default_auth.push(AuthSpec::none());
@@ -355,6 +390,7 @@ impl ServeArgs {
             max_handshakes_per_ip: self.max_handshakes_per_ip.max(1),
             ping,
             control_socket,
+            metrics,
         })
     }
 }
@@ -401,5 +437,50 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn metrics_address_is_checked() {
+        let c = ServeArgs {
+            bind_metrics: Some("127.0.0.1:9464".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(ServeArgs::default().into_config().unwrap().metrics, None);
+        let e = ServeArgs {
+            bind_metrics: Some("nowhere".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--bind-metrics=nowhere: expected HOST:PORT");
+        // On an xpra port (the default one, or a wildcard listener's).
+        for (tcp, metrics) in [
+            (None, "127.0.0.1:14501"),
+            (Some("0.0.0.0:9000"), "127.0.0.1:9000"),
+            (Some("127.0.0.1:9000"), "0.0.0.0:9000"),
+        ] {
+            let e = ServeArgs {
+                bind_tcp: tcp.into_iter().map(String::from).collect(),
+                bind_metrics: Some(metrics.into()),
+                ..ServeArgs::default()
+            }
+            .into_config()
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("give the metrics their own port"),
+                "{e}"
+            );
+        }
+        // Port 0 picks a free port: never a clash.
+        assert!(ServeArgs {
+            bind_tcp: vec!["127.0.0.1:0".into()],
+            bind_metrics: Some("127.0.0.1:0".into()),
+            ..ServeArgs::default()
+        }
+        .into_config()
+        .is_ok());
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use xfwd::config::ServeArgs;
+use xfwd::config::{LogFormat, ServeArgs};
 use xfwd::engine::Server;
 use xfwd::tools::wire_decode;
 use xfwd::wire::frame::Limits;
@@ -140,14 +140,24 @@ fn wire_decode_cmd(file: &str, max_payload: u32) -> ExitCode {
     }
 }
 
+/// Says why xfwd cannot serve: a plain line, or a JSON one with
+/// `--log-format=json` (so that every line of a JSON log parses).
+fn fatal(format: LogFormat, why: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Text => eprintln!("xfwd: {why}"),
+        LogFormat::Json => tracing::error!("{why}"),
+    }
+}
+
 /// Runs the proxy in the foreground until SIGINT or SIGTERM.
 fn serve(args: ServeArgs) -> ExitCode {
     use nix::sys::signal::{SigSet, Signal};
 
+    let format = args.log_format;
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("xfwd: {e}");
+            fatal(format, &e);
             return ExitCode::from(2);
         }
     };
@@ -158,13 +168,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
     if let Err(e) = signals.thread_block() {
-        eprintln!("xfwd: cannot block signals: {e}");
+        fatal(format, &format_args!("cannot block signals: {e}"));
         return ExitCode::from(1);
     }
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("xfwd: {e}");
+            fatal(format, &e);
             return ExitCode::from(1);
         }
     };
@@ -189,13 +199,25 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging() {
+/// Logs go to stderr, as `--log-format` says (clap has parsed and checked
+/// it before this runs; the rest of the options are checked after, so their
+/// errors are plain lines). Colour only on a terminal, and not with
+/// NO_COLOR.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("XFWD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .init();
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -223,7 +245,7 @@ fn main() -> ExitCode {
             control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
         }
         None => {
-            init_logging();
+            init_logging(cli.serve.log_format);
             serve(cli.serve)
         }
     }

@@ -20,7 +20,8 @@ use tracing::Instrument;
 use super::admission::Slot;
 use super::front::{self, Front};
 use super::listen::ListenerKind;
-use super::pump::{self, OutState, Outbox, ReadSizer};
+use super::metrics::{ConnMetrics, HandshakeResult, ShardMetrics};
+use super::pump::{self, OutState, Outbox, ReadSizer, Tally};
 use super::registry::{Entry, Registered};
 pub(super) use super::stream::Stream;
 use super::upstream;
@@ -35,7 +36,7 @@ use crate::proxy::{
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one client until its connection ends.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // each is the connection's own
 pub async fn serve(
     id: u64,
     stream: Stream,
@@ -48,9 +49,12 @@ pub async fn serve(
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
     let registered = shard.registry.register(id, peer.to_string(), kind.name());
-    serve_inner(stream, peer, kind, shared, stop, slot, shard.id, registered)
-        .instrument(span)
-        .await;
+    let metrics = shard.metrics.clone();
+    serve_inner(
+        stream, peer, kind, shared, stop, slot, shard.id, registered, metrics,
+    )
+    .instrument(span)
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -63,6 +67,7 @@ async fn serve_inner(
     slot: Slot,
     shard: usize,
     registered: Registered,
+    metrics: ShardMetrics,
 ) {
     let conn_id = registered.entry.id;
     let kill = registered.entry.kill.clone();
@@ -70,19 +75,20 @@ async fn serve_inner(
     // hello, auth, routing and the upstream hello.
     let start = Instant::now();
     let deadline = start + shared.config.handshake_timeout;
+    let mut metrics = ConnMetrics::new(metrics, start.into_std());
     // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
     } else {
         let door = front::front_door(stream, peer, &shared);
         tokio::select! {
-            () = stop.cancelled() => return,
-            () = kill.cancelled() => return,
+            () = stop.cancelled() => return metrics.ended(HandshakeResult::Stopping),
+            () = kill.cancelled() => return metrics.ended(HandshakeResult::Stopping),
             r = timeout_at(deadline, door) => match r {
                 Ok(f) => f,
                 Err(_) => {
                     tracing::debug!("front door: nothing decided before the deadline");
-                    return;
+                    return metrics.ended(HandshakeResult::Timeout);
                 }
             },
         }
@@ -93,6 +99,10 @@ async fn serve_inner(
         // connection may last as long as it moves.
         Front::Serve(service) => {
             drop(slot);
+            metrics.ended(match service {
+                front::Service::Reply(..) | front::Service::Proxy(..) => HandshakeResult::Served,
+                front::Service::Close | front::Service::Refuse(..) => HandshakeResult::Protocol,
+            });
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = kill.cancelled() => {}
@@ -132,6 +142,7 @@ async fn serve_inner(
         killed: false,
         slot: Some(slot),
         entry: registered.entry.clone(),
+        metrics,
     }
     .run()
     .await;
@@ -188,6 +199,7 @@ struct Driver {
     slot: Option<Slot>,
     /// What the control socket sees of this connection.
     entry: Rc<Entry>,
+    metrics: ConnMetrics,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -321,6 +333,7 @@ impl Driver {
                 self.entry.set_link(Some(start.link.clone()));
                 let link = start.link.clone();
                 let started = Instant::now();
+                self.metrics.relayed();
                 let end = self.relay(*start).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
                 let link = link.borrow();
@@ -339,6 +352,11 @@ impl Driver {
                 );
             }
             Action::Close => {
+                self.metrics.closed(
+                    self.core.error(),
+                    self.core.refused_by(),
+                    self.core.is_request(),
+                );
                 let _ = timeout(SEND_TIMEOUT, self.client.writer.shutdown()).await;
                 if let Some(s) = &mut self.session {
                     let _ = timeout(SEND_TIMEOUT, s.writer.shutdown()).await;
@@ -382,6 +400,15 @@ impl Driver {
         }
         session.buf = BytesMut::new();
         let traffic = link.borrow().traffic().clone();
+        let (up_metrics, down_metrics) = self.metrics.relay_counters();
+        let up = Tally {
+            counters: &traffic.up,
+            metrics: up_metrics,
+        };
+        let down = Tally {
+            counters: &traffic.down,
+            metrics: down_metrics,
+        };
         let (to_session, to_client) = (OutState::default(), OutState::default());
         let (session_box, client_box) = (Outbox::default(), Outbox::default());
         let a = pump::pump(
@@ -389,7 +416,7 @@ impl Driver {
             &mut session.writer,
             client_buf,
             &mut c2s,
-            &traffic.up,
+            &up,
             &to_session,
             &session_box,
         );
@@ -398,7 +425,7 @@ impl Driver {
             &mut self.client.writer,
             session_buf,
             &mut s2c,
-            &traffic.down,
+            &down,
             &to_client,
             &client_box,
         );
@@ -422,7 +449,7 @@ impl Driver {
                         to_session: to_session.writing_since(),
                     };
                     if let Some(LinkEnd::PingTimeout(side)) =
-                        tick(&link, stalls, &client_box, &session_box)
+                        tick(&link, stalls, &client_box, &session_box, self.metrics.shard())
                     {
                         break (Some(side), PumpEnd::PingTimeout);
                     }
@@ -445,8 +472,12 @@ fn tick(
     stalls: Stalls,
     client_box: &Outbox,
     session_box: &Outbox,
+    metrics: &ShardMetrics,
 ) -> Option<LinkEnd> {
     let mut l = link.borrow_mut();
+    for (side, rtt) in l.take_samples() {
+        metrics.observe_rtt(side, rtt);
+    }
     l.on_timeout(std::time::Instant::now(), stalls);
     while let Some(p) = l.pop_packet(Side::Client) {
         let _ = client_box.push(p);

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::PeerInfo;
 
+use super::metrics::HandshakeResult;
 use super::{conn, Live, ShardCtx, Shared, StartError};
 
 /// Where a client came in; decides the auth module and what counts as a
@@ -63,6 +64,17 @@ pub(super) fn probe_tcp(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, StartEr
         out.push(local);
     }
     Ok(out)
+}
+
+/// Binds the metrics endpoint (`--bind-metrics`), without SO_REUSEPORT;
+/// returns it with its address (port 0 resolved).
+pub(super) fn bind_metrics(
+    addr: &SocketAddr,
+) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let err = |e| bind_error(format!("{addr} (--bind-metrics)"), e);
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    Ok((l, local))
 }
 
 /// Refuses a Unix socket path that a live server holds; removes a stale one.
@@ -156,6 +168,7 @@ pub(super) async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer, kind)) => {
+                shard.metrics.accepted();
                 // A trusted front (PROXY protocol) carries many clients'
                 // connections: counted globally only.
                 let ip = peer.ip().filter(|ip| {
@@ -168,6 +181,9 @@ pub(super) async fn accept_loop(
                 let slot = match shared.admission.admit(ip) {
                     Ok(slot) => slot,
                     Err(refusal) => {
+                        shard
+                            .metrics
+                            .handshake_ended(HandshakeResult::Limited, None);
                         refused_since_log += 1;
                         let now = std::time::Instant::now();
                         if last_refusal_log.is_none_or(|t| {
@@ -184,7 +200,7 @@ pub(super) async fn accept_loop(
                         continue;
                     }
                 };
-                let guard = live.enter();
+                let guard = (live.enter(), shard.metrics.open());
                 let shared = shared.clone();
                 let stop = stop.clone();
                 let id = next_id();

@@ -17,6 +17,7 @@ mod conn;
 pub mod control;
 mod front;
 mod listen;
+pub mod metrics;
 pub mod preflight;
 pub mod pump;
 pub mod registry;
@@ -98,6 +99,8 @@ pub(crate) struct Shared {
     /// Cancelled once, when the server stops: every shard, accept loop
     /// and connection waits on it (a waiter's registration ends with it).
     pub stop: CancellationToken,
+    /// The registry, with `--bind-metrics`.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 /// One transport's auth chain.
@@ -133,6 +136,8 @@ pub struct Server {
     tcp_addrs: Vec<SocketAddr>,
     /// The control socket (`xfwd list|info|stop`), when configured.
     control_socket: Option<control::Control>,
+    /// The metrics endpoint's thread and address (`--bind-metrics`).
+    metrics: Option<(std::thread::JoinHandle<()>, SocketAddr)>,
 }
 
 fn random_uuid() -> String {
@@ -161,6 +166,10 @@ impl Server {
         }
         let tcp_addrs = listen::probe_tcp(&config.tcp)?;
         listen::prepare_unix(&config.unix)?;
+        let metrics_listener = match config.metrics {
+            Some(a) => Some(listen::bind_metrics(&a)?),
+            None => None,
+        };
         let uid = nix::unistd::geteuid().as_raw();
         let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
@@ -229,6 +238,20 @@ impl Server {
         let shards = config.cores;
         let admission =
             admission::Admission::new(config.max_handshakes, config.max_handshakes_per_ip);
+        let metrics = metrics_listener.as_ref().map(|_| {
+            let modules: Vec<_> = [
+                &config.tcp_auth,
+                &config.unix_auth,
+                &config.ssl_auth,
+                &config.ws_auth,
+                &config.wss_auth,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.kind)
+            .collect();
+            Arc::new(metrics::Metrics::new(&modules))
+        });
         let shared = Arc::new(Shared {
             auth,
             tls,
@@ -249,6 +272,7 @@ impl Server {
             admission,
             blocking: pool.handle(),
             stop: CancellationToken::new(),
+            metrics,
         });
         let control_socket = match &shared.config.control_socket {
             Some(p) => Some(control::Control::bind(p)?),
@@ -288,7 +312,19 @@ impl Server {
             pool: Some(pool),
             tcp_addrs,
             control_socket,
+            metrics: None,
         };
+        let endpoint = metrics_listener.zip(server.shared.metrics.clone());
+        if let (Some(((l, addr), m)), true) = (endpoint, spawn_error.is_none()) {
+            match metrics::spawn_endpoint(l, m, server.shared.stop.clone()) {
+                Ok(t) => server.metrics = Some((t, addr)),
+                Err(e) => {
+                    spawn_error = Some(StartError::Executor(format!(
+                        "cannot start the metrics endpoint: {e}"
+                    )));
+                }
+            }
+        }
         if let Some(e) = spawn_error {
             server.stop_and_join();
             return Err(e);
@@ -310,6 +346,9 @@ impl Server {
         if let Err(e) = server.start_control() {
             server.stop_and_join();
             return Err(e.into());
+        }
+        if let Some((_, addr)) = &server.metrics {
+            tracing::info!("metrics at http://{addr}/metrics");
         }
         tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.shared.config.unix, "xfwd listening");
         Ok(server)
@@ -348,6 +387,11 @@ impl Server {
         self.control.clone()
     }
 
+    /// Where `--bind-metrics` serves (its port resolved when 0 was asked).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
     /// Reloads the TLS certificate and key (SIGHUP): new connections use
     /// the new ones; established connections are not touched.
     pub fn reload_tls(&self) -> Result<(), StartError> {
@@ -378,6 +422,11 @@ impl Server {
         for s in std::mem::take(&mut self.shards) {
             if s.join().is_err() {
                 tracing::error!("a shard thread panicked");
+            }
+        }
+        if let Some((t, _)) = self.metrics.take() {
+            if t.join().is_err() {
+                tracing::error!("the metrics thread panicked");
             }
         }
         if let Some(pool) = self.pool.take() {
@@ -453,6 +502,8 @@ fn run_shard(
 pub(crate) struct ShardCtx {
     pub id: usize,
     pub registry: Rc<registry::Registry>,
+    /// The shard's metrics handle (empty without `--bind-metrics`).
+    pub metrics: metrics::ShardMetrics,
 }
 
 /// Connections alive on a shard, and a wake-up when the last one ends.
@@ -502,12 +553,18 @@ async fn shard_main(
             return;
         }
     };
+    // Every label set of this shard, resolved once.
+    let metrics = shared
+        .metrics
+        .as_ref()
+        .map_or_else(metrics::ShardMetrics::disabled, |m| m.shard(id));
     let _ = ready.send(Ok(()));
     let stop = shared.stop.clone();
     let live = Rc::new(Live::default());
     let ctx = Rc::new(ShardCtx {
         id,
         registry: registry::Registry::new(id),
+        metrics,
     });
     // The control socket's questions, answered between connections' work.
     let answering = tokio::task::spawn_local(ctx.registry.clone().serve(requests));

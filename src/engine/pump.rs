@@ -15,8 +15,27 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use super::metrics::RelayCounters;
 use crate::proxy::link::Counters;
 use crate::proxy::{Batch, Direction, PumpEnd};
+
+/// Where a pump counts what it wrote: the connection's counters (sans-IO,
+/// for info and the control socket) and the shard's series
+/// (`--bind-metrics`), once per written batch.
+#[derive(Debug)]
+pub struct Tally<'a> {
+    pub counters: &'a Counters,
+    pub metrics: Option<RelayCounters>,
+}
+
+impl Tally<'_> {
+    pub(super) fn add(&self, bytes: usize, packets: u64) {
+        self.counters.add(bytes, packets);
+        if let Some(m) = &self.metrics {
+            m.add(bytes as u64, packets);
+        }
+    }
+}
 
 /// Whether the output stream of a pump is between packets (so a packet may
 /// be injected) or in the middle of one.
@@ -159,7 +178,7 @@ pub async fn pump<R, W>(
     w: &mut W,
     mut buf: BytesMut,
     dir: &mut Direction,
-    counters: &Counters,
+    tally: &Tally<'_>,
     out_state: &OutState,
     outbox: &Outbox,
 ) -> PumpEnd
@@ -178,7 +197,7 @@ where
             let written = write(w, out, out_state, dir).await;
             out_state.writing_since.set(None);
             match (written, &end) {
-                (Ok(()), _) => counters.add(n, packets),
+                (Ok(()), _) => tally.add(n, packets),
                 (Err(e), None) => return PumpEnd::WriteError(e.to_string()),
                 // The bad record's predecessors could not be written
                 // either: the read side's end is what matters.

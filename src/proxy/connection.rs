@@ -19,7 +19,7 @@ use super::oneshot::{self, Reachable, Request};
 use super::plan::{upstream_hello, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle};
+use crate::auth::{client_answer, Answer, AuthChain, ModuleKind, PeerInfo, SharedThrottle};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
 use crate::wire::packet;
@@ -267,6 +267,8 @@ pub struct Connection {
     plan: Option<Plan>,
     upstream_items: Vec<Value>,
     refusal: Option<(String, Instant)>,
+    /// The module that refused the client, for metrics.
+    refused_by: Option<ModuleKind>,
     user: Option<String>,
     error: Option<ConnError>,
     /// Why relaying ended, for the log.
@@ -358,6 +360,7 @@ impl Connection {
             plan: None,
             upstream_items: Vec::new(),
             refusal: None,
+            refused_by: None,
             user: None,
             error: None,
             end_reason: None,
@@ -402,6 +405,17 @@ impl Connection {
     /// The session, once chosen.
     pub fn destination(&self) -> Option<String> {
         self.plan.as_ref().map(|p| p.destination.describe())
+    }
+
+    /// Whether the client made a one-shot request (`xpra version|id|info`
+    /// ...): answered by the proxy, never routed.
+    pub fn is_request(&self) -> bool {
+        self.request.is_some()
+    }
+
+    /// The auth module that refused the client, if one did.
+    pub fn refused_by(&self) -> Option<ModuleKind> {
+        self.refused_by
     }
 
     /// Whether the driver should read from the client now.
@@ -748,6 +762,7 @@ impl Connection {
                 } else {
                     Duration::ZERO
                 };
+                self.refused_by = r.module;
                 log_attempt(&Attempt {
                     time: SystemTime::now(),
                     peer: &self.peer,

@@ -167,6 +167,9 @@ pub struct Link {
     session_hello: bool,
     /// Until then, when to look again.
     hello_check: Instant,
+    /// Round trips measured since the driver last took them (for metrics;
+    /// one per side at most: pings go one at a time).
+    samples: Vec<(Side, Duration)>,
     end: Option<LinkEnd>,
 }
 
@@ -206,6 +209,7 @@ impl Link {
             session: Pinger::new(now),
             session_hello: false,
             hello_check: now + cfg.interval,
+            samples: Vec::new(),
             end: None,
         }
     }
@@ -357,11 +361,19 @@ impl Link {
         p.last_echo = now;
         if let Some(sent) = items.get(1).and_then(Value::as_int) {
             if (1..=now_ms).contains(&sent) {
-                let rtt = u64::try_from(now_ms - sent).unwrap_or(0);
-                p.latency = Some(Duration::from_millis(rtt));
+                let rtt = Duration::from_millis(u64::try_from(now_ms - sent).unwrap_or(0));
+                p.latency = Some(rtt);
+                if self.samples.len() < 8 {
+                    self.samples.push((side, rtt));
+                }
             }
         }
         true
+    }
+
+    /// The round trips measured since the last call.
+    pub fn take_samples(&mut self) -> Vec<(Side, Duration)> {
+        std::mem::take(&mut self.samples)
     }
 
     /// The `proxy` section of info: who the proxy is and what it measured.
