@@ -170,6 +170,7 @@ fn pings_info_and_a_frozen_session() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("link");
     let session = Session::start(free_display(191), &dir);
+    let metrics_port = free_port();
     let xfwd = Xfwd::start(
         &dir,
         &[
@@ -177,6 +178,7 @@ fn pings_info_and_a_frozen_session() {
             "--ping-interval=1",
             "--ping-timeout=5",
             "--control-socket=none",
+            &format!("--bind-metrics=127.0.0.1:{metrics_port}"),
         ],
     );
     let mut c = Peer::connect(xfwd.port, session.display);
@@ -246,6 +248,27 @@ fn pings_info_and_a_frozen_session() {
             .and_then(Value::as_int)
             .unwrap_or(0)
             > 0
+    );
+
+    // The round trips are in the metrics too (one sample per echo, taken
+    // at the connection's next timer tick).
+    let mut rtt_count = |side: &str| -> u64 {
+        let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| {
+                l.starts_with("xfwd_rtt_seconds_count") && l.contains(&format!("side=\"{side}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    wait_until(
+        "RTT samples in the metrics",
+        Duration::from_secs(10),
+        || rtt_count("session") > 0 && rtt_count("client") > 0,
     );
 
     // Freeze the session: within the ping timeout (plus an interval) the
