@@ -252,7 +252,7 @@ fn pings_info_and_a_frozen_session() {
 
     // The round trips are in the metrics too (one sample per echo, taken
     // at the connection's next timer tick).
-    let mut rtt_count = |side: &str| -> u64 {
+    let rtt_count = |side: &str| -> u64 {
         let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
