@@ -351,7 +351,27 @@ impl Server {
             tracing::info!("metrics at http://{addr}/metrics");
         }
         tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.shared.config.unix, "xfwd listening");
+        server.advise_without_sessions();
         Ok(server)
+    }
+
+    /// Says how to start a session when there is none to route to yet
+    /// (only without remote targets in auth data: those are not known
+    /// here). Runs once at start, off the forwarding path.
+    fn advise_without_sessions(&self) {
+        let sh = &self.shared;
+        let found = crate::sessions::live(&crate::sessions::discover(
+            &sh.socket_dirs,
+            &sh.hostname,
+            sh.uid,
+        ));
+        if found.is_empty() {
+            let port = self.tcp_addrs.first().map_or(14501, SocketAddr::port);
+            tracing::info!(
+                "no xpra session found yet in {:?}; start one with `xpra start :100 --start=xterm`, then attach with `xpra attach tcp://127.0.0.1:{port}/100`",
+                sh.socket_dirs
+            );
+        }
     }
 
     /// Starts the control socket's thread, once every shard listens.
