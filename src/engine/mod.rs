@@ -355,16 +355,13 @@ impl Server {
         Ok(server)
     }
 
-    /// Says how to start a session when there is none to route to yet
-    /// (only without remote targets in auth data: those are not known
-    /// here). Runs once at start, off the forwarding path.
+    /// Says how to start a session when no local one is there yet (remote
+    /// targets of auth data are not known here). Runs once at start.
     fn advise_without_sessions(&self) {
         let sh = &self.shared;
-        let found = crate::sessions::live(&crate::sessions::discover(
-            &sh.socket_dirs,
-            &sh.hostname,
-            sh.uid,
-        ));
+        // Sockets are only listed, not probed: connecting would show in
+        // every session's log.
+        let found = crate::sessions::discover(&sh.socket_dirs, &sh.hostname, sh.uid);
         if found.is_empty() {
             let port = self.tcp_addrs.first().map_or(14501, SocketAddr::port);
             tracing::info!(
