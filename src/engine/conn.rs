@@ -83,7 +83,7 @@ async fn serve_inner(
         let door = front::front_door(stream, peer, &shared);
         tokio::select! {
             () = stop.cancelled() => return metrics.ended(HandshakeResult::Stopping),
-            () = kill.cancelled() => return metrics.ended(HandshakeResult::Stopping),
+            () = kill.cancelled() => return metrics.ended(HandshakeResult::Admin),
             r = timeout_at(deadline, door) => match r {
                 Ok(f) => f,
                 Err(_) => {
@@ -111,6 +111,8 @@ async fn serve_inner(
             return;
         }
     };
+    // TLS, WebSocket or both, as the front door found.
+    registered.entry.set_transport(peer.transport.name());
     let Some(entry) = shared
         .auth_for(peer.transport)
         .or_else(|| shared.auth_for(crate::auth::Transport::Tcp))

@@ -41,7 +41,7 @@ pub struct ConnInfo {
 pub(crate) struct Entry {
     pub id: u64,
     peer: String,
-    transport: &'static str,
+    transport: Cell<&'static str>,
     started: Instant,
     started_wall: SystemTime,
     user: RefCell<Option<String>>,
@@ -61,6 +61,10 @@ impl Entry {
 
     pub fn set_target(&self, target: Option<String>) {
         *self.target.borrow_mut() = target;
+    }
+
+    pub fn set_transport(&self, transport: &'static str) {
+        self.transport.set(transport);
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -90,7 +94,7 @@ impl Entry {
             id: self.id,
             shard,
             peer: self.peer.clone(),
-            transport: self.transport.to_owned(),
+            transport: self.transport.get().to_owned(),
             user: self.user.borrow().clone(),
             target: self.target.borrow().clone(),
             phase: format!("{:?}", self.phase.get()).to_lowercase(),
@@ -140,7 +144,7 @@ impl Registry {
         let entry = Rc::new(Entry {
             id,
             peer,
-            transport,
+            transport: Cell::new(transport),
             started: Instant::now(),
             started_wall: SystemTime::now(),
             user: RefCell::new(None),
