@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthSpec, AuthSpecError};
+
+pub mod file;
 
 /// What a bad option looks like to the user.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +39,25 @@ pub enum ConfigError {
     MetricsOnListener(SocketAddr),
 }
 
+impl ConfigError {
+    /// The option the error is about (its long name), when there is one.
+    pub fn option(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::BadTcpAddress(_) => Some("bind-tcp"),
+            ConfigError::Auth { option, .. }
+            | ConfigError::BadAddress { option, .. }
+            | ConfigError::BadOption { option, .. } => Some(option),
+            ConfigError::BadCidr(_) => Some("proxy-protocol-from"),
+            ConfigError::NoCertificate => None,
+            ConfigError::NoCores => Some("cores"),
+            ConfigError::MetricsOnListener(_) => Some("bind-metrics"),
+        }
+    }
+}
+
 /// How log lines are written (`--log-format`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
     #[default]
@@ -53,25 +73,40 @@ pub const DEFAULT_TCP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     14501,
 ));
 
-/// Serving options, as on the command line.
-#[derive(Args, Debug, Clone, Default)]
+/// The defaults of the options below that have one (`into_config` applies
+/// them: an option left out stays `None`, so that a config file's value is
+/// not taken for a flag; see [`file`]).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: u64 = 15;
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 256;
+
+/// Serving options, as on the command line, and as in a `--config` file
+/// (the same names: see [`file`] and docs/configuration.md). A list given
+/// by a file may also be one string; comma-separated options split it.
+#[derive(Args, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// Listen for xpra clients on a TCP address (HOST:PORT); repeatable.
     /// Default, when no listener is given: 127.0.0.1:14501.
     #[arg(long = "bind-tcp", value_name = "HOST:PORT")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub bind_tcp: Vec<String>,
     /// Listen on a Unix socket at PATH; repeatable.
     #[arg(long = "bind", value_name = "PATH")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub bind: Vec<PathBuf>,
     /// Listen for TLS clients (xpra's ssl://); every TCP port also sniffs
     /// TLS, WebSocket and HTTP, as xpra's do.
     #[arg(long = "bind-ssl", value_name = "HOST:PORT")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub bind_ssl: Vec<String>,
     /// Listen for WebSocket clients (ws://, the HTML5 client).
     #[arg(long = "bind-ws", value_name = "HOST:PORT")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub bind_ws: Vec<String>,
     /// Listen for WebSocket-over-TLS clients (wss://).
     #[arg(long = "bind-wss", value_name = "HOST:PORT")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub bind_wss: Vec<String>,
     /// TLS certificate chain (PEM; may also hold the key).
     #[arg(long = "ssl-cert", value_name = "FILE")]
@@ -103,31 +138,39 @@ pub struct ServeArgs {
         value_name = "CIDR[,CIDR...]",
         value_delimiter = ','
     )]
+    #[serde(deserialize_with = "file::comma_list")]
     pub proxy_protocol_from: Vec<String>,
     /// Authentication for every listener without its own:
     /// MODULE[,key=value...] (allow, none, reject, fail, file, multifile,
     /// sqlite, env, exec, pam, peercred); repeat to chain modules (all must
     /// pass).
     #[arg(long = "auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub auth: Vec<String>,
     /// Authentication for TCP listeners (repeatable).
     #[arg(long = "tcp-auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub tcp_auth: Vec<String>,
     /// Authentication for Unix-socket listeners (repeatable).
     #[arg(long = "unix-auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub unix_auth: Vec<String>,
     /// Authentication for TLS connections (default: --tcp-auth's).
     #[arg(long = "ssl-auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub ssl_auth: Vec<String>,
     /// Authentication for WebSocket connections (default: --tcp-auth's).
     #[arg(long = "ws-auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub ws_auth: Vec<String>,
     /// Authentication for WebSocket-over-TLS connections (default:
     /// --ssl-auth's).
     #[arg(long = "wss-auth", value_name = "MODULE")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub wss_auth: Vec<String>,
     /// Extra directory to look for local sessions in; repeatable.
     #[arg(long = "socket-dir", value_name = "DIR")]
+    #[serde(deserialize_with = "file::one_or_many")]
     pub socket_dir: Vec<PathBuf>,
     /// Replaces xpra's default session directories (`/run/user/UID/xpra`,
     /// `/run/xpra`, `~/.xpra`) with this comma-separated list.
@@ -136,27 +179,24 @@ pub struct ServeArgs {
         value_name = "DIR[,DIR...]",
         value_delimiter = ','
     )]
+    #[serde(deserialize_with = "file::some_comma_list")]
     pub socket_dirs: Option<Vec<PathBuf>>,
     /// Number of shards (one pinned executor each); default: the CPUs available.
     #[arg(long = "cores", value_name = "N")]
     pub cores: Option<usize>,
-    /// Seconds a client has to complete the handshake.
-    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 15)]
-    pub handshake_timeout: u64,
+    /// Seconds a client has to complete the handshake. Default 15.
+    #[arg(long = "handshake-timeout", value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
     /// Connections that may be in their handshake (not yet authenticated
     /// and relaying) at once, over every listener; more are closed at
-    /// accept.
-    #[arg(long = "max-handshakes", value_name = "N", default_value_t = 1024)]
-    pub max_handshakes: usize,
+    /// accept. Default 1024.
+    #[arg(long = "max-handshakes", value_name = "N")]
+    pub max_handshakes: Option<usize>,
     /// The same, per client address (not counted for the trusted fronts of
     /// --proxy-protocol-from: every client behind them shares their
-    /// address).
-    #[arg(
-        long = "max-handshakes-per-ip",
-        value_name = "N",
-        default_value_t = 256
-    )]
-    pub max_handshakes_per_ip: usize,
+    /// address). Default 256.
+    #[arg(long = "max-handshakes-per-ip", value_name = "N")]
+    pub max_handshakes_per_ip: Option<usize>,
     /// Seconds between the proxy's pings to each side of a relayed
     /// connection (0: no pings, and no dead-peer check). Default 5.
     #[arg(long = "ping-interval", value_name = "SECS")]
@@ -176,13 +216,13 @@ pub struct ServeArgs {
     #[arg(long = "bind-metrics", value_name = "HOST:PORT")]
     pub bind_metrics: Option<String>,
     /// Log line format: text or json (colour only when stderr is a
-    /// terminal and NO_COLOR is unset).
-    #[arg(long = "log-format", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// terminal and NO_COLOR is unset). Default text.
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub tcp: Vec<SocketAddr>,
     pub unix: Vec<PathBuf>,
@@ -385,9 +425,16 @@ impl ServeArgs {
             socket_dirs: self.socket_dir,
             default_socket_dirs: self.socket_dirs,
             cores,
-            handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
-            max_handshakes: self.max_handshakes.max(1),
-            max_handshakes_per_ip: self.max_handshakes_per_ip.max(1),
+            handshake_timeout: Duration::from_secs(
+                self.handshake_timeout
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+                    .max(1),
+            ),
+            max_handshakes: self.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES).max(1),
+            max_handshakes_per_ip: self
+                .max_handshakes_per_ip
+                .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_IP)
+                .max(1),
             ping,
             control_socket,
             metrics,

@@ -2,11 +2,12 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use xfwd::config::file::Layered;
 use xfwd::config::{LogFormat, ServeArgs};
 use xfwd::engine::Server;
 use xfwd::tools::wire_decode;
@@ -23,11 +24,37 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
+    file: ConfigFile,
+    /// Check the configuration and print it, then exit (as `xfwd
+    /// check-config`).
+    #[arg(short = 't', long = "check-config")]
+    check: bool,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// Where the options come from besides the command line.
+#[derive(clap::Args, Debug)]
+struct ConfigFile {
+    /// Read the serving options from this TOML file first (the long
+    /// options' names: `bind-tcp = ["0.0.0.0:14501"]`); the command line's
+    /// options replace its values. See docs/configuration.md.
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check the configuration (the --config file, then the options given
+    /// here) and print it, defaults included, as a config file; exit 0 when
+    /// it is valid, 2 when not.
+    CheckConfig {
+        #[command(flatten)]
+        file: ConfigFile,
+        // Registers the options; their values are read from the matches.
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+    },
     /// Tools for xpra's wire protocol.
     Wire {
         #[command(subcommand)]
@@ -149,18 +176,58 @@ fn fatal(format: LogFormat, why: &dyn std::fmt::Display) {
     }
 }
 
-/// Runs the proxy in the foreground until SIGINT or SIGTERM.
-fn serve(args: ServeArgs) -> ExitCode {
+/// `xfwd check-config` (`xfwd -t`): the effective configuration on
+/// stdout, or why it is not valid on stderr (exit 2).
+fn check_config(path: Option<&Path>, matches: &ArgMatches) -> ExitCode {
+    let printed = Layered::load(path, matches).and_then(|l| {
+        let text = l.to_toml(&l.into_config()?)?;
+        Ok((l.warnings(), text))
+    });
+    match printed {
+        Ok((warnings, text)) => {
+            for w in warnings {
+                eprintln!("xfwd: warning: {w}");
+            }
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xfwd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the proxy in the foreground until SIGINT or SIGTERM. `flag_format`
+/// is `--log-format` as given on the command line (for an unreadable
+/// config file's error).
+fn serve(path: Option<&Path>, matches: &ArgMatches, flag_format: Option<LogFormat>) -> ExitCode {
     use nix::sys::signal::{SigSet, Signal};
 
-    let format = args.log_format;
-    let config = match args.into_config() {
+    let layered = match Layered::load(path, matches) {
+        Ok(l) => l,
+        Err(e) => {
+            let format = flag_format.unwrap_or_default();
+            init_logging(format);
+            fatal(format, &e);
+            return ExitCode::from(2);
+        }
+    };
+    let format = layered.args.log_format.unwrap_or_default();
+    init_logging(format);
+    let config = match layered.into_config() {
         Ok(c) => c,
         Err(e) => {
             fatal(format, &e);
             return ExitCode::from(2);
         }
     };
+    if let Some(p) = layered.path() {
+        tracing::info!("configuration from {}", p.display());
+    }
+    for w in layered.warnings() {
+        tracing::warn!("{w}");
+    }
     // Signals are taken by this thread alone: block them before the shard
     // threads start (they inherit the mask), then wait for one.
     let mut signals = SigSet::empty();
@@ -199,10 +266,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Logs go to stderr, as `--log-format` says (clap has parsed and checked
-/// it before this runs; the rest of the options are checked after, so their
-/// errors are plain lines). Colour only on a terminal, and not with
-/// NO_COLOR.
+/// Logs go to stderr, as `--log-format` says (clap, or the config file,
+/// has parsed and checked it before this runs). Colour only on a terminal,
+/// and not with NO_COLOR.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("XFWD_LOG")
@@ -221,8 +287,20 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches too: the config file's values are overridden by the
+    // options given on the command line, which only they tell.
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.format(&mut Cli::command()).exit(),
+    };
     match cli.command {
+        Some(Command::CheckConfig { file, serve: _ }) => check_config(
+            file.config.as_deref(),
+            matches
+                .subcommand_matches("check-config")
+                .unwrap_or(&matches),
+        ),
         Some(Command::Wire {
             command: WireCommand::Decode { file, max_payload },
         }) => wire_decode_cmd(&file, max_payload),
@@ -244,9 +322,7 @@ fn main() -> ExitCode {
         Some(Command::Stop { connection, at }) => {
             control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
         }
-        None => {
-            init_logging(cli.serve.log_format);
-            serve(cli.serve)
-        }
+        None if cli.check => check_config(cli.file.config.as_deref(), &matches),
+        None => serve(cli.file.config.as_deref(), &matches, cli.serve.log_format),
     }
 }
