@@ -1197,7 +1197,9 @@ impl Worker {
                     self.drop_conn(idx, None);
                 }
                 _ => {
-                    if self.cfg.handshake_loop {
+                    if self.cfg.handshake_loop || !c.initial {
+                        // (or a replacement: a chaos slot's next connection,
+                        // --reconnect's, opened shortly before the end)
                         // cut off by the end of the run: not a failure
                         self.drop_conn(idx, None);
                     } else {
