@@ -30,6 +30,7 @@ use xfwd::wire::header::{Compressor, Encoder};
 use xfwd::wire::views::{Challenge, Close, CLOSE_PACKET_ALIASES};
 use xfwd::wire::Value;
 
+use crate::chaos::{self, Outcome, Rng};
 use crate::evloop::{Slab, Timers};
 use crate::net::{Item, RecordReader, Stream, Target, WriteQueue};
 use crate::proto::{self, ClientHello, Framing};
@@ -70,7 +71,34 @@ pub struct ClientConfig {
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    /// `--chaos`: the fraction of connection slots that misbehave, and how.
+    pub chaos: Option<chaos::Spec>,
+    pub chaos_timing: ChaosTiming,
+    /// The RNG seed (`--seed`, or a random one, reported).
+    pub seed: u64,
+    /// Replace established connections that end during the run (clients
+    /// of a session that misbehaves: `loadgen server --chaos`).
+    pub reconnect: bool,
 }
+
+/// When faults happen and how long they last.
+#[derive(Clone, Copy, Debug)]
+pub struct ChaosTiming {
+    /// A fault comes uniformly within 100 ms .. this after the hello.
+    pub delay: Duration,
+    /// `pause`: reading stops for a quarter of this up to this.
+    pub pause: Duration,
+    /// `freeze`: reading stops for this long; then the connection is
+    /// drained to see whether the proxy ended it.
+    pub freeze: Duration,
+    /// `garbage`, `freeze`: a fault the proxy has not ended after this long
+    /// counts as `survived`.
+    pub wait: Duration,
+}
+
+/// `pause`: how long a connection keeps working after its pause before it
+/// is closed (and another takes its slot).
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
 
 /// Counters the progress line reads.
 #[derive(Default)]
@@ -91,6 +119,13 @@ const TIMER_READ: u8 = 3;
 /// turn.
 const MAX_READS_PER_EVENT: u32 = 64;
 const TIMER_ACK: u8 = 4;
+/// `--chaos`: the fault is due; reading resumes (pause, freeze); the
+/// proxy had its time to end the fault (garbage, freeze); a paused
+/// connection worked on long enough.
+const TIMER_CHAOS: u8 = 5;
+const TIMER_CHAOS_RESUME: u8 = 6;
+const TIMER_CHAOS_GIVEUP: u8 = 7;
+const TIMER_CHAOS_DONE: u8 = 8;
 
 /// With `--ack-every`, draws not yet acknowledged are acknowledged once no
 /// draw has arrived for this long: a session whose window is not a multiple
@@ -156,6 +191,16 @@ struct Conn {
     last_draw: Option<LastDraw>,
     since_ack: u32,
     ack_timer: bool,
+    /// A chaos slot: its fault (once picked) and when it was injected.
+    chaos: Option<ConnChaos>,
+    /// Not reading (`pause`, `freeze`).
+    frozen: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ConnChaos {
+    kind: Option<&'static str>,
+    at: Option<Instant>,
 }
 
 impl Conn {
@@ -163,7 +208,7 @@ impl Conn {
     /// an established connection whose draws have been flowing, or one
     /// with a ping unanswered.
     fn waiting_since(&self) -> Option<Instant> {
-        if !matches!(self.state, State::Streaming) {
+        if !matches!(self.state, State::Streaming) || self.chaos.is_some() {
             return None;
         }
         if self.drawing {
@@ -198,6 +243,9 @@ struct Worker {
     /// When the watchdog looks next; stall lines printed so far.
     next_watch: Instant,
     stall_lines: u32,
+    rng: Rng,
+    /// Of `to_open`, the chaos slots.
+    to_open_chaos: usize,
 }
 
 pub fn run(cfg: ClientConfig) -> ExitCode {
@@ -230,6 +278,12 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
                     display: c.target.display.as_deref(),
                     uuid: "",
                 });
+                let chaos_slots = c
+                    .chaos
+                    .as_ref()
+                    .map_or(0, |s| ((share as f64) * s.rate).round() as usize)
+                    .min(share);
+                let rng = Rng::new(c.seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
                 let mut w = Worker {
                     framing: Framing {
                         encoder: c.encoder,
@@ -254,6 +308,8 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
                     initial_left: share,
                     next_watch: t0 + WATCH_EVERY,
                     stall_lines: 0,
+                    rng,
+                    to_open_chaos: chaos_slots,
                 };
                 w.run();
                 w.stats
@@ -427,11 +483,13 @@ impl Worker {
             self.to_open -= 1;
             let initial = self.initial_left > 0;
             self.initial_left = self.initial_left.saturating_sub(1);
-            self.open(initial);
+            let chaos = self.to_open_chaos > 0;
+            self.to_open_chaos = self.to_open_chaos.saturating_sub(1);
+            self.open(initial, chaos);
         }
     }
 
-    fn open(&mut self, initial: bool) {
+    fn open(&mut self, initial: bool, chaos: bool) {
         let started = Instant::now();
         let t = &self.cfg.target;
         let io = if matches!(t.addr, crate::net::Addr::Unix(_)) {
@@ -449,11 +507,13 @@ impl Worker {
                 return;
             }
         };
+        let chaos = chaos.then(ConnChaos::default);
         let mut stream = match Stream::connect(&self.cfg.target.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.failed(initial, Fail::Refused, &e.to_string());
                 self.replace(initial);
+                self.replace_chaos(chaos.is_some());
                 return;
             }
         };
@@ -507,6 +567,8 @@ impl Worker {
             last_draw: None,
             since_ack: 0,
             ack_timer: false,
+            chaos,
+            frozen: false,
         });
         self.pending += 1;
         self.timers
@@ -517,6 +579,14 @@ impl Worker {
     fn replace(&mut self, _initial: bool) {
         if self.cfg.handshake_loop && Instant::now() < self.deadline {
             self.to_open += 1;
+        }
+    }
+
+    /// A chaos slot whose connection ended: another takes its place.
+    fn replace_chaos(&mut self, chaos: bool) {
+        if chaos && Instant::now() < self.deadline {
+            self.to_open += 1;
+            self.to_open_chaos += 1;
         }
     }
 
@@ -539,6 +609,19 @@ impl Worker {
         if handshaking {
             self.pending -= 1;
         }
+        let injected = c.chaos.and_then(|ch| ch.kind.zip(ch.at));
+        if let (Some((kind, at)), Some((_, reason))) = (injected, &fail) {
+            // the proxy (or the network) ended a connection after its fault
+            let took = Instant::now().saturating_duration_since(at);
+            self.stats
+                .chaos
+                .outcome(kind, Outcome::Ended, Some(took), reason);
+            self.replace_chaos(true);
+            return;
+        }
+        if fail.is_some() {
+            self.replace_chaos(c.chaos.is_some());
+        }
         if let Some((kind, reason)) = fail {
             if handshaking {
                 self.failed(c.initial, kind, &reason);
@@ -546,7 +629,91 @@ impl Worker {
             } else {
                 // an established connection that broke during the run
                 self.stats.dropped += 1;
+                if kind == Fail::Protocol {
+                    self.stats.dropped_protocol += 1;
+                }
                 self.stats.note(&format!("dropped: {reason}"));
+                if self.cfg.reconnect && c.chaos.is_none() && Instant::now() < self.deadline {
+                    self.to_open += 1;
+                }
+            }
+        }
+    }
+
+    /// Ends a chaos connection on loadgen's side (`rst`: with a reset,
+    /// SO_LINGER 0) and records the outcome of its fault.
+    fn end_chaos(&mut self, idx: usize, outcome: Outcome, reason: &str, rst: bool) {
+        let Some(mut c) = self.conns.remove(idx) else {
+            return;
+        };
+        let _ = c.stream.deregister(self.poll.registry());
+        if rst {
+            c.stream.reset();
+        } else {
+            if let Ok(b) = proto::encode(&proto::disconnect("loadgen: chaos done"), &self.framing) {
+                c.wq.push_urgent(vec![b]);
+                let _ = c.io.flush(&mut c.wq, &mut c.stream);
+            }
+            c.io.close(&mut c.stream);
+            c.stream.shutdown();
+        }
+        if !matches!(c.state, State::Streaming) {
+            self.pending -= 1;
+        }
+        if let Some(kind) = c.chaos.and_then(|ch| ch.kind) {
+            self.stats.chaos.outcome(kind, outcome, None, reason);
+        }
+        self.replace_chaos(true);
+    }
+
+    /// Injects a chaos connection's fault.
+    fn inject(&mut self, idx: usize, now: Instant) {
+        let Some(spec) = self.cfg.chaos.as_ref() else {
+            return;
+        };
+        let timing = self.cfg.chaos_timing;
+        let kind = spec.kinds[self.rng.below(spec.kinds.len() as u64) as usize];
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        let gen = c.gen;
+        c.chaos = Some(ConnChaos {
+            kind: Some(kind),
+            at: Some(now),
+        });
+        self.stats.chaos.injected(kind);
+        match kind {
+            "reset" => {
+                // half a record, then a reset (SO_LINGER 0)
+                let us = now.duration_since(self.t0).as_micros() as i64;
+                if let Ok(b) = proto::encode(&proto::ping(us, &c.uuid), &self.framing) {
+                    let half = (b.len() / 2)
+                        .max(xfwd::wire::header::HEADER_LEN + 1)
+                        .min(b.len());
+                    c.wq.push(vec![b.slice(..half)]);
+                    let _ = c.io.flush(&mut c.wq, &mut c.stream);
+                }
+                self.end_chaos(idx, Outcome::Closed, "reset mid-record", true);
+            }
+            "garbage" => {
+                let len = 64 + self.rng.below(4032) as usize;
+                c.wq.push(vec![chaos::garbage(&mut self.rng, len).into()]);
+                self.timers
+                    .add(now + timing.wait, idx, gen, TIMER_CHAOS_GIVEUP);
+                self.flush(idx);
+            }
+            "pause" => {
+                c.frozen = true;
+                let p = self.rng.between(timing.pause / 4, timing.pause);
+                self.timers.add(now + p, idx, gen, TIMER_CHAOS_RESUME);
+            }
+            _ => {
+                // freeze: no reading until `freeze`, then a drain
+                c.frozen = true;
+                self.timers
+                    .add(now + timing.freeze, idx, gen, TIMER_CHAOS_RESUME);
+                self.timers
+                    .add(now + timing.wait, idx, gen, TIMER_CHAOS_GIVEUP);
             }
         }
     }
@@ -598,6 +765,16 @@ impl Worker {
         let mut end: Option<(Fail, String)> = None;
         let mut bytes = 0usize;
         if let Some(c) = self.conns.get_mut(idx) {
+            if c.frozen {
+                // not reading; an end (FIN, reset) is still seen
+                self.scratch = scratch;
+                self.items = items;
+                if c.hup {
+                    let why = "closed by the peer (seen while not reading)".to_owned();
+                    self.drop_conn(idx, Some((Fail::Lost, why)));
+                }
+                return;
+            }
             let waited = c.waiting_since();
             if matches!(c.state, State::Connecting) {
                 // an error or hang-up before connecting completes
@@ -781,22 +958,40 @@ impl Worker {
                         }
                     }
                 }
+                let (mut lost, mut reordered, mut corrupt) = (0u64, 0u64, 0u64);
                 match proto::check_draw(&p.items, chunk) {
                     Some(d) => {
                         self.stats.draws += 1;
                         if !d.ok {
-                            self.stats.corrupt += 1;
+                            corrupt += 1;
                         }
                         if d.seq == c.next_seq {
                             c.next_seq += 1;
                         } else if d.seq > c.next_seq {
-                            self.stats.lost += (d.seq - c.next_seq) as u64;
+                            lost += (d.seq - c.next_seq) as u64;
                             c.next_seq = d.seq + 1;
                         } else {
-                            self.stats.reordered += 1;
+                            reordered += 1;
                         }
                     }
-                    None => self.stats.corrupt += 1,
+                    None => corrupt += 1,
+                }
+                if lost + reordered + corrupt > 0 {
+                    // a chaos slot's draws are its own count, not the
+                    // well-behaved connections'
+                    match c.chaos {
+                        Some(ch) => self.stats.chaos.integrity(
+                            ch.kind.unwrap_or("not-yet-injected"),
+                            lost,
+                            reordered,
+                            corrupt,
+                        ),
+                        None => {
+                            self.stats.lost += lost;
+                            self.stats.reordered += reordered;
+                            self.stats.corrupt += corrupt;
+                        }
+                    }
                 }
             }
             "ping_echo" => {
@@ -872,6 +1067,11 @@ impl Worker {
                     self.replace(false);
                     return Ok(());
                 }
+                if c.chaos.is_some() {
+                    let (lo, hi) = (Duration::from_millis(100), self.cfg.chaos_timing.delay);
+                    let at = now + self.rng.between(lo, hi);
+                    self.timers.add(at, idx, c.gen, TIMER_CHAOS);
+                }
                 if let Some(iv) = self.cfg.ping_interval {
                     // spread the first pings over one interval
                     let jitter = Duration::from_micros(
@@ -918,6 +1118,34 @@ impl Worker {
             TIMER_READ => {
                 c.paused = false;
                 self.on_readable(idx);
+            }
+            TIMER_PING if c.frozen => {
+                // a connection that stopped reading sends nothing either
+                if let Some(iv) = self.cfg.ping_interval {
+                    self.timers.add(now + iv, idx, gen, TIMER_PING);
+                }
+            }
+            TIMER_CHAOS => self.inject(idx, now),
+            TIMER_CHAOS_RESUME => {
+                c.frozen = false;
+                if c.chaos.and_then(|ch| ch.kind) == Some("pause") {
+                    self.timers
+                        .add(now + PAUSE_AFTER, idx, gen, TIMER_CHAOS_DONE);
+                }
+                self.on_readable(idx);
+            }
+            TIMER_CHAOS_GIVEUP => {
+                let t = self.cfg.chaos_timing.wait.as_secs_f64();
+                let why = format!("not ended by the proxy within {t:.0} s");
+                self.end_chaos(idx, Outcome::Survived, &why, false);
+            }
+            TIMER_CHAOS_DONE => {
+                self.end_chaos(
+                    idx,
+                    Outcome::Survived,
+                    "kept working after the pause",
+                    false,
+                );
             }
             TIMER_PING => {
                 if let Ok(b) = proto::encode(&proto::ping(now_us, &c.uuid), &self.framing) {
@@ -969,7 +1197,9 @@ impl Worker {
                     self.drop_conn(idx, None);
                 }
                 _ => {
-                    if self.cfg.handshake_loop {
+                    if self.cfg.handshake_loop || !c.initial {
+                        // (or a replacement: a chaos slot's next connection,
+                        // --reconnect's, opened shortly before the end)
                         // cut off by the end of the run: not a failure
                         self.drop_conn(idx, None);
                     } else {

@@ -3,10 +3,13 @@
 //! - `loadgen server`: a fake session that streams draws;
 //! - `loadgen client`: N fake clients that check and measure what arrives;
 //! - `loadgen perf`: direct / xfwd / HAProxy / xpra's proxy, interleaved;
-//! - `loadgen check`: a perf run's ratios against a baseline.
+//! - `loadgen check`: a perf run's ratios against a baseline;
+//! - `loadgen abuse`: abusive pre-authentication clients in a loop.
 //!
 //! See docs/loadgen.md.
 
+mod abuse;
+mod chaos;
 mod check;
 mod client;
 mod digest;
@@ -48,6 +51,8 @@ enum Command {
     Perf(perf::PerfArgs),
     /// Compares a perf run's ratios with a baseline (see perf/check).
     Check(check::CheckArgs),
+    /// Abusive pre-authentication clients in a loop, timed until closed.
+    Abuse(abuse::AbuseArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +89,23 @@ struct ServerArgs {
     /// Event-loop threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Fault injection: RATE (0..1) of the connections misbehave once
+    /// streaming, by a KIND (kill, garbage, stop-read; default all).
+    #[arg(long, value_name = "RATE[,KIND...]")]
+    chaos: Option<String>,
+    /// Seed of the fault picks (default: random, reported).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A fault comes 100 ms .. MS after the hello.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    chaos_delay: u64,
+    /// `garbage`, `stop-read`: not ended by the proxy SECS after the fault:
+    /// `survived`.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    chaos_wait: f64,
+    /// Write the fault outcomes here on SIGINT / SIGTERM (also printed).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -161,6 +183,40 @@ struct ClientArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Fault injection: RATE (0..1) of the connection slots misbehave, one
+    /// fault at a time, picked from KINDs (reset, garbage, pause, freeze;
+    /// default all); a slot whose connection ended opens another.
+    #[arg(long, value_name = "RATE[,KIND...]")]
+    chaos: Option<String>,
+    /// Seed of the fault picks (default: random, reported).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A fault comes 100 ms .. MS after the hello.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    chaos_delay: u64,
+    /// `pause`: reading stops for MS/4 .. MS.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    chaos_pause: u64,
+    /// `freeze`: reading stops for SECS, then the connection is drained to
+    /// see whether the proxy ended it.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    chaos_freeze: f64,
+    /// `garbage`, `freeze`: not ended by the proxy SECS after the fault:
+    /// `survived`.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    chaos_wait: f64,
+    /// Replace established connections that end during the run (clients
+    /// of a session run with `loadgen server --chaos`).
+    #[arg(long)]
+    reconnect: bool,
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, String> {
+    if v > 0.0 && v.is_finite() {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{what} must be positive"))
+    }
 }
 
 fn read_password(path: &PathBuf) -> Result<String, String> {
@@ -191,6 +247,15 @@ fn server_config(a: ServerArgs) -> Result<server::ServerConfig, String> {
         windows: a.windows.max(1),
         window: a.window,
         threads: a.threads.max(1),
+        chaos: a
+            .chaos
+            .as_deref()
+            .map(|s| chaos::Spec::parse(s, chaos::SERVER_KINDS))
+            .transpose()?,
+        seed: chaos::seed_or_random(a.seed),
+        chaos_delay: Duration::from_millis(a.chaos_delay.max(100)),
+        chaos_wait: secs(a.chaos_wait, "--chaos-wait")?,
+        json: a.json,
     })
 }
 
@@ -281,6 +346,19 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
         fail_on_stall: a.fail_on_stall,
         quiet: a.quiet,
         tls,
+        chaos: a
+            .chaos
+            .as_deref()
+            .map(|s| chaos::Spec::parse(s, chaos::CLIENT_KINDS))
+            .transpose()?,
+        chaos_timing: client::ChaosTiming {
+            delay: Duration::from_millis(a.chaos_delay.max(100)),
+            pause: Duration::from_millis(a.chaos_pause.max(4)),
+            freeze: secs(a.chaos_freeze, "--chaos-freeze")?,
+            wait: secs(a.chaos_wait, "--chaos-wait")?,
+        },
+        seed: chaos::seed_or_random(a.seed),
+        reconnect: a.reconnect,
     })
 }
 
@@ -303,5 +381,6 @@ fn main() -> ExitCode {
         },
         Command::Perf(a) => perf::run(a),
         Command::Check(a) => check::run(a),
+        Command::Abuse(a) => abuse::run(a),
     }
 }

@@ -209,6 +209,20 @@ impl Stream {
         }
     }
 
+    /// Closes with a reset (SO_LINGER 0) instead of a FIN.
+    pub fn reset(self) {
+        use nix::sys::socket::{setsockopt, sockopt::Linger};
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ = match &self {
+            Stream::Tcp(s) => setsockopt(s, Linger, &linger),
+            Stream::Unix(s) => setsockopt(s, Linger, &linger),
+        };
+        drop(self);
+    }
+
     pub fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),

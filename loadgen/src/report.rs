@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value as Json};
 
+use crate::chaos::ChaosStats;
 use crate::client::ClientConfig;
 
 /// Why a connection failed before (or, for `Lost`, after) its handshake.
@@ -42,8 +43,10 @@ impl Fail {
 pub struct Stats {
     pub ok: u64,
     pub failed: BTreeMap<Fail, u64>,
-    /// Established connections that ended during the run.
+    /// Established connections that ended during the run, and of those
+    /// the ones that ended on bytes that are not xpra's protocol.
     pub dropped: u64,
+    pub dropped_protocol: u64,
     pub handshake: Histogram<u64>,
     pub rtt: Histogram<u64>,
     pub bytes: u64,
@@ -60,6 +63,9 @@ pub struct Stats {
     pub max_stall: std::time::Duration,
     /// A few distinct error messages with their counts.
     pub reasons: BTreeMap<String, u64>,
+    /// `--chaos`: the faults and their outcomes (chaos slots' draws are
+    /// counted there, not in `lost` / `reordered` / `corrupt`).
+    pub chaos: ChaosStats,
 }
 
 #[allow(clippy::expect_used)]
@@ -74,6 +80,7 @@ impl Stats {
             ok: 0,
             failed: BTreeMap::new(),
             dropped: 0,
+            dropped_protocol: 0,
             handshake: histogram(),
             rtt: histogram(),
             bytes: 0,
@@ -87,6 +94,7 @@ impl Stats {
             stalls: 0,
             max_stall: std::time::Duration::ZERO,
             reasons: BTreeMap::new(),
+            chaos: ChaosStats::default(),
         }
     }
 
@@ -111,6 +119,8 @@ impl Stats {
             *self.failed.entry(*k).or_default() += v;
         }
         self.dropped += o.dropped;
+        self.dropped_protocol += o.dropped_protocol;
+        self.chaos.merge(&o.chaos);
         let _ = self.handshake.add(&o.handshake);
         let _ = self.rtt.add(&o.rtt);
         self.bytes += o.bytes;
@@ -168,6 +178,7 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
         "connections_failed": s.failed_total(),
         "failures": failed,
         "connections_dropped": s.dropped,
+        "dropped_protocol": s.dropped_protocol,
         "handshake_us": {
             "p50": q(&s.handshake, 0.5),
             "p99": q(&s.handshake, 0.99),
@@ -199,6 +210,7 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
         "cpu_system_s": cpu.1,
         "cpu_s": cpu.0 + cpu.1,
         "errors": s.reasons,
+        "chaos": s.chaos.to_json(),
         "config": {
             "connect": match &cfg.target.addr {
                 crate::net::Addr::Tcp(a) => format!("{}://{a}", cfg.target.scheme.name()),
@@ -213,7 +225,25 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
             "read_rate": cfg.read_rate,
             "ack_every": cfg.ack_every,
             "stall_ms": cfg.stall.map(|d| d.as_millis() as u64),
+            "reconnect": cfg.reconnect,
+            "chaos": chaos_config(cfg),
         },
+    })
+}
+
+fn chaos_config(cfg: &ClientConfig) -> Json {
+    let Some(c) = cfg.chaos.as_ref() else {
+        return Json::Null;
+    };
+    let t = &cfg.chaos_timing;
+    json!({
+        "rate": c.rate,
+        "kinds": c.kinds,
+        "seed": cfg.seed,
+        "delay_ms": t.delay.as_millis() as u64,
+        "pause_ms": t.pause.as_millis() as u64,
+        "freeze_ms": t.freeze.as_millis() as u64,
+        "wait_ms": t.wait.as_millis() as u64,
     })
 }
 
@@ -343,6 +373,23 @@ pub fn table(j: &Json) -> String {
             num(j, &["cpu_system_s"])
         ),
     );
+    if let Some(kinds) = j["chaos"].as_object() {
+        for (k, v) in kinds {
+            row(
+                &mut out,
+                &format!("chaos {k}"),
+                format!(
+                    "{} injected: {} ended (max {} ms), {} closed, {} survived, {} open",
+                    num(v, &["injected"]),
+                    num(v, &["ended"]),
+                    num(v, &["max_end_ms"]),
+                    num(v, &["closed"]),
+                    num(v, &["survived"]),
+                    num(v, &["open"])
+                ),
+            );
+        }
+    }
     if let Some(errors) = j["errors"].as_object() {
         for (k, v) in errors {
             row(&mut out, "  error", format!("{k} (x{v})"));

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -28,6 +28,7 @@ use xfwd::wire::header::{Compressor, Encoder};
 use xfwd::wire::views::Hello;
 use xfwd::wire::Value;
 
+use crate::chaos::{self, ChaosStats, Outcome, Rng};
 use crate::digest;
 use crate::evloop::{Slab, Timers};
 use crate::net::{parse_listen, Addr, Item, RecordReader, Stream, WriteQueue};
@@ -72,6 +73,16 @@ pub struct ServerConfig {
     /// 0: no limit (free-running).
     pub window: u32,
     pub threads: usize,
+    /// `--chaos`: the fraction of connections that misbehave, and how.
+    pub chaos: Option<chaos::Spec>,
+    pub seed: u64,
+    /// A fault comes 100 ms .. this after the hello.
+    pub chaos_delay: Duration,
+    /// `garbage`, `stop-read`: not ended by the proxy after this long:
+    /// `survived`.
+    pub chaos_wait: Duration,
+    /// Where the fault outcomes go on SIGINT / SIGTERM.
+    pub json: Option<PathBuf>,
 }
 
 struct Shared {
@@ -79,6 +90,8 @@ struct Shared {
     pixels: Pixels,
     uuid: String,
     started_ms: i64,
+    /// Fault outcomes, all threads (faults are rare: a lock is fine).
+    chaos: Mutex<ChaosStats>,
 }
 
 /// Queued bytes above which no more draws are generated.
@@ -94,6 +107,9 @@ const WRITE_BUDGET: usize = 4 * 1024 * 1024;
 
 const WAKER: Token = Token(usize::MAX);
 const TIMER_DRAW: u8 = 1;
+/// `--chaos`: the fault is due; the proxy had its time to end it.
+const TIMER_CHAOS: u8 = 2;
+const TIMER_CHAOS_GIVEUP: u8 = 3;
 
 enum State {
     AwaitHello,
@@ -124,6 +140,32 @@ struct Conn {
     writable: bool,
     /// Whether the draw timer runs (rate mode).
     ticking: bool,
+    /// A chaos connection: its fault, once picked and injected.
+    chaos: Option<ConnChaos>,
+    /// `stop-read`: not reading; the peer closed (seen without reading).
+    frozen: bool,
+    hup: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ConnChaos {
+    scheduled: bool,
+    kind: Option<&'static str>,
+    at: Option<Instant>,
+    /// `kill`: close once the truncated record is out (with a reset when
+    /// `rst`).
+    kill: bool,
+    rst: bool,
+}
+
+impl Conn {
+    /// Whether draws are generated: not after a kill or garbage.
+    fn drawing(&self) -> bool {
+        !matches!(
+            self.chaos.and_then(|c| c.kind),
+            Some("kill") | Some("garbage")
+        )
+    }
 }
 
 pub fn run(cfg: ServerConfig) -> ExitCode {
@@ -180,6 +222,7 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),
         cfg: cfg.clone(),
+        chaos: Mutex::new(ChaosStats::default()),
     });
     let mut workers = Vec::new();
     for i in 0..cfg.threads.max(1) {
@@ -201,7 +244,7 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
         let sh = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("server-{i}"))
-            .spawn(move || worker(poll, rx, sh));
+            .spawn(move || worker(poll, rx, sh, i as u64));
         if let Err(e) = spawned {
             eprintln!("loadgen server: cannot start a thread: {e}");
             return ExitCode::from(1);
@@ -219,6 +262,26 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
     let _ = std::io::stdout().flush();
     let _ = signals.wait();
     cleanup(&created);
+    if cfg.chaos.is_some() || cfg.json.is_some() {
+        let chaos = shared.chaos.lock().map(|c| c.to_json()).unwrap_or_default();
+        let report = serde_json::json!({
+            "chaos": chaos,
+            "config": {
+                "display": cfg.display,
+                "chaos": cfg.chaos.as_ref().map(|c| serde_json::json!({
+                    "rate": c.rate, "kinds": c.kinds, "seed": cfg.seed,
+                })),
+            },
+        });
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        println!("{text}");
+        if let Some(p) = &cfg.json {
+            if let Err(e) = std::fs::write(p, text + "\n") {
+                eprintln!("loadgen server: cannot write {}: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -308,10 +371,13 @@ struct Worker {
     runnable: Vec<usize>,
     gen: u64,
     batch: BytesMut,
+    rng: Rng,
 }
 
-fn worker(poll: Poll, rx: mpsc::Receiver<Stream>, shared: Arc<Shared>) {
+fn worker(poll: Poll, rx: mpsc::Receiver<Stream>, shared: Arc<Shared>, i: u64) {
+    let rng = Rng::new(shared.cfg.seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut w = Worker {
+        rng,
         poll,
         conns: Slab::default(),
         timers: Timers::default(),
@@ -349,6 +415,11 @@ fn worker(poll: Poll, rx: mpsc::Receiver<Stream>, shared: Arc<Shared>) {
                     c.writable = true;
                 }
             }
+            if ev.is_read_closed() || ev.is_error() {
+                if let Some(c) = w.conns.get_mut(idx) {
+                    c.hup = true;
+                }
+            }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 w.on_readable(idx);
             }
@@ -368,6 +439,13 @@ fn worker(poll: Poll, rx: mpsc::Receiver<Stream>, shared: Arc<Shared>) {
 impl Worker {
     fn add(&mut self, mut stream: Stream) {
         self.gen += 1;
+        let chaos = self
+            .shared
+            .cfg
+            .chaos
+            .as_ref()
+            .is_some_and(|c| self.rng.unit() < c.rate)
+            .then(ConnChaos::default);
         let idx = self.conns.next_key();
         if stream
             .register(
@@ -392,14 +470,102 @@ impl Worker {
             owed: 0,
             writable: true,
             ticking: false,
+            chaos,
+            frozen: false,
+            hup: false,
         });
     }
 
+    /// The connection ended (the peer closed, or a read or write failed):
+    /// after a fault, the proxy ended it.
     fn close(&mut self, idx: usize) {
         if let Some(mut c) = self.conns.remove(idx) {
             let _ = c.stream.deregister(self.poll.registry());
             c.stream.shutdown();
+            if let Some((kind, at)) = c.chaos.and_then(|ch| ch.kind.zip(ch.at)) {
+                let took = Instant::now().saturating_duration_since(at);
+                let why = if c.frozen {
+                    "closed by the peer (seen while not reading)"
+                } else {
+                    "closed by the peer"
+                };
+                self.record(kind, Outcome::Ended, Some(took), why);
+            }
         }
+    }
+
+    fn record(&self, kind: &'static str, o: Outcome, took: Option<Duration>, why: &str) {
+        if let Ok(mut s) = self.shared.chaos.lock() {
+            s.outcome(kind, o, took, why);
+        }
+    }
+
+    /// Ends a chaos connection on loadgen's side, recording `outcome`.
+    fn close_chaos(&mut self, idx: usize, outcome: Outcome, why: &str, rst: bool) {
+        let Some(mut c) = self.conns.remove(idx) else {
+            return;
+        };
+        let _ = c.stream.deregister(self.poll.registry());
+        if rst {
+            c.stream.reset();
+        } else {
+            c.stream.shutdown();
+        }
+        if let Some(kind) = c.chaos.and_then(|ch| ch.kind) {
+            self.record(kind, outcome, None, why);
+        }
+    }
+
+    /// Injects a connection's fault.
+    fn inject(&mut self, idx: usize, now: Instant) {
+        let shared = self.shared.clone();
+        let Some(spec) = shared.cfg.chaos.as_ref() else {
+            return;
+        };
+        let kind = spec.kinds[self.rng.below(spec.kinds.len() as u64) as usize];
+        let rst = self.rng.below(2) == 0;
+        let glen = 64 + self.rng.below(4032) as usize;
+        let garbage = chaos::garbage(&mut self.rng, glen);
+        let Some(c) = self.conns.get_mut(idx) else {
+            return;
+        };
+        let gen = c.gen;
+        c.chaos = Some(ConnChaos {
+            scheduled: true,
+            kind: Some(kind),
+            at: Some(now),
+            kill: kind == "kill",
+            rst,
+        });
+        if let Ok(mut s) = shared.chaos.lock() {
+            s.injected(kind);
+        }
+        match kind {
+            "kill" => {
+                // whole records so far, then the start of a draw: the close
+                // comes in the middle of a record
+                c.seq += 1;
+                if let Ok([head, pixels, _main]) = proto::draw(&c.framing, &shared.pixels, 1, c.seq)
+                {
+                    let cut = pixels.len() / 2;
+                    c.wq.push(vec![head, pixels.slice(..cut)]);
+                }
+                self.timers
+                    .add(now + shared.cfg.chaos_wait, idx, gen, TIMER_CHAOS_GIVEUP);
+            }
+            "garbage" => {
+                c.wq.push(vec![garbage.into()]);
+                self.timers
+                    .add(now + shared.cfg.chaos_wait, idx, gen, TIMER_CHAOS_GIVEUP);
+            }
+            _ => {
+                // stop-read: draws go on, nothing is read
+                c.frozen = true;
+                self.timers
+                    .add(now + shared.cfg.chaos_wait, idx, gen, TIMER_CHAOS_GIVEUP);
+            }
+        }
+        self.runnable.push(idx);
     }
 
     fn on_readable(&mut self, idx: usize) {
@@ -407,7 +573,11 @@ impl Worker {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut ended = false;
         if let Some(c) = self.conns.get_mut(idx) {
-            loop {
+            if c.frozen {
+                // stop-read: an end (FIN, reset) is still seen
+                ended = c.hup;
+            }
+            while !c.frozen {
                 match c.stream.read(&mut scratch) {
                     Ok(0) => {
                         ended = true;
@@ -429,7 +599,15 @@ impl Worker {
             }
         }
         self.scratch = scratch;
+        let broken = self
+            .conns
+            .get_mut(idx)
+            .is_some_and(|c| c.chaos.is_some_and(|ch| ch.kind.is_some()));
         for item in items.drain(..) {
+            if broken {
+                // a session past its fault answers nothing
+                continue;
+            }
             if let Item::Main(record) = item {
                 if !self.on_packet(idx, &record) {
                     ended = true;
@@ -553,6 +731,12 @@ impl Worker {
         }
         let gen = c.gen;
         if matches!(c.state, State::Streaming) {
+            if let Some(ch) = c.chaos.as_mut().filter(|ch| !ch.scheduled) {
+                ch.scheduled = true;
+                let lo = Duration::from_millis(100);
+                let at = Instant::now() + self.rng.between(lo, shared.cfg.chaos_delay);
+                self.timers.add(at, idx, gen, TIMER_CHAOS);
+            }
             if let Rate::Fps(f) = shared.cfg.rate {
                 if !c.ticking {
                     c.ticking = true;
@@ -567,6 +751,18 @@ impl Worker {
     }
 
     fn on_timer(&mut self, idx: usize, gen: u64, kind: u8, now: Instant) {
+        if kind == TIMER_CHAOS || kind == TIMER_CHAOS_GIVEUP {
+            if self.conns.get_mut(idx).is_some_and(|c| c.gen == gen) {
+                if kind == TIMER_CHAOS {
+                    self.inject(idx, now);
+                } else {
+                    let t = self.shared.cfg.chaos_wait.as_secs_f64();
+                    let why = format!("not ended by the proxy within {t:.0} s");
+                    self.close_chaos(idx, Outcome::Survived, &why, false);
+                }
+            }
+            return;
+        }
         let Rate::Fps(f) = self.shared.cfg.rate else {
             return;
         };
@@ -595,7 +791,7 @@ impl Worker {
             let hw = high_water(shared.cfg.draw_size);
             let mut written_before = 0usize;
             loop {
-                if matches!(c.state, State::Streaming) {
+                if matches!(c.state, State::Streaming) && c.drawing() {
                     fill(c, &shared, hw, &mut batch);
                 }
                 if !c.writable || c.wq.is_empty() {
@@ -614,7 +810,8 @@ impl Worker {
                 if !c.writable {
                     break;
                 }
-                let more = matches!(c.state, State::Streaming) && may_draw(c, &shared.cfg);
+                let more =
+                    matches!(c.state, State::Streaming) && c.drawing() && may_draw(c, &shared.cfg);
                 if !more {
                     break;
                 }
@@ -628,6 +825,19 @@ impl Worker {
             }
         }
         self.batch = batch;
+        let killed = self
+            .conns
+            .get_mut(idx)
+            .and_then(|c| c.chaos.filter(|ch| ch.kill && c.wq.is_empty()));
+        if let (Some(ch), false) = (killed, close) {
+            let how = if ch.rst {
+                "killed mid-record (reset)"
+            } else {
+                "killed mid-record (close)"
+            };
+            self.close_chaos(idx, Outcome::Closed, how, ch.rst);
+            return;
+        }
         if close {
             self.close(idx);
         } else if again {
