@@ -509,10 +509,7 @@ impl Connection {
                         self.actions.push_back(Action::Connect(plan.clone()));
                         self.plan = Some(plan);
                     }
-                    Err(e) => {
-                        self.log_login(&format!("none ({e})"));
-                        self.fail(e, now)
-                    }
+                    Err(e) => self.fail(e, now),
                 }
             }
             Event::SessionsListed(r) => {
@@ -1071,6 +1068,11 @@ impl Connection {
     fn fail(&mut self, e: ConnError, now: Instant) {
         self.flow = None;
         self.held_answer = None;
+        // An accepted login that ends before its target is known still
+        // gets its line.
+        if self.login.is_some() {
+            self.log_login(&format!("none ({e})"));
+        }
         match &e {
             ConnError::Gone => {
                 tracing::debug!("client left during the handshake");
