@@ -351,7 +351,7 @@ fn scrape_shows_relays_refusals_and_auth_failures() {
     // OpenMetrics when asked, as Prometheus asks.
     let (status, head, body) = http(
         mport,
-        b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
     );
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(head.contains("application/openmetrics-text"), "{head}");
@@ -359,17 +359,17 @@ fn scrape_shows_relays_refusals_and_auth_failures() {
     assert!(body.contains("# TYPE xfwd_handshakes counter"));
 
     // Anything else is refused, and the endpoint keeps serving.
-    let (status, _, _) = http(mport, b"GET /other HTTP/1.1\r\n\r\n");
+    let (status, _, _) = http(mport, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, head, _) = http(
         mport,
-        b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     assert!(head.contains("Allow: GET"));
     // A head that never ends: refused at the bound (8 KiB; exactly that
     // much is sent, so that the answer is not lost to a reset).
-    let mut endless = b"GET /metrics HTTP/1.1\r\nX-Filler: ".to_vec();
+    let mut endless = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ".to_vec();
     endless.resize(8 * 1024, b'a');
     let mut s = TcpStream::connect(("127.0.0.1", mport)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -610,51 +610,40 @@ enum Request {
     Answer(u16, Option<Format>),
 }
 
+/// The request head, read with the front door's bounded HTTP parser
+/// (`transport::http`).
 fn parse_request(buf: &[u8]) -> Request {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST => Request::Answer(431, None),
-        Ok(httparse::Status::Partial) => Request::Partial,
-        Err(httparse::Error::TooManyHeaders) => Request::Answer(431, None),
-        Err(_) => Request::Answer(400, None),
-        Ok(httparse::Status::Complete(_)) => {
-            let path = req.path.unwrap_or("");
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
-            if path != "/metrics" {
-                return Request::Answer(404, None);
-            }
-            if req.method != Some("GET") {
-                return Request::Answer(405, None);
-            }
-            let openmetrics = req.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("accept")
-                    && String::from_utf8_lossy(h.value).contains("application/openmetrics-text")
-            });
-            let format = if openmetrics {
-                Format::OpenMetrics
-            } else {
-                Format::Prometheus
-            };
-            Request::Answer(200, Some(format))
-        }
+    use crate::transport::http::{self, Method};
+    let limits = http::Limits {
+        max_head: MAX_REQUEST,
+        max_headers: MAX_HEADERS,
+    };
+    let req = match http::parse_request(buf, &limits) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Request::Partial,
+        Err(e) => return Request::Answer(e.status(), None),
+    };
+    if req.path() != "/metrics" {
+        return Request::Answer(404, None);
     }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
+    if req.method != Method::Get {
+        return Request::Answer(405, None);
     }
+    let openmetrics = req
+        .headers
+        .get_all("accept")
+        .any(|v| v.contains("application/openmetrics-text"));
+    let format = if openmetrics {
+        Format::OpenMetrics
+    } else {
+        Format::Prometheus
+    };
+    Request::Answer(200, Some(format))
 }
 
 /// The whole answer to a request head.
 fn answer(status: u16, format: Option<Format>, metrics: &Metrics) -> Vec<u8> {
+    use crate::transport::http::{reason, ResponseHead};
     let (status, content_type, body) = match format.map(|f| (f, metrics.encode(f))) {
         Some((f, Ok(body))) => (status, f.content_type(), body),
         Some((_, Err(_))) => (500, "text/plain; charset=utf-8", "encoding failed\n".into()),
@@ -664,13 +653,13 @@ fn answer(status: u16, format: Option<Format>, metrics: &Metrics) -> Vec<u8> {
             format!("{}\n", reason(status)),
         ),
     };
-    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    )
-    .into_bytes();
+    let mut head = ResponseHead::new(status)
+        .header("Content-Type", content_type)
+        .header("Content-Length", body.len().to_string());
+    if status == 405 {
+        head.push("Allow", "GET");
+    }
+    let mut out = head.header("Connection", "close").to_bytes();
     out.extend_from_slice(body.as_bytes());
     out
 }
@@ -1043,17 +1032,17 @@ mod tests {
         );
         assert_eq!(
             parse_request(
-                b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n"
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n"
             ),
             Request::Answer(200, Some(Format::OpenMetrics))
         );
         assert_eq!(parse_request(&ok[..10]), Request::Partial);
         assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\n\r\n"),
+            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Request::Answer(404, None)
         );
         assert_eq!(
-            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            parse_request(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
             Request::Answer(405, None)
         );
         assert_eq!(
@@ -1061,7 +1050,7 @@ mod tests {
             Request::Answer(400, None)
         );
         // An endless header: refused at the bound, not read on.
-        let mut long = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        let mut long = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
         long.resize(MAX_REQUEST, b'a');
         assert_eq!(parse_request(&long), Request::Answer(431, None));
         let mut many = b"GET /metrics HTTP/1.1\r\n".to_vec();

@@ -174,12 +174,7 @@ pub struct Link {
 }
 
 fn caps_flag(caps: &Value, key: &str) -> bool {
-    match caps.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Int(i)) => *i != 0,
-        Some(v) => matches!(v.as_str(), Some("1" | "true" | "True")),
-        None => false,
-    }
+    caps.get(key).is_some_and(Value::truthy)
 }
 
 impl Link {
@@ -379,7 +374,7 @@ impl Link {
     /// The `proxy` section of info: who the proxy is and what it measured.
     pub fn proxy_info(&self, now: Instant) -> Value {
         let kv = |k: &str, v: Value| (Value::from(k), v);
-        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        let int = Value::uint;
         let ms = |d: Duration| int(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut latency = Vec::new();
         if let Some(l) = self.client.latency {

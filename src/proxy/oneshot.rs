@@ -59,17 +59,7 @@ pub enum Request {
 
 /// Python truthiness, as xpra's `typedict.boolget` sees a capability.
 fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::None) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Int(i)) => *i != 0,
-        Some(Value::BigInt(_)) => true,
-        Some(Value::Float(f)) => *f != 0.0,
-        Some(Value::Str(s)) => !s.is_empty(),
-        Some(Value::Bytes(b)) => !b.is_empty(),
-        Some(Value::List(l)) => !l.is_empty(),
-        Some(Value::Dict(d)) => !d.is_empty(),
-    }
+    v.is_some_and(Value::truthy)
 }
 
 impl Request {

@@ -58,6 +58,28 @@ impl Value {
         }
     }
 
+    /// An unsigned integer, exactly: an `Int` when it fits, else a
+    /// `BigInt`.
+    pub fn uint(n: u64) -> Value {
+        i64::try_from(n).map_or_else(|_| Value::BigInt(n.to_string()), Value::Int)
+    }
+
+    /// Python's truthiness (what `bool(v)` gives xpra for any value): false
+    /// for `None`, `False`, zero, and empty strings, lists and dicts.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Value::None => false,
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::BigInt(_) => true,
+            Value::Float(f) => *f != 0.0,
+            Value::Str(s) => !s.is_empty(),
+            Value::Bytes(b) => !b.is_empty(),
+            Value::List(l) => !l.is_empty(),
+            Value::Dict(d) => !d.is_empty(),
+        }
+    }
+
     /// Truthiness the way xpra's `typedict.boolget` reads capabilities.
     pub fn as_bool(&self) -> Option<bool> {
         match self {

@@ -23,7 +23,7 @@ use super::{Ctx, ServerInfo, READ_DEADLINE, WRITE_DEADLINE};
 use crate::engine::registry::ConnInfo;
 use crate::wire::frame::{FrameDecoder, Limits};
 use crate::wire::header::{Encoder, Rules};
-use crate::wire::packet::{self, Assembler, EncodeOptions, Packet};
+use crate::wire::packet::{Assembler, Packet};
 use crate::wire::views::{Close, Hello};
 use crate::wire::Value;
 
@@ -54,13 +54,9 @@ async fn next_packet(
 }
 
 async fn send(stream: &mut UnixStream, items: &[Value], encoder: Encoder) -> bool {
-    let Ok(records) = packet::encode_packet(items, &EncodeOptions::plain(encoder)) else {
+    let Ok(out) = crate::proxy::encode_items(items, encoder) else {
         return false;
     };
-    let mut out = Vec::new();
-    for r in records {
-        out.extend_from_slice(&r.to_bytes());
-    }
     matches!(
         tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&out)).await,
         Ok(Ok(()))
@@ -135,13 +131,9 @@ fn kv(k: &str, v: Value) -> (Value, Value) {
     (Value::from(k), v)
 }
 
-fn int(n: u64) -> Value {
-    Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
 fn secs_ms(s: f64) -> Value {
     // Whole milliseconds: every encoder writes integers.
-    int((s * 1000.0) as u64)
+    Value::uint((s * 1000.0) as u64)
 }
 
 /// The capabilities of the hello that answers `xpra stop`.
@@ -168,10 +160,10 @@ fn info_caps(server: &ServerInfo, conns: &[ConnInfo]) -> Value {
         kv("version", Value::from(server.version.as_str())),
         kv("uuid", Value::from(server.uuid.as_str())),
         kv("hostname", Value::from(server.hostname.as_str())),
-        kv("pid", int(u64::from(server.pid))),
-        kv("start_time", int(server.started)),
+        kv("pid", Value::uint(u64::from(server.pid))),
+        kv("start_time", Value::uint(server.started)),
         kv("uptime", secs_ms(server.uptime_s)),
-        kv("shards", int(server.shards as u64)),
+        kv("shards", Value::uint(server.shards as u64)),
         kv(
             "listeners",
             Value::List(
@@ -186,7 +178,7 @@ fn info_caps(server: &ServerInfo, conns: &[ConnInfo]) -> Value {
             "control-socket",
             Value::from(server.control_socket.as_str()),
         ),
-        kv("connections", int(server.connections as u64)),
+        kv("connections", Value::uint(server.connections as u64)),
     ]);
     let c = Value::Dict(
         conns
@@ -200,17 +192,20 @@ fn info_caps(server: &ServerInfo, conns: &[ConnInfo]) -> Value {
 fn conn_caps(c: &ConnInfo) -> Value {
     let opt = |v: &Option<String>| Value::from(v.as_deref().unwrap_or(""));
     let dir = |bytes: u64, packets: u64| {
-        Value::Dict(vec![kv("bytes", int(bytes)), kv("packets", int(packets))])
+        Value::Dict(vec![
+            kv("bytes", Value::uint(bytes)),
+            kv("packets", Value::uint(packets)),
+        ])
     };
     let mut d = vec![
-        kv("shard", int(c.shard as u64)),
+        kv("shard", Value::uint(c.shard as u64)),
         kv("peer", Value::from(c.peer.as_str())),
         kv("transport", Value::from(c.transport.as_str())),
         kv("user", opt(&c.user)),
         kv("target", opt(&c.target)),
         kv("phase", Value::from(c.phase.as_str())),
         kv("age", secs_ms(c.age_s)),
-        kv("start_time", int(c.started)),
+        kv("start_time", Value::uint(c.started)),
         kv(
             "client-to-server",
             dir(c.client_to_session_bytes, c.client_to_session_packets),
@@ -222,10 +217,10 @@ fn conn_caps(c: &ConnInfo) -> Value {
     ];
     let mut latency = Vec::new();
     if let Some(ms) = c.latency_client_ms {
-        latency.push(kv("client", int(ms)));
+        latency.push(kv("client", Value::uint(ms)));
     }
     if let Some(ms) = c.latency_session_ms {
-        latency.push(kv("server", int(ms)));
+        latency.push(kv("server", Value::uint(ms)));
     }
     d.push(kv("latency", Value::Dict(latency)));
     Value::Dict(d)
@@ -235,6 +230,7 @@ fn conn_caps(c: &ConnInfo) -> Value {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::wire::packet::{self, EncodeOptions};
 
     #[test]
     fn info_encodes_in_every_encoder() {
