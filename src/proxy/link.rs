@@ -108,42 +108,73 @@ pub enum LinkEnd {
     PingTimeout(Side),
 }
 
+/// Whether the proxy pings a side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingState {
+    /// Not known yet: the side's hello has not gone by (the session's, at
+    /// the start of relaying). The timer looks again at `next_ping`: the
+    /// hello may come between two timeouts, and the driver asks for the
+    /// next one only after a timeout.
+    Waiting,
+    /// The side echoes our uuid (it advertised `ping-echo-sourceid`).
+    On,
+    /// It does not, or pings are off.
+    Off,
+}
+
 /// The pings of one side.
 #[derive(Debug)]
 struct Pinger {
-    /// The side echoes our uuid (it advertised `ping-echo-sourceid`).
-    enabled: bool,
+    state: PingState,
     /// The side's encoder (our pings use it).
     encoder: Encoder,
+    /// When to ping next (`Waiting`: when to look again).
     next_ping: Instant,
     /// The last echo of ours, or when pinging started.
     last_echo: Instant,
     latency: Option<Duration>,
-    pings: u64,
-    echoes: u64,
     /// Pings to write to this side.
     queue: VecDeque<Bytes>,
 }
 
 impl Pinger {
-    fn new(now: Instant) -> Pinger {
+    fn new(state: PingState, cfg: &PingConfig, now: Instant) -> Pinger {
         Pinger {
-            enabled: false,
+            state: if cfg.interval.is_zero() {
+                PingState::Off
+            } else {
+                state
+            },
             encoder: Encoder::Rencode,
-            next_ping: now,
+            next_ping: now + cfg.interval,
             last_echo: now,
             latency: None,
-            pings: 0,
-            echoes: 0,
             queue: VecDeque::new(),
         }
     }
 
-    fn start(&mut self, encoder: Encoder, cfg: &PingConfig, now: Instant) {
-        self.enabled = true;
+    /// The side's hello went by, with `caps`, in `encoder`.
+    fn on_hello(&mut self, caps: &Value, encoder: Encoder, cfg: &PingConfig, now: Instant) {
+        if self.state == PingState::Off {
+            return;
+        }
+        if !caps_flag(caps, "ping-echo-sourceid") {
+            self.state = PingState::Off;
+            return;
+        }
+        self.state = PingState::On;
         self.encoder = encoder;
         self.next_ping = now + cfg.interval;
         self.last_echo = now;
+    }
+
+    /// When this side's timer is due.
+    fn due(&self, cfg: &PingConfig) -> Option<Instant> {
+        match self.state {
+            PingState::Waiting => Some(self.next_ping),
+            PingState::On => Some(self.next_ping.min(self.deadline(cfg))),
+            PingState::Off => None,
+        }
     }
 
     fn deadline(&self, cfg: &PingConfig) -> Instant {
@@ -162,11 +193,6 @@ pub struct Link {
     traffic: Rc<Traffic>,
     client: Pinger,
     session: Pinger,
-    /// The session's hello has gone by (whether it echoes our pings is
-    /// known).
-    session_hello: bool,
-    /// Until then, when to look again.
-    hello_check: Instant,
     /// Round trips measured since the driver last took them (for metrics;
     /// one per side at most: pings go one at a time).
     samples: Vec<(Side, Duration)>,
@@ -190,10 +216,8 @@ impl Link {
         client_encoder: Encoder,
         now: Instant,
     ) -> Link {
-        let mut client = Pinger::new(now);
-        if !cfg.interval.is_zero() && caps_flag(client_caps, "ping-echo-sourceid") {
-            client.start(client_encoder, &cfg, now);
-        }
+        let mut client = Pinger::new(PingState::Waiting, &cfg, now);
+        client.on_hello(client_caps, client_encoder, &cfg, now);
         Link {
             cfg,
             identity,
@@ -201,9 +225,7 @@ impl Link {
             started: now,
             traffic,
             client,
-            session: Pinger::new(now),
-            session_hello: false,
-            hello_check: now + cfg.interval,
+            session: Pinger::new(PingState::Waiting, &cfg, now),
             samples: Vec::new(),
             end: None,
         }
@@ -225,16 +247,13 @@ impl Link {
 
     /// The session's hello went by: ping it if it echoes our uuid.
     pub fn on_session_hello(&mut self, caps: &Value, encoder: Encoder, now: Instant) {
-        self.session_hello = true;
-        if !self.cfg.interval.is_zero() && caps_flag(caps, "ping-echo-sourceid") {
-            let cfg = self.cfg;
-            self.session.start(encoder, &cfg, now);
-        }
+        let cfg = self.cfg;
+        self.session.on_hello(caps, encoder, &cfg, now);
     }
 
     /// Whether the proxy pings this side.
     pub fn pings(&self, side: Side) -> bool {
-        self.pinger(side).enabled
+        self.pinger(side).state == PingState::On
     }
 
     /// The last round trip measured to this side.
@@ -251,21 +270,14 @@ impl Link {
         self.end
     }
 
-    /// When to call [`Link::on_timeout`] next. Until the session's hello
-    /// has gone by, at least once an interval after relaying started (the
-    /// hello may start the session's pings in between, and the driver asks
-    /// again only after a timeout).
+    /// When to call [`Link::on_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.end.is_some() {
             return None;
         }
-        let waiting_hello =
-            (!self.session_hello && !self.cfg.interval.is_zero()).then_some(self.hello_check);
         [&self.client, &self.session]
             .into_iter()
-            .filter(|p| p.enabled)
-            .map(|p| p.next_ping.min(p.deadline(&self.cfg)))
-            .chain(waiting_hello)
+            .filter_map(|p| p.due(&self.cfg))
             .min()
     }
 
@@ -283,14 +295,19 @@ impl Link {
         if self.end.is_some() {
             return;
         }
-        if !self.session_hello && now >= self.hello_check {
-            self.hello_check = now + self.cfg.interval;
-        }
+        let (cfg, mono) = (self.cfg, self.mono_ms(now));
+        let identity = Arc::clone(&self.identity);
         for side in [Side::Session, Side::Client] {
-            let cfg = self.cfg;
-            let p = self.pinger(side);
-            if !p.enabled {
-                continue;
+            let p = self.pinger_mut(side);
+            match p.state {
+                PingState::Off => continue,
+                PingState::Waiting => {
+                    if now >= p.next_ping {
+                        p.next_ping = now + cfg.interval;
+                    }
+                    continue;
+                }
+                PingState::On => {}
             }
             if now >= p.deadline(&cfg) {
                 // Held for an interval or more by the other side's write.
@@ -313,16 +330,14 @@ impl Link {
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             let items = [
                 Value::from("ping"),
-                Value::Int(self.mono_ms(now)),
+                Value::Int(mono),
                 Value::Int(wall),
-                Value::from(self.identity.uuid.as_str()),
+                Value::from(identity.uuid.as_str()),
             ];
             let encoded = super::encode_items(&items, p.encoder);
-            let p = self.pinger_mut(side);
             p.next_ping = now + cfg.interval;
             match encoded {
                 Ok(b) => {
-                    p.pings += 1;
                     // One ping waiting is enough: a side that does not take
                     // them gets no more (the timeout decides).
                     if p.queue.is_empty() {
@@ -347,12 +362,11 @@ impl Link {
             Value::Bytes(b) => b[..] == *self.identity.uuid.as_bytes(),
             _ => false,
         });
-        if !ours || !self.pinger(side).enabled {
+        if !ours || !self.pings(side) {
             return false;
         }
         let now_ms = self.mono_ms(now);
         let p = self.pinger_mut(side);
-        p.echoes += 1;
         p.last_echo = now;
         if let Some(sent) = items.get(1).and_then(Value::as_int) {
             if (1..=now_ms).contains(&sent) {
@@ -517,6 +531,25 @@ mod tests {
         })
     }
 
+    /// Pings every second, dead after three.
+    const SHORT: PingConfig = PingConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(3),
+    };
+
+    /// A link of a test connection whose client sent `client_caps`.
+    fn link(cfg: PingConfig, client_caps: &Value, encoder: Encoder, t0: Instant) -> Link {
+        Link::new(
+            cfg,
+            identity(),
+            LinkId::default(),
+            Rc::default(),
+            client_caps,
+            encoder,
+            t0,
+        )
+    }
+
     fn caps(echo: bool) -> Value {
         Value::Dict(vec![(Value::from("ping-echo-sourceid"), Value::Bool(echo))])
     }
@@ -547,15 +580,7 @@ mod tests {
     fn pings_both_sides_and_measures_latency() {
         let t0 = Instant::now();
         let cfg = PingConfig::default();
-        let mut l = Link::new(
-            cfg,
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(true),
-            Encoder::Rencodeplus,
-            t0,
-        );
+        let mut l = link(cfg, &caps(true), Encoder::Rencodeplus, t0);
         assert!(l.pings(Side::Client));
         assert!(!l.pings(Side::Session));
         l.on_session_hello(&caps(true), Encoder::Rencode, t0);
@@ -582,19 +607,8 @@ mod tests {
     #[test]
     fn a_side_without_echoes_is_dead_after_the_timeout() {
         let t0 = Instant::now();
-        let cfg = PingConfig {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
-        };
-        let mut l = Link::new(
-            cfg,
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(true),
-            Encoder::Rencode,
-            t0,
-        );
+        let cfg = SHORT;
+        let mut l = link(cfg, &caps(true), Encoder::Rencode, t0);
         l.on_session_hello(&caps(true), Encoder::Rencode, t0);
         let mut now = t0;
         while l.end().is_none() {
@@ -617,19 +631,8 @@ mod tests {
     #[test]
     fn a_side_that_does_not_read_is_blamed_for_the_others_silence() {
         let t0 = Instant::now();
-        let cfg = PingConfig {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
-        };
-        let mut l = Link::new(
-            cfg,
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(true),
-            Encoder::Rencode,
-            t0,
-        );
+        let cfg = SHORT;
+        let mut l = link(cfg, &caps(true), Encoder::Rencode, t0);
         l.on_session_hello(&caps(true), Encoder::Rencode, t0);
         // Both are silent, but the write to the client has been stuck for
         // two seconds: the session's echoes wait behind it.
@@ -640,15 +643,7 @@ mod tests {
         l.on_timeout(t0 + cfg.timeout, stalls);
         assert_eq!(l.end(), Some(LinkEnd::PingTimeout(Side::Client)));
         // A write that started a moment ago explains nothing.
-        let mut l = Link::new(
-            cfg,
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(true),
-            Encoder::Rencode,
-            t0,
-        );
+        let mut l = link(cfg, &caps(true), Encoder::Rencode, t0);
         l.on_session_hello(&caps(true), Encoder::Rencode, t0);
         let stalls = Stalls {
             to_client: Some(t0 + cfg.timeout - Duration::from_millis(10)),
@@ -662,15 +657,7 @@ mod tests {
     fn the_timer_looks_again_until_the_sessions_hello() {
         let t0 = Instant::now();
         let cfg = PingConfig::default();
-        let mut l = Link::new(
-            cfg,
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(false),
-            Encoder::Rencode,
-            t0,
-        );
+        let mut l = link(cfg, &caps(false), Encoder::Rencode, t0);
         assert_eq!(l.poll_timeout(), Some(t0 + cfg.interval));
         l.on_timeout(t0 + cfg.interval, Stalls::default());
         // Not the same (past) time again: no busy loop.
@@ -683,15 +670,7 @@ mod tests {
     #[test]
     fn sides_without_the_capability_are_not_pinged() {
         let t0 = Instant::now();
-        let mut l = Link::new(
-            PingConfig::default(),
-            identity(),
-            LinkId::default(),
-            Rc::default(),
-            &caps(false),
-            Encoder::Rencode,
-            t0,
-        );
+        let mut l = link(PingConfig::default(), &caps(false), Encoder::Rencode, t0);
         l.on_session_hello(&Value::Dict(vec![]), Encoder::Rencode, t0);
         assert_eq!(l.poll_timeout(), None);
         l.on_timeout(t0 + Duration::from_secs(600), Stalls::default());
