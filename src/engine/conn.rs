@@ -354,11 +354,8 @@ impl Driver {
                 );
             }
             Action::Close => {
-                self.metrics.closed(
-                    self.core.error(),
-                    self.core.refused_by(),
-                    self.core.is_request(),
-                );
+                self.metrics
+                    .closed(self.core.error(), self.core.is_request());
                 let _ = timeout(SEND_TIMEOUT, self.client.writer.shutdown()).await;
                 if let Some(s) = &mut self.session {
                     let _ = timeout(SEND_TIMEOUT, s.writer.shutdown()).await;

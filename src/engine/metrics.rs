@@ -555,23 +555,19 @@ impl ConnMetrics {
 
     /// The core closed the connection: counted by its error (and a refusal
     /// by the module that refused), unless it was relaying.
-    pub fn closed(
-        &mut self,
-        error: Option<&ConnError>,
-        refused_by: Option<ModuleKind>,
-        answered: bool,
-    ) {
+    pub fn closed(&mut self, error: Option<&ConnError>, answered: bool) {
         if self.done {
             return;
         }
         let result = match error {
+            Some(ConnError::Refused { module, .. }) => {
+                self.shard.auth_failure(*module);
+                HandshakeResult::Refused
+            }
             Some(e) => HandshakeResult::from(e),
             None if answered => HandshakeResult::Request,
             None => HandshakeResult::Gone,
         };
-        if result == HandshakeResult::Refused {
-            self.shard.auth_failure(refused_by);
-        }
         self.ended(result);
     }
 
@@ -838,15 +834,15 @@ mod tests {
         let mut c = ConnMetrics::new(s.clone(), Instant::now());
         c.relayed();
         // Counted once: a later close changes nothing.
-        c.closed(Some(&ConnError::Timeout), None, false);
+        c.closed(Some(&ConnError::Timeout), false);
         drop(c);
         let mut c = ConnMetrics::new(s.clone(), Instant::now());
         c.closed(
             Some(&ConnError::Refused {
                 reason: "no".into(),
                 delay: Duration::ZERO,
+                module: Some(ModuleKind::File),
             }),
-            Some(ModuleKind::File),
             false,
         );
         let mut c = ConnMetrics::new(s.clone(), Instant::now());
@@ -854,8 +850,8 @@ mod tests {
             Some(&ConnError::Refused {
                 reason: "no".into(),
                 delay: Duration::ZERO,
+                module: None,
             }),
-            None,
             false,
         );
         // Dropped uncounted: the shard stopped under it.
@@ -980,6 +976,7 @@ mod tests {
                 ConnError::Refused {
                     reason: "x".into(),
                     delay: Duration::ZERO,
+                    module: None,
                 },
                 "refused",
             ),

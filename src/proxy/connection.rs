@@ -19,7 +19,7 @@ use super::oneshot::{self, Reachable, Request};
 use super::plan::{upstream_hello, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{client_answer, Answer, AuthChain, ModuleKind, PeerInfo, SharedThrottle};
+use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
 use crate::wire::packet;
@@ -267,8 +267,6 @@ pub struct Connection {
     plan: Option<Plan>,
     upstream_items: Vec<Value>,
     refusal: Option<(String, Instant)>,
-    /// The module that refused the client, for metrics.
-    refused_by: Option<ModuleKind>,
     user: Option<String>,
     error: Option<ConnError>,
     /// Why relaying ended, for the log.
@@ -360,7 +358,6 @@ impl Connection {
             plan: None,
             upstream_items: Vec::new(),
             refusal: None,
-            refused_by: None,
             user: None,
             error: None,
             end_reason: None,
@@ -411,11 +408,6 @@ impl Connection {
     /// ...): answered by the proxy, never routed.
     pub fn is_request(&self) -> bool {
         self.request.is_some()
-    }
-
-    /// The auth module that refused the client, if one did.
-    pub fn refused_by(&self) -> Option<ModuleKind> {
-        self.refused_by
     }
 
     /// Whether the driver should read from the client now.
@@ -759,7 +751,6 @@ impl Connection {
                 } else {
                     Duration::ZERO
                 };
-                self.refused_by = r.module;
                 log_attempt(&Attempt {
                     time: SystemTime::now(),
                     peer: &self.peer,
@@ -773,6 +764,7 @@ impl Connection {
                     ConnError::Refused {
                         reason: r.reason,
                         delay,
+                        module: r.module,
                     },
                     now,
                 );
@@ -1079,7 +1071,7 @@ impl Connection {
                 self.error = Some(e);
                 self.close();
             }
-            ConnError::Refused { reason, delay } => {
+            ConnError::Refused { reason, delay, .. } => {
                 // The delay of a failed attempt, then the same answer for
                 // every cause.
                 let reason = reason.clone();

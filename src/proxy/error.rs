@@ -28,9 +28,14 @@ pub enum ConnError {
     /// The client broke the protocol.
     #[error("{0}")]
     Protocol(String),
-    /// Refused by auth; the client is told after `delay`.
+    /// Refused by auth (by `module`, when one decided); the client is told
+    /// after `delay`.
     #[error("{reason}")]
-    Refused { reason: String, delay: Duration },
+    Refused {
+        reason: String,
+        delay: Duration,
+        module: Option<crate::auth::ModuleKind>,
+    },
     /// No session for this client (the reason lists what exists).
     #[error("{0}")]
     Route(String),
