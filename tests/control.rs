@@ -11,72 +11,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::thread;
 use std::time::Duration;
 
+use common::xpra::{dict, echo_session, hostname, Peer};
 use common::{scratch, wait_exit, wait_until, Xfwd};
 use xfwd::engine::control::Response;
 use xfwd::engine::registry::ConnInfo;
-use xfwd::wire::frame::{FrameDecoder, Limits};
-use xfwd::wire::header::{Encoder, Rules};
-use xfwd::wire::packet::{self, Assembler, EncodeOptions, Packet};
 use xfwd::wire::views::{Close, Hello};
 use xfwd::wire::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xfwd");
-
-fn hostname() -> String {
-    nix::unistd::gethostname().unwrap().into_string().unwrap()
-}
-
-/// A blocking packet connection.
-struct Peer<S: Read + Write> {
-    s: S,
-    dec: FrameDecoder,
-    asm: Assembler,
-}
-
-impl<S: Read + Write> Peer<S> {
-    fn new(s: S) -> Self {
-        Peer {
-            s,
-            dec: FrameDecoder::new(Rules::Any, Limits::default()),
-            asm: Assembler::new(),
-        }
-    }
-
-    fn send(&mut self, items: Vec<Value>) {
-        for r in packet::encode_packet(&items, &EncodeOptions::plain(Encoder::Rencode)).unwrap() {
-            if self.s.write_all(&r.to_bytes()).is_err() {
-                return;
-            }
-        }
-    }
-
-    fn recv(&mut self) -> Option<Packet> {
-        let mut buf = [0u8; 65536];
-        loop {
-            while let Some(r) = self.dec.next_record().unwrap() {
-                if let Some(p) = self.asm.push(&r, &Limits::default()).unwrap() {
-                    return Some(p);
-                }
-            }
-            match self.s.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.dec.feed(&buf[..n]),
-            }
-        }
-    }
-}
-
-fn dict(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Dict(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-    )
-}
 
 fn hello(user: &str, display: u32, extra: Vec<(&str, Value)>) -> Vec<Value> {
     let mut c = vec![
@@ -89,29 +33,6 @@ fn hello(user: &str, display: u32, extra: Vec<(&str, Value)>) -> Vec<Value> {
     ];
     c.extend(extra);
     vec![Value::from("hello"), dict(c)]
-}
-
-/// A fake session at DIR/HOST-DISPLAY: answers the hello, then echoes.
-fn echo_session(dir: &Path, display: u32) {
-    let l = UnixListener::bind(dir.join(format!("{}-{display}", hostname()))).unwrap();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            thread::spawn(move || {
-                let mut p = Peer::new(s);
-                if p.recv().is_none() {
-                    return;
-                }
-                p.send(vec![
-                    Value::from("hello"),
-                    dict(vec![("version", Value::from("3.1.3"))]),
-                ]);
-                while let Some(pk) = p.recv() {
-                    p.send(pk.items);
-                }
-            });
-        }
-    });
 }
 
 /// A client relayed to `display` as `user` (`--tcp-auth=allow`).

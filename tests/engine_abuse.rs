@@ -332,15 +332,7 @@ fn a_relayed_client_on_the_same_shard_keeps_its_pings_answered_during_bombs() {
                             s.write_all(&encode(&h, &plain)).unwrap();
                         }
                         Some("ping") => {
-                            let echo = [
-                                Value::from("ping_echo"),
-                                p.items[1].clone(),
-                                Value::Int(0),
-                                Value::Int(0),
-                                Value::Int(0),
-                                Value::Int(-1),
-                                p.items[3].clone(),
-                            ];
+                            let echo = common::xpra::ping_echo(&p.items);
                             s.write_all(&encode(&echo, &plain)).unwrap();
                         }
                         _ => {}

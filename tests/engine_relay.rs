@@ -16,15 +16,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use xfwd::config::ServeArgs;
 use xfwd::engine::Server;
-use xfwd::wire::frame::{FrameDecoder, Limits};
-use xfwd::wire::header::{Encoder, Rules};
-use xfwd::wire::packet::{self, Assembler, EncodeOptions, Packet};
+use xfwd::wire::header::Encoder;
+use xfwd::wire::packet::{self, EncodeOptions, Packet};
 use xfwd::wire::views::{Challenge, Close, Hello};
 use xfwd::wire::Value;
 
-fn hostname() -> String {
-    nix::unistd::gethostname().unwrap().into_string().unwrap()
-}
+mod common;
+
+use common::xpra::{hostname, Peer};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("xfwd-engine-{}-{name}", std::process::id()));
@@ -51,51 +50,6 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
     }
     let cli = <Cli as clap::Parser>::parse_from(args);
     Server::start(cli.serve.into_config().unwrap()).unwrap()
-}
-
-/// A blocking packet connection over any stream.
-struct Peer<S: Read + Write> {
-    s: S,
-    dec: FrameDecoder,
-    asm: Assembler,
-    encoder: Encoder,
-}
-
-impl<S: Read + Write> Peer<S> {
-    fn new(s: S, encoder: Encoder) -> Self {
-        Peer {
-            s,
-            dec: FrameDecoder::new(Rules::Any, Limits::default()),
-            asm: Assembler::new(),
-            encoder,
-        }
-    }
-
-    fn send(&mut self, items: Vec<Value>) {
-        let opts = EncodeOptions {
-            chunk_threshold: Some(4096),
-            ..EncodeOptions::plain(self.encoder)
-        };
-        for r in packet::encode_packet(&items, &opts).unwrap() {
-            self.s.write_all(&r.to_bytes()).unwrap();
-        }
-    }
-
-    /// The next packet, or None at end of stream.
-    fn recv(&mut self) -> Option<Packet> {
-        let mut buf = [0u8; 65536];
-        loop {
-            while let Some(r) = self.dec.next_record().unwrap() {
-                if let Some(p) = self.asm.push(&r, &Limits::default()).unwrap() {
-                    return Some(p);
-                }
-            }
-            match self.s.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.dec.feed(&buf[..n]),
-            }
-        }
-    }
 }
 
 fn caps(pairs: Vec<(&str, Value)>) -> Value {
@@ -132,7 +86,7 @@ fn client_hello(display: Option<&str>) -> Vec<Value> {
 fn client(addr: SocketAddr) -> Peer<TcpStream> {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    Peer::new(s, Encoder::Rencode)
+    Peer::new(s).chunked()
 }
 
 fn close_reason(p: &Packet) -> String {
@@ -153,7 +107,7 @@ fn fake_session(
             let Ok(s) = s else { return };
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             let behave = behave.clone();
-            thread::spawn(move || behave(Peer::new(s, Encoder::Rencode)));
+            thread::spawn(move || behave(Peer::new(s).chunked()));
         }
     })
 }
@@ -281,7 +235,7 @@ fn refusals_carry_reasons() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&[b'P', 0x01, 0, 0, 0x04, 0, 0, 0]).unwrap();
-    let mut p = Peer::new(s, Encoder::Rencode);
+    let mut p = Peer::new(s).chunked();
     let reason = close_reason(&p.recv().unwrap());
     assert!(reason.contains("exceeds"), "{reason}");
     server.stop_and_join();
@@ -671,15 +625,7 @@ fn a_client_that_stops_reading_is_dropped_at_the_ping_timeout() {
         while let Some(pk) = p.recv() {
             match pk.items[0].as_str() {
                 Some("ping") => {
-                    let echo = [
-                        Value::from("ping_echo"),
-                        pk.items[1].clone(),
-                        Value::Int(0),
-                        Value::Int(0),
-                        Value::Int(0),
-                        Value::Int(-1),
-                        pk.items[3].clone(),
-                    ];
+                    let echo = common::xpra::ping_echo(&pk.items);
                     let mut b = Vec::new();
                     for r in packet::encode_packet(&echo, &EncodeOptions::plain(Encoder::Rencode))
                         .unwrap()

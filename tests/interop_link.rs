@@ -95,19 +95,7 @@ impl Peer {
                         self.echo_sids.push(sid.to_owned());
                     }
                     if t == "ping" {
-                        let sid = p.items.get(3).cloned().unwrap_or_else(|| Value::from(""));
-                        send(
-                            &mut self.s,
-                            &[
-                                Value::from("ping_echo"),
-                                p.items[1].clone(),
-                                Value::Int(0),
-                                Value::Int(0),
-                                Value::Int(0),
-                                Value::Int(-1),
-                                sid,
-                            ],
-                        );
+                        send(&mut self.s, &common::xpra::ping_echo(&p.items));
                     }
                     return Some(p);
                 }

@@ -8,74 +8,14 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::xpra::{dict, echo_session, Peer};
 use common::{free_port, scratch, wait_until, Xfwd};
-use xfwd::wire::frame::{FrameDecoder, Limits};
-use xfwd::wire::header::{Encoder, Rules};
-use xfwd::wire::packet::{self, Assembler, EncodeOptions, Packet};
 use xfwd::wire::views::{Challenge, Close};
 use xfwd::wire::Value;
-
-/// A blocking packet connection.
-struct Peer<S: Read + Write> {
-    s: S,
-    dec: FrameDecoder,
-    asm: Assembler,
-}
-
-impl<S: Read + Write> Peer<S> {
-    fn new(s: S) -> Self {
-        Peer {
-            s,
-            dec: FrameDecoder::new(Rules::Any, Limits::default()),
-            asm: Assembler::new(),
-        }
-    }
-
-    fn try_send(&mut self, items: &[Value]) -> std::io::Result<()> {
-        let opts = EncodeOptions {
-            chunk_threshold: Some(4096),
-            ..EncodeOptions::plain(Encoder::Rencode)
-        };
-        for r in packet::encode_packet(items, &opts).unwrap() {
-            self.s.write_all(&r.to_bytes())?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, items: &[Value]) {
-        self.try_send(items).unwrap();
-    }
-
-    fn recv(&mut self) -> Option<Packet> {
-        let mut buf = [0u8; 65536];
-        loop {
-            while let Some(r) = self.dec.next_record().unwrap() {
-                if let Some(p) = self.asm.push(&r, &Limits::default()).unwrap() {
-                    return Some(p);
-                }
-            }
-            match self.s.read(&mut buf) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.dec.feed(&buf[..n]),
-            }
-        }
-    }
-}
-
-fn caps(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Dict(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect(),
-    )
-}
 
 fn hello(display: &str, extra: Vec<(&str, Value)>) -> Vec<Value> {
     let mut c = vec![
@@ -86,50 +26,20 @@ fn hello(display: &str, extra: Vec<(&str, Value)>) -> Vec<Value> {
         ("display", Value::from(format!(":{display}"))),
     ];
     c.extend(extra);
-    vec![Value::from("hello"), caps(c)]
-}
-
-/// A fake session at DIR/HOST-DISPLAY: answers the hello, then echoes.
-fn echo_session(dir: &Path, display: u32) {
-    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    let l = UnixListener::bind(dir.join(format!("{host}-{display}"))).unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let mut p: Peer<UnixStream> = Peer::new(s);
-                if p.recv().is_none() {
-                    return;
-                }
-                let hello = [
-                    Value::from("hello"),
-                    caps(vec![("version", Value::from("3.1.3"))]),
-                ];
-                if p.try_send(&hello).is_err() {
-                    return;
-                }
-                while let Some(pk) = p.recv() {
-                    if p.try_send(&pk.items).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    vec![Value::from("hello"), dict(c)]
 }
 
 /// A client through the `file` module's challenge with `password`.
 fn authenticate(port: u16, password: &[u8]) -> Peer<TcpStream> {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut c = Peer::new(s);
-    c.send(&hello("51", vec![]));
+    let mut c = Peer::new(s).chunked();
+    c.send(hello("51", vec![]));
     let ch = c.recv().expect("a challenge");
     let challenge = Challenge::parse(&ch.items).unwrap();
     let a = xfwd::auth::client_answer(&challenge, password).unwrap();
     let response = String::from_utf8(a.response.as_bytes().to_vec()).unwrap();
-    c.send(&hello(
+    c.send(hello(
         "51",
         vec![
             ("challenge_response", Value::from(response)),

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -694,15 +696,7 @@ fn through(dir: &mut xfwd::proxy::Direction, bytes: &[u8], now: Instant) -> Vec<
 }
 
 fn ping_echo(ping: &Packet) -> Vec<Value> {
-    vec![
-        Value::from("ping_echo"),
-        ping.items[1].clone(),
-        Value::Int(0),
-        Value::Int(0),
-        Value::Int(0),
-        Value::Int(-1),
-        ping.items[3].clone(),
-    ]
+    common::xpra::ping_echo(&ping.items)
 }
 
 fn decode_one(b: &[u8]) -> Packet {
@@ -766,15 +760,12 @@ fn the_proxy_pings_both_sides_and_swallows_only_its_own_echoes() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].items[3].as_str(), Some("srv"));
     let their_echo = encode(
-        &[
-            Value::from("ping_echo"),
+        &common::xpra::ping_echo(&[
+            Value::from("ping"),
             Value::Int(5),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(-1),
+            Value::Int(6),
             Value::from("srv"),
-        ],
+        ]),
         Encoder::Rencode,
     );
     let mut both = encode(&ping_echo(&to_client), Encoder::Rencode);
