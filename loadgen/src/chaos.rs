@@ -142,10 +142,9 @@ pub struct KindStats {
     pub reasons: BTreeMap<String, u64>,
 }
 
-#[allow(clippy::expect_used)]
+/// 1 us .. 1000 s.
 fn histogram() -> Histogram<u64> {
-    // 1 us .. 1000 s, 3 significant digits: constant, valid bounds
-    Histogram::new_with_bounds(1, 1_000_000_000, 3).expect("constant histogram bounds are valid")
+    crate::report::histogram_up_to(1_000_000_000)
 }
 
 impl Default for KindStats {

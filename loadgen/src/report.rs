@@ -68,10 +68,16 @@ pub struct Stats {
     pub chaos: ChaosStats,
 }
 
+/// A histogram of 1 .. `max` (microseconds, say), 3 significant digits.
 #[allow(clippy::expect_used)]
+pub fn histogram_up_to(max: u64) -> Histogram<u64> {
+    // Low bound 1, high bound at least 2, 3 digits: always valid bounds.
+    Histogram::new_with_bounds(1, max.max(2), 3).expect("histogram bounds are valid")
+}
+
+/// Latencies: 1 us .. 100 s.
 fn histogram() -> Histogram<u64> {
-    // 1 us .. 100 s, 3 significant digits: constant, valid bounds
-    Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant histogram bounds are valid")
+    histogram_up_to(100_000_000)
 }
 
 impl Stats {
