@@ -21,6 +21,7 @@ use tokio::net::UnixStream;
 
 use super::{Ctx, ServerInfo, READ_DEADLINE, WRITE_DEADLINE};
 use crate::engine::registry::ConnInfo;
+use crate::proxy::oneshot::Request;
 use crate::wire::frame::{FrameDecoder, Limits};
 use crate::wire::header::{Encoder, Rules};
 use crate::wire::packet::{Assembler, Packet};
@@ -81,12 +82,13 @@ pub(super) async fn serve(stream: &mut UnixStream, first: Vec<u8>, ctx: &Ctx) ->
         Encoder::Yaml => Encoder::Bencode,
         e => e,
     };
-    let request = match Hello::parse(&hello.items) {
-        Ok(h) => h.request().map(str::to_owned),
-        Err(_) => None,
-    };
-    match request.as_deref() {
-        Some("info") => {
+    // Read as the core reads one-shot requests (`request` or the legacy
+    // `<mode>_request` flags, in xpra's order).
+    let request = Hello::parse(&hello.items)
+        .ok()
+        .and_then(|h| Request::of(&h));
+    match request {
+        Some(Request::Info { .. }) => {
             let Ok(conns) = ctx.list(None).await else {
                 send(stream, &Close::new(["server error"]).to_items(), encoder).await;
                 return false;
@@ -97,7 +99,7 @@ pub(super) async fn serve(stream: &mut UnixStream, first: Vec<u8>, ctx: &Ctx) ->
             let _ = stream.shutdown().await;
             false
         }
-        Some("stop") => {
+        Some(Request::Stop) => {
             if !send(stream, &[Value::from("hello"), stop_caps(encoder)], encoder).await {
                 return false;
             }
