@@ -49,12 +49,9 @@ pub async fn serve(
 ) {
     let span = tracing::info_span!("conn", id, peer = %peer);
     let registered = shard.registry.register(id, peer.to_string(), kind.name());
-    let metrics = shard.metrics.clone();
-    serve_inner(
-        stream, peer, kind, shared, stop, slot, shard.id, registered, metrics,
-    )
-    .instrument(span)
-    .await;
+    serve_inner(stream, peer, kind, shared, stop, slot, &shard, registered)
+        .instrument(span)
+        .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -65,9 +62,8 @@ async fn serve_inner(
     shared: Arc<Shared>,
     stop: CancellationToken,
     slot: Slot,
-    shard: usize,
+    shard: &ShardCtx,
     registered: Registered,
-    metrics: ShardMetrics,
 ) {
     let conn_id = registered.entry.id;
     let kill = registered.entry.kill.clone();
@@ -75,7 +71,7 @@ async fn serve_inner(
     // hello, auth, routing and the upstream hello.
     let start = Instant::now();
     let deadline = start + shared.config.handshake_timeout;
-    let mut metrics = ConnMetrics::new(metrics, start.into_std());
+    let mut metrics = ConnMetrics::new(shard.metrics.clone(), start.into_std());
     // TCP ports sniff the first bytes (TLS, HTTP, WebSocket, PROXY, xpra).
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
@@ -129,7 +125,7 @@ async fn serve_inner(
         ping: shared.config.ping,
         id: LinkId {
             conn: conn_id,
-            shard,
+            shard: shard.id,
         },
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());
