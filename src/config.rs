@@ -225,6 +225,9 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub tcp: Vec<SocketAddr>,
+    /// `tcp` is only the default listener (no listener was given): it is
+    /// left out when listening sockets are inherited (socket activation).
+    pub default_listener: bool,
     pub unix: Vec<PathBuf>,
     /// The auth chain of each listener kind (never empty: `none` when no
     /// module is given).
@@ -343,7 +346,8 @@ impl ServeArgs {
             .map(|c| crate::transport::proxy_protocol::Cidr::parse(c))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::BadCidr(e.to_string()))?;
-        if tcp.is_empty() && self.bind.is_empty() {
+        let default_listener = tcp.is_empty() && self.bind.is_empty();
+        if default_listener {
             tcp.push(DEFAULT_TCP);
         }
         let metrics = match &self.bind_metrics {
@@ -411,6 +415,7 @@ impl ServeArgs {
         };
         Ok(Config {
             tcp,
+            default_listener,
             unix: self.bind,
             tcp_auth,
             unix_auth,

@@ -4,11 +4,14 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use sd_notify::NotifyState;
 use xfwd::config::file::Layered;
 use xfwd::config::{LogFormat, ServeArgs};
+use xfwd::engine::inherit::Inherited;
 use xfwd::engine::Server;
 use xfwd::tools::wire_decode;
 use xfwd::wire::frame::Limits;
@@ -30,7 +33,28 @@ struct Cli {
     #[arg(short = 't', long = "check-config")]
     check: bool,
     #[command(flatten)]
+    upgrade: Upgrade,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// Upgrading a running xfwd without dropping anyone.
+#[derive(clap::Args, Debug)]
+struct Upgrade {
+    /// Take the listening sockets over from the xfwd whose control socket
+    /// this is (an upgrade: no new client is refused), then let it drain
+    /// its connections and exit. See docs/operations.md.
+    #[arg(long = "takeover", value_name = "CONTROL_SOCKET")]
+    takeover: Option<PathBuf>,
+    /// With --takeover: how long the old xfwd may drain before it stops
+    /// the connections left (telling them why), in seconds.
+    #[arg(
+        long = "drain-timeout",
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "takeover"
+    )]
+    drain_timeout: u64,
 }
 
 /// Where the options come from besides the command line.
@@ -90,6 +114,14 @@ enum Command {
         /// Only this connection (its client and session are told why).
         #[arg(long, value_name = "ID")]
         connection: Option<u64>,
+        #[command(flatten)]
+        at: ControlAt,
+    },
+    /// Make a running xfwd read its configuration again, as SIGHUP does:
+    /// new connections use the new one, established ones are untouched; a
+    /// configuration that is not valid is refused (exit 1) and the running
+    /// one stays.
+    Reload {
         #[command(flatten)]
         at: ControlAt,
     },
@@ -201,9 +233,17 @@ fn check_config(path: Option<&Path>, matches: &ArgMatches) -> ExitCode {
 /// Runs the proxy in the foreground until SIGINT or SIGTERM. `flag_format`
 /// is `--log-format` as given on the command line (for an unreadable
 /// config file's error).
-fn serve(path: Option<&Path>, matches: &ArgMatches, flag_format: Option<LogFormat>) -> ExitCode {
+fn serve(
+    path: Option<&Path>,
+    matches: &ArgMatches,
+    flag_format: Option<LogFormat>,
+    upgrade: &Upgrade,
+) -> ExitCode {
     use nix::sys::signal::{SigSet, Signal};
 
+    // systemd's sockets (socket activation) are taken first: it changes
+    // the environment, which only a process without threads may do.
+    let inherited = Inherited::from_systemd();
     let layered = match Layered::load(path, matches) {
         Ok(l) => l,
         Err(e) => {
@@ -238,18 +278,76 @@ fn serve(path: Option<&Path>, matches: &ArgMatches, flag_format: Option<LogForma
         fatal(format, &format_args!("cannot block signals: {e}"));
         return ExitCode::from(1);
     }
-    let server = match Server::start(config) {
+    let inherited = match inherited {
+        Ok(i) => i,
+        Err(e) => {
+            fatal(format, &e);
+            return ExitCode::from(2);
+        }
+    };
+    let (inherited, pending) = match &upgrade.takeover {
+        None => (inherited, None),
+        Some(_) if !inherited.is_empty() => {
+            fatal(
+                format,
+                &"--takeover: xfwd was given listening sockets by systemd already (socket activation keeps them across restarts)",
+            );
+            return ExitCode::from(2);
+        }
+        Some(old) => {
+            match xfwd::engine::takeover::request(old, Duration::from_secs(upgrade.drain_timeout)) {
+                Ok(mut p) => {
+                    // A control socket at the old one's path replaces it.
+                    if p.control_socket.is_some() && p.control_socket == config.control_socket {
+                        if let Some(c) = &p.control_socket {
+                            let _ = std::fs::remove_file(c);
+                        }
+                    }
+                    (p.take_sockets(), Some(p))
+                }
+                Err(e) => {
+                    fatal(format, &e);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let server = match Server::start_with(config, inherited) {
         Ok(s) => s,
         Err(e) => {
             fatal(format, &e);
+            if let Some(pid) = pending.as_ref().and_then(|p| p.pid) {
+                tracing::error!("--takeover: not taken over; the xfwd with pid {pid} serves on");
+            }
             return ExitCode::from(1);
         }
     };
+    if let Some(p) = pending {
+        let pid = p.pid.unwrap_or(0);
+        match p.commit() {
+            Ok(n) => tracing::info!(
+                "took the listening sockets over from xfwd pid {pid}; it drains {n} connections (at most {} s), then exits",
+                upgrade.drain_timeout
+            ),
+            Err(e) => tracing::warn!("{e}; both serve until the old xfwd is stopped"),
+        }
+    }
+    // A reload reads the file again, then the same command line.
+    let file = layered.path().map(Path::to_path_buf);
+    let flags = matches.clone();
+    server.set_config_source(Box::new(move || {
+        let l = Layered::load(file.as_deref(), &flags).map_err(|e| e.to_string())?;
+        let config = l.into_config().map_err(|e| e.to_string())?;
+        Ok((config, l.warnings()))
+    }));
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         match signals.wait() {
-            Ok(Signal::SIGHUP) => match server.reload_tls() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-                Err(e) => tracing::error!("SIGHUP: {e}; keeping the previous certificate"),
+            Ok(Signal::SIGHUP) => match server.reload() {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded; new connections use it"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: not reloaded: {e}; the running configuration stays")
+                }
             },
             Ok(sig) => {
                 tracing::info!("{sig}: stopping, telling every client");
@@ -261,9 +359,18 @@ fn serve(path: Option<&Path>, matches: &ArgMatches, flag_format: Option<LogForma
             }
         }
     }
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     server.stop_and_join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Tells systemd (`Type=notify`, `$NOTIFY_SOCKET`) how the service is;
+/// nothing without a notify socket.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 /// Logs go to stderr, as `--log-format` says (clap, or the config file,
@@ -322,7 +429,13 @@ fn main() -> ExitCode {
         Some(Command::Stop { connection, at }) => {
             control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
         }
+        Some(Command::Reload { at }) => control_cmd(xfwd::tools::control::Command::Reload, at),
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
-        None => serve(cli.file.config.as_deref(), &matches, cli.serve.log_format),
+        None => serve(
+            cli.file.config.as_deref(),
+            &matches,
+            cli.serve.log_format,
+            &cli.upgrade,
+        ),
     }
 }

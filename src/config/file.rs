@@ -264,6 +264,13 @@ impl Layered {
                 out.push('\n');
             }
             match table.get(long) {
+                // Left unset, so that inherited sockets (socket activation)
+                // still replace it when this is read back.
+                Some(v) if long == "bind-tcp" && config.default_listener => {
+                    out.push_str(&format!(
+                        "# {long} = {v}  # default, unless systemd passes listening sockets"
+                    ));
+                }
                 Some(v) => {
                     out.push_str(&format!("{long} = {v}"));
                     if defaulted.contains(long) {
@@ -649,7 +656,9 @@ cores = 3
         let l = layered("", &[]).unwrap();
         let printed = l.to_toml(&l.into_config().unwrap()).unwrap();
         assert!(
-            printed.contains("\nbind-tcp = [\"127.0.0.1:14501\"]  # default\n"),
+            printed.contains(
+                "\n# bind-tcp = [\"127.0.0.1:14501\"]  # default, unless systemd passes listening sockets\n"
+            ),
             "{printed}"
         );
         assert!(printed.contains("\nhandshake-timeout = 15  # default\n"));

@@ -24,14 +24,14 @@ pub enum Refusal {
 struct Counts {
     all: usize,
     per_ip: HashMap<IpAddr, usize>,
+    max: usize,
+    max_per_ip: usize,
 }
 
 /// The counters, shared by every shard.
 #[derive(Debug)]
 pub struct Admission {
     counts: Mutex<Counts>,
-    max: usize,
-    max_per_ip: usize,
 }
 
 /// One connection's place; given back when dropped.
@@ -44,26 +44,34 @@ pub struct Slot {
 impl Admission {
     pub fn new(max: usize, max_per_ip: usize) -> Arc<Admission> {
         Arc::new(Admission {
-            counts: Mutex::new(Counts::default()),
-            max,
-            max_per_ip,
+            counts: Mutex::new(Counts {
+                max,
+                max_per_ip,
+                ..Counts::default()
+            }),
         })
+    }
+
+    /// New limits (a reload): connections already admitted keep their
+    /// places; new ones are admitted against these.
+    pub fn set_limits(&self, max: usize, max_per_ip: usize) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.max = max;
+        c.max_per_ip = max_per_ip;
     }
 
     /// Takes a place for a connection from `ip` (`None`: a Unix socket,
     /// counted globally only).
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Slot, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if c.all >= self.max {
-            return Err(Refusal::Global(self.max));
+        if c.all >= c.max {
+            return Err(Refusal::Global(c.max));
         }
         if let Some(ip) = ip {
+            let limit = c.max_per_ip;
             let n = c.per_ip.entry(ip).or_insert(0);
-            if *n >= self.max_per_ip {
-                return Err(Refusal::PerIp {
-                    ip,
-                    limit: self.max_per_ip,
-                });
+            if *n >= limit {
+                return Err(Refusal::PerIp { ip, limit });
             }
             *n += 1;
         }

@@ -10,7 +10,8 @@
 //! Protocol: one JSON request line, one JSON response line, then the
 //! server closes. Requests are `{"cmd":"list"}`, `{"cmd":"info"}`,
 //! `{"cmd":"info","connection":ID}`, `{"cmd":"stop","connection":ID}` and
-//! `{"cmd":"stop"}` (the whole server: as SIGTERM); responses are
+//! `{"cmd":"stop"}` (the whole server: as SIGTERM) and `{"cmd":"reload"}`
+//! (as SIGHUP); responses are
 //! `{"ok":true,...}` or `{"ok":false,"error":"..."}` ([`Response`]).
 //!
 //! Only the user xfwd runs as and root may talk to it (the socket's mode,
@@ -41,6 +42,10 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the shards may take to answer one request.
 const SHARD_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a new xfwd may take to listen once it has the sockets.
+const TAKEOVER_DEADLINE: Duration = Duration::from_secs(60);
+/// How often a draining server looks whether its connections have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
 /// Control clients served at once; more are told to try again.
 pub const MAX_CLIENTS: usize = 16;
 
@@ -62,6 +67,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection: Option<u64>,
     },
+    /// Read the configuration again, as SIGHUP does.
+    Reload,
+    /// A new xfwd asks for the listening sockets (see [`super::takeover`]);
+    /// this one drains for at most `drain_s` seconds once it is done.
+    Takeover { drain_s: u64 },
+    /// The new xfwd listens: stop accepting and drain.
+    #[serde(rename = "takeover-done")]
+    TakeoverDone,
 }
 
 /// What the server says about itself (`info` without a connection).
@@ -101,6 +114,15 @@ pub struct Response {
     /// A server `stop` was accepted: the server is stopping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopping: Option<bool>,
+    /// A `reload` was done: new connections use the new configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reloaded: Option<bool>,
+    /// The sockets a `takeover` hands over (their descriptors ride along).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<Vec<super::takeover::SocketDesc>>,
+    /// The connections left to drain after a takeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<usize>,
 }
 
 impl Response {
@@ -248,6 +270,8 @@ impl Control {
         &mut self,
         facts: Facts,
         shards: Shards,
+        reloader: Arc<super::reload::Reloader>,
+        handover: Arc<super::takeover::Handover>,
         stop: &CancellationToken,
     ) -> Result<(), ControlError> {
         let Some(listener) = self.listener.take() else {
@@ -262,6 +286,9 @@ impl Control {
         let ctx = Arc::new(Ctx {
             facts,
             shards,
+            reloader,
+            handover,
+            file: (self.file.dev, self.file.ino),
             uid: nix::unistd::geteuid().as_raw(),
             path: path.clone(),
         });
@@ -307,6 +334,12 @@ impl Drop for Control {
 struct Ctx {
     facts: Facts,
     shards: Shards,
+    reloader: Arc<super::reload::Reloader>,
+    /// The listening sockets, for a takeover.
+    handover: Arc<super::takeover::Handover>,
+    /// The control socket file's device and inode (removed at a takeover
+    /// only if it is still this one).
+    file: (u64, u64),
     /// xfwd's effective uid: the one user (besides root) let in.
     uid: u32,
     path: PathBuf,
@@ -450,6 +483,12 @@ async fn serve_client(mut stream: UnixStream, ctx: &Ctx) {
     let stop_server = match input {
         Input::Nothing => false,
         Input::Xpra(first) => xpra::serve(&mut stream, first, ctx).await,
+        Input::Line(line) if matches!(parse_request(&line), Ok(Request::Takeover { .. })) => {
+            if let Ok(Request::Takeover { drain_s }) = parse_request(&line) {
+                hand_over(stream, ctx, uid, Duration::from_secs(drain_s)).await;
+            }
+            false
+        }
         Input::Line(line) => {
             let (response, stop) = match parse_request(&line) {
                 Ok(r) => {
@@ -464,6 +503,109 @@ async fn serve_client(mut stream: UnixStream, ctx: &Ctx) {
     };
     if stop_server {
         stop_the_server();
+    }
+}
+
+/// Serves a takeover (see [`super::takeover`]): sends the listening
+/// sockets, waits for the new xfwd to listen, then stops accepting and
+/// drains, and stops the server when the last connection has ended or
+/// `drain` has passed.
+async fn hand_over(mut stream: UnixStream, ctx: &Ctx, uid: u32, drain: Duration) {
+    use std::os::fd::AsFd;
+    let Some(_busy) = ctx.handover.begin() else {
+        let e = "a takeover is under way or done already";
+        reply(&mut stream, &Response::error(e).to_line()).await;
+        return;
+    };
+    let connections = ctx.list(None).await.map_or(0, |l| l.len());
+    let (descs, fds) = ctx.handover.sockets();
+    let line = Response {
+        sockets: Some(descs),
+        server: Some(ctx.server_info(connections)),
+        ..Response::ok()
+    }
+    .to_line();
+    tracing::info!(
+        uid,
+        sockets = fds.len(),
+        "control socket: handing the listening sockets to a new xfwd"
+    );
+    let sent = tokio::time::timeout(
+        WRITE_DEADLINE,
+        stream.async_io(tokio::io::Interest::WRITABLE, || {
+            super::takeover::send_with_fds(stream.as_fd(), line.as_bytes(), &fds)
+        }),
+    )
+    .await;
+    let rest = match sent {
+        Ok(Ok(n)) => line.as_bytes().get(n..).unwrap_or_default(),
+        Ok(Err(e)) => {
+            tracing::warn!("takeover: cannot send the sockets: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    if tokio::time::timeout(WRITE_DEADLINE, stream.write_all(rest))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
+        return;
+    }
+    drop(fds);
+    // The new xfwd starts its shards on the sockets, then says so.
+    let done = tokio::time::timeout(TAKEOVER_DEADLINE, read_input(&mut stream)).await;
+    let done = match done {
+        Ok(Ok(Input::Line(l))) => parse_request(&l),
+        Ok(Ok(_)) => Err("it left".into()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("no word within {} s", TAKEOVER_DEADLINE.as_secs())),
+    };
+    if !matches!(done, Ok(Request::TakeoverDone)) {
+        let why = done.err().unwrap_or_else(|| "an unexpected request".into());
+        tracing::warn!("takeover abandoned by the new xfwd ({why}); serving on");
+        return;
+    }
+    // From here on the new xfwd serves: stop accepting, leave the socket
+    // files (Unix listeners, this control socket) to it.
+    ctx.handover.commit();
+    remove_if_same(&ctx.path, ctx.file);
+    let draining = ctx.list(None).await.map_or(0, |l| l.len());
+    tracing::info!(
+        draining,
+        deadline_s = drain.as_secs(),
+        "taken over by a new xfwd: not accepting any more; draining"
+    );
+    reply(
+        &mut stream,
+        &Response {
+            draining: Some(draining),
+            ..Response::ok()
+        }
+        .to_line(),
+    )
+    .await;
+    let end = Instant::now() + drain;
+    loop {
+        let left = ctx.list(None).await.map_or(0, |l| l.len());
+        if left == 0 {
+            tracing::info!("drained: every connection has ended");
+            break;
+        }
+        if Instant::now() >= end {
+            tracing::info!(left, "drain deadline reached: stopping the rest");
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    stop_the_server();
+}
+
+/// Removes the file at `path` if it is still the socket this server bound.
+fn remove_if_same(path: &Path, (dev, ino): (u64, u64)) {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.dev() == dev && m.ino() == ino {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -544,6 +686,29 @@ async fn answer(request: Request, ctx: &Ctx, uid: u32) -> (Response, bool) {
             Ok(false) => Err(format!("no connection {id}")),
             Err(_) => Err("the shards did not answer in time".to_owned()),
         },
+        Request::Reload => {
+            tracing::info!(uid, "control socket: reload requested");
+            let reloader = ctx.reloader.clone();
+            match tokio::task::spawn_blocking(move || reloader.reload()).await {
+                Ok(Ok(())) => {
+                    tracing::info!("configuration reloaded; new connections use it");
+                    Ok(Response {
+                        reloaded: Some(true),
+                        ..Response::ok()
+                    })
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("not reloaded: {e}; the running configuration stays");
+                    Err(format!(
+                        "not reloaded: {e}; the running configuration stays"
+                    ))
+                }
+                Err(e) => Err(format!("the reload failed: {e}")),
+            }
+        }
+        Request::Takeover { .. } | Request::TakeoverDone => {
+            Err("takeover-done without a takeover on this connection".to_owned())
+        }
         Request::Stop { connection: None } => {
             tracing::info!(uid, "control socket: server stop requested");
             return (
@@ -580,6 +745,14 @@ mod tests {
         assert!(e.contains("unknown variant"), "{e}");
         assert!(parse_request(b"garbage").is_err());
         assert!(parse_request(br#"{"cmd":"stop","connection":-1}"#).is_err());
+        assert_eq!(
+            parse_request(br#"{"cmd":"takeover-done"}"#).unwrap(),
+            Request::TakeoverDone
+        );
+        assert!(
+            parse_request(br#"{"cmd":"takeover"}"#).is_err(),
+            "drain_s is needed"
+        );
         // What the client sends is what the server reads.
         for r in [
             Request::List,
@@ -587,6 +760,9 @@ mod tests {
             Request::Stop {
                 connection: Some(3),
             },
+            Request::Reload,
+            Request::Takeover { drain_s: 30 },
+            Request::TakeoverDone,
         ] {
             let line = serde_json::to_string(&r).unwrap();
             assert_eq!(parse_request(line.as_bytes()).unwrap(), r);

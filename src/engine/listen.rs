@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::PeerInfo;
 
+use super::inherit::Inherited;
 use super::metrics::HandshakeResult;
-use super::{conn, Live, ShardCtx, Shared, StartError};
+use super::reload::Current;
+use super::takeover::{SocketDesc, SocketKind};
+use super::{conn, Live, ShardCtx, StartError};
 
 /// Where a client came in; decides the auth module and what counts as a
 /// private transport.
@@ -50,7 +53,8 @@ fn bind_error(addr: String, e: std::io::Error) -> StartError {
 }
 
 /// Binds each address once without SO_REUSEPORT to prove it is free, and
-/// resolves port 0 to the port the kernel picked.
+/// resolves port 0 to the port the kernel picked. (Inherited addresses are
+/// not probed: they are held already.)
 pub(super) fn probe_tcp(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, StartError> {
     let mut out = Vec::new();
     for a in addrs {
@@ -92,7 +96,7 @@ pub(super) fn prepare_unix(paths: &[PathBuf]) -> Result<(), StartError> {
     Ok(())
 }
 
-fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
+fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, StartError> {
     use socket2::{Domain, SockAddr, Socket, Type};
     let err = |e| bind_error(path.display().to_string(), e);
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
@@ -101,14 +105,13 @@ fn bind_unix(path: &Path) -> Result<UnixListener, StartError> {
     // xpra's default socket permissions: the owner only.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     sock.listen(1024).map_err(err)?;
-    sock.set_nonblocking(true).map_err(err)?;
-    UnixListener::from_std(sock.into()).map_err(err)
+    Ok(sock.into())
 }
 
 /// A listening TCP socket with SO_REUSEPORT (one per shard) and
 /// SO_REUSEADDR (so a restart is not refused while old connections sit in
 /// TIME_WAIT).
-fn bind_tcp(addr: &SocketAddr) -> std::io::Result<TcpListener> {
+fn bind_tcp(addr: &SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
 
     let sock = Socket::new(
@@ -120,25 +123,108 @@ fn bind_tcp(addr: &SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_reuse_port(true)?;
     sock.bind(&(*addr).into())?;
     sock.listen(1024)?;
-    sock.set_nonblocking(true)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
-/// The listeners of shard `id`: every TCP address (SO_REUSEPORT spreads
-/// connections over the shards); Unix sockets on shard 0 only.
+/// A listening socket as the kernel has it, kept beside the shard's own
+/// (a duplicate descriptor): what an upgrade hands to the next xfwd.
+#[derive(Debug)]
+pub(crate) enum ListenSocket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+    Metrics(std::net::TcpListener),
+}
+
+impl ListenSocket {
+    /// What a takeover says of it, and its descriptor.
+    pub fn describe(self) -> Option<(SocketDesc, std::os::fd::OwnedFd)> {
+        let tcp = |l: std::net::TcpListener, kind| {
+            let addr = l.local_addr().ok()?.to_string();
+            Some((SocketDesc { kind, addr }, l.into()))
+        };
+        match self {
+            ListenSocket::Tcp(l) => tcp(l, SocketKind::Tcp),
+            ListenSocket::Metrics(l) => tcp(l, SocketKind::Metrics),
+            ListenSocket::Unix(l, path) => Some((
+                SocketDesc {
+                    kind: SocketKind::Unix,
+                    addr: path.to_str()?.to_owned(),
+                },
+                l.into(),
+            )),
+        }
+    }
+}
+
+/// The listeners of one shard and a duplicate of each one's socket.
+pub(super) struct ShardSockets {
+    pub listeners: Vec<Listener>,
+    pub copies: Vec<ListenSocket>,
+}
+
+impl ShardSockets {
+    fn tcp(&mut self, l: std::net::TcpListener, what: &str) -> Result<(), StartError> {
+        let err = |e| bind_error(what.to_owned(), e);
+        l.set_nonblocking(true).map_err(err)?;
+        let copy = l.try_clone().map_err(err)?;
+        self.listeners
+            .push(Listener::Tcp(TcpListener::from_std(l).map_err(err)?));
+        self.copies.push(ListenSocket::Tcp(copy));
+        Ok(())
+    }
+
+    fn unix(&mut self, l: std::os::unix::net::UnixListener, path: &Path) -> Result<(), StartError> {
+        let err = |e| bind_error(path.display().to_string(), e);
+        l.set_nonblocking(true).map_err(err)?;
+        let copy = l.try_clone().map_err(err)?;
+        self.listeners.push(Listener::Unix(
+            UnixListener::from_std(l).map_err(err)?,
+            path.to_owned(),
+        ));
+        self.copies.push(ListenSocket::Unix(copy, path.to_owned()));
+        Ok(())
+    }
+}
+
+/// The listeners of shard `id` of `shards`: every TCP address to bind
+/// (SO_REUSEPORT spreads connections over the shards) and its share of the
+/// inherited TCP sockets; Unix sockets, bound or inherited, on shard 0
+/// only.
 pub(super) fn bind_shard(
     id: usize,
+    shards: usize,
     tcp: &[SocketAddr],
     unix: &[PathBuf],
-) -> Result<Vec<Listener>, StartError> {
-    let mut out = Vec::new();
+    inherited: &Inherited,
+) -> Result<ShardSockets, StartError> {
+    let mut out = ShardSockets {
+        listeners: Vec::new(),
+        copies: Vec::new(),
+    };
     for a in tcp {
         let l = bind_tcp(a).map_err(|e| bind_error(a.to_string(), e))?;
-        out.push(Listener::Tcp(l));
+        out.tcp(l, &a.to_string())?;
+    }
+    let mine = inherited
+        .for_shard(id, shards)
+        .map_err(|e| bind_error("an inherited socket".into(), e))?;
+    for l in mine {
+        let what = l
+            .local_addr()
+            .map_or_else(|_| "an inherited socket".into(), |a| a.to_string());
+        out.tcp(l, &what)?;
     }
     if id == 0 {
         for p in unix {
-            out.push(Listener::Unix(bind_unix(p)?, p.clone()));
+            out.unix(bind_unix(p)?, p)?;
+        }
+        for u in &inherited.unix {
+            let path = u.path.clone().unwrap_or_default();
+            let l = u
+                .listener
+                .try_clone()
+                .map_err(|e| bind_error(path.display().to_string(), e))?;
+            out.unix(l, &path)?;
         }
     }
     Ok(out)
@@ -150,10 +236,13 @@ fn next_id() -> u64 {
     NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Accepts until the shard stops; each connection runs as its own task.
+/// Accepts until the shard stops, or a new xfwd has taken the sockets
+/// over (`accepting`); each connection runs as its own task and stops
+/// with `stop`.
 pub(super) async fn accept_loop(
     l: Listener,
-    shared: Arc<Shared>,
+    current: Arc<Current>,
+    accepting: CancellationToken,
     stop: CancellationToken,
     live: Rc<Live>,
     shard: Rc<ShardCtx>,
@@ -163,12 +252,15 @@ pub(super) async fn accept_loop(
     let mut refused_since_log = 0u64;
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return,
+            () = accepting.cancelled() => return,
             r = accept(&l) => r,
         };
         match accepted {
             Ok((stream, peer, kind)) => {
                 shard.metrics.accepted();
+                // The configuration now: the connection keeps it, whatever
+                // a reload makes of it later.
+                let shared = current.get();
                 // A trusted front (PROXY protocol) carries many clients'
                 // connections: counted globally only.
                 let ip = peer.ip().filter(|ip| {
@@ -201,7 +293,6 @@ pub(super) async fn accept_loop(
                     }
                 };
                 let guard = (live.enter(), shard.metrics.open());
-                let shared = shared.clone();
                 let stop = stop.clone();
                 let id = next_id();
                 let shard = shard.clone();
@@ -214,7 +305,7 @@ pub(super) async fn accept_loop(
                 // EMFILE and friends: log, back off, keep serving.
                 tracing::warn!("accept failed: {e}");
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = accepting.cancelled() => return,
                     () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
                 }
             }

@@ -16,12 +16,15 @@ pub mod blocking;
 mod conn;
 pub mod control;
 mod front;
+pub mod inherit;
 mod listen;
 pub mod metrics;
 pub mod preflight;
 pub mod pump;
 pub mod registry;
+pub mod reload;
 mod stream;
+pub mod takeover;
 mod upstream;
 
 use std::cell::Cell;
@@ -35,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use blocking::{Blocking, BlockingPool};
 
-use crate::auth::{AuthChain, AuthPolicy, AuthSpec, SharedThrottle, ThrottleConfig, Transport};
+use crate::auth::{AuthChain, SharedThrottle, ThrottleConfig, Transport};
 use crate::config::Config;
 
 pub use listen::ListenerKind;
@@ -69,7 +72,9 @@ pub enum StartError {
     },
 }
 
-/// What every shard shares (read-only).
+/// What every connection uses (read-only): one generation of the
+/// configuration, replaced whole by a reload (`reload.rs`); a connection
+/// keeps the one it was accepted with.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Config,
@@ -82,8 +87,8 @@ pub(crate) struct Shared {
     pub identity: Arc<crate::proxy::Identity>,
     /// The auth chain of each transport.
     pub auth: Vec<(Transport, AuthEntry)>,
-    /// TLS configuration, swapped whole on reload (SIGHUP).
-    pub tls: Option<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
+    /// TLS configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `--html` files.
     pub html: Option<crate::transport::http::StaticFiles>,
     /// Client TLS for `ssl://` session targets (or why there is none: a
@@ -101,6 +106,9 @@ pub(crate) struct Shared {
     pub stop: CancellationToken,
     /// The registry, with `--bind-metrics`.
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// Cancelled when the server stops, or earlier, when a new xfwd has
+    /// taken the listening sockets over: the accept loops end.
+    pub accepting: CancellationToken,
 }
 
 /// One transport's auth chain.
@@ -120,20 +128,31 @@ impl Shared {
 
     /// The current TLS configuration.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls
-            .as_ref()
-            .map(|l| l.read().unwrap_or_else(|e| e.into_inner()).clone())
+        self.tls.clone()
     }
 }
 
 /// A running server.
 pub struct Server {
+    /// The configuration the server started with (its lasting parts, the
+    /// stop token and the metrics, are every generation's).
     shared: Arc<Shared>,
+    /// Reloads (SIGHUP, the control socket).
+    reloader: Arc<reload::Reloader>,
     /// How the control socket reaches the shards.
     control: registry::Shards,
     shards: Vec<std::thread::JoinHandle<()>>,
     pool: Option<BlockingPool>,
     tcp_addrs: Vec<SocketAddr>,
+    /// The Unix sockets listened on.
+    unix_paths: Vec<PathBuf>,
+    /// The Unix socket files removed when the server ends.
+    unix_owned: Vec<PathBuf>,
+    /// A duplicate of every listening socket (for an upgrade), until the
+    /// control socket starts and keeps them in `handover`.
+    sockets: Vec<listen::ListenSocket>,
+    /// The listening sockets, for a new xfwd that takes over.
+    handover: Arc<takeover::Handover>,
     /// The control socket (`xfwd list|info|stop`), when configured.
     control_socket: Option<control::Control>,
     /// The metrics endpoint's thread and address (`--bind-metrics`).
@@ -152,34 +171,86 @@ impl Server {
     /// Checks the machine, binds every listener and starts the shards.
     /// Returns once every shard listens (or with the first failure).
     pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, inherit::Inherited::none())
+    }
+
+    /// As [`Server::start`], with listening sockets handed over (systemd's
+    /// socket activation, or the xfwd this one replaces): their addresses
+    /// are not bound again, and the default listener (no `--bind-tcp` or
+    /// `--bind` given) is not added beside them.
+    pub fn start_with(
+        mut config: Config,
+        inherited: inherit::Inherited,
+    ) -> Result<Server, StartError> {
         preflight::prepare();
         // Looked up once here, not on a shard (a client without a user
         // name is taken as the account xfwd runs as).
         let _ = crate::auth::ids::current_user_name();
         let none_only =
             |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
-        if !config.tcp.is_empty() && none_only(&config.tcp_auth) {
+        let mut inherited = inherited;
+        match inherited.origin {
+            // The xfwd before this one may have listened where this one's
+            // configuration no longer does: those sockets are closed (once
+            // it stops accepting).
+            inherit::Origin::Xfwd => {
+                inherited.tcp.retain(|t| config.tcp.contains(&t.addr));
+                inherited
+                    .unix
+                    .retain(|u| u.path.as_ref().is_some_and(|p| config.unix.contains(p)));
+                if inherited.metrics.as_ref().map(|m| m.addr) != config.metrics {
+                    inherited.metrics = None;
+                }
+            }
+            inherit::Origin::Systemd => {
+                if config.default_listener
+                    && !(inherited.tcp.is_empty() && inherited.unix.is_empty())
+                {
+                    config.tcp.clear();
+                }
+            }
+        }
+        let held = inherited.tcp_addrs();
+        let held_unix = inherited.unix_paths();
+        let bind_tcp: Vec<SocketAddr> = config
+            .tcp
+            .iter()
+            .filter(|a| !held.contains(a))
+            .copied()
+            .collect();
+        let bind_unix: Vec<PathBuf> = config
+            .unix
+            .iter()
+            .filter(|p| !held_unix.contains(p))
+            .cloned()
+            .collect();
+        let bound = listen::probe_tcp(&bind_tcp)?;
+        let tcp_addrs: Vec<SocketAddr> = held.iter().chain(&bound).copied().collect();
+        listen::prepare_unix(&bind_unix)?;
+        if !tcp_addrs.is_empty() && none_only(&config.tcp_auth) {
             tracing::warn!(
-                "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {:?} can attach to your sessions",
-                config.tcp
+                "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {tcp_addrs:?} can attach to your sessions"
             );
         }
-        let tcp_addrs = listen::probe_tcp(&config.tcp)?;
-        listen::prepare_unix(&config.unix)?;
-        let metrics_listener = match config.metrics {
-            Some(a) => Some(listen::bind_metrics(&a)?),
-            None => None,
+        // The Unix socket files this process removes when it ends: the
+        // ones it bound, and those the xfwd before it bound (systemd's
+        // belong to their socket unit).
+        let mut unix_owned = bind_unix.clone();
+        if inherited.origin == inherit::Origin::Xfwd {
+            unix_owned.extend(held_unix.iter().cloned());
+        }
+        let unix_paths: Vec<PathBuf> = held_unix.iter().chain(&bind_unix).cloned().collect();
+        let metrics_listener = match (config.metrics, inherited.metrics.take()) {
+            (Some(_), Some(m)) => Some((m.listener, m.addr)),
+            (Some(a), None) => Some(listen::bind_metrics(&a)?),
+            (None, _) => None,
         };
+        let inherited = Arc::new(inherited);
         let uid = nix::unistd::geteuid().as_raw();
         let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
             .flatten()
             .map(|u| u.dir);
-        let mut socket_dirs = config.socket_dirs.clone();
-        match &config.default_socket_dirs {
-            Some(dirs) => socket_dirs.extend(dirs.iter().cloned()),
-            None => socket_dirs.extend(crate::sessions::default_socket_dirs(uid, home.as_deref())),
-        }
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
@@ -192,52 +263,8 @@ impl Server {
                 "more shards than CPUs: shards share CPUs (shard i runs on CPU i mod {ncpu})"
             );
         }
-        let entry = |listener: &'static str, specs: &[AuthSpec]| {
-            use crate::auth::ModuleKind;
-            let chain = AuthChain::new(specs, AuthPolicy::default())
-                .map(Arc::new)
-                .map_err(|source| StartError::Auth { listener, source })?;
-            // Only modules that never accept run on the shard: any module
-            // that accepts looks the account up (getpwnam, which may ask
-            // NSS, LDAP ...) for the user's sessions, and that blocks.
-            let inline = specs
-                .iter()
-                .all(|s| matches!(s.kind, ModuleKind::Reject | ModuleKind::Fail));
-            Ok::<_, StartError>(AuthEntry { chain, inline })
-        };
-        let auth = vec![
-            (Transport::Tcp, entry("TCP", &config.tcp_auth)?),
-            (Transport::Unix, entry("Unix socket", &config.unix_auth)?),
-            (Transport::Ssl, entry("TLS", &config.ssl_auth)?),
-            (Transport::Ws, entry("WebSocket", &config.ws_auth)?),
-            (
-                Transport::Wss,
-                entry("WebSocket over TLS", &config.wss_auth)?,
-            ),
-        ];
-        let tls = match &config.tls {
-            Some(t) => Some(std::sync::RwLock::new(
-                t.build().map_err(|e| StartError::Tls(e.to_string()))?,
-            )),
-            None => None,
-        };
-        let html = match &config.html {
-            Some(dir) => Some(
-                crate::transport::http::StaticFiles::new(dir)
-                    .map_err(|e| StartError::Html(e.to_string()))?,
-            ),
-            None => None,
-        };
         let pool = BlockingPool::new(BLOCKING_THREADS, BLOCKING_QUEUE)
             .map_err(|e| StartError::Executor(format!("cannot start the blocking pool: {e}")))?;
-        let upstream_tls = config.upstream_tls.build().map_err(|e| e.to_string());
-        if let Err(e) = &upstream_tls {
-            tracing::debug!("no TLS for ssl:// session targets: {e}");
-        }
-        let uuid = random_uuid();
-        let shards = config.cores;
-        let admission =
-            admission::Admission::new(config.max_handshakes, config.max_handshakes_per_ip);
         let metrics = metrics_listener.as_ref().map(|_| {
             let modules: Vec<_> = [
                 &config.tcp_auth,
@@ -252,48 +279,56 @@ impl Server {
             .collect();
             Arc::new(metrics::Metrics::new(&modules))
         });
-        let shared = Arc::new(Shared {
-            auth,
-            tls,
-            html,
-            upstream_tls,
-            throttle: SharedThrottle::new(ThrottleConfig::default()),
-            config,
+        let stop = CancellationToken::new();
+        let lasting = reload::Lasting {
             identity: Arc::new(crate::proxy::Identity {
                 hostname: hostname.clone(),
-                uuid,
+                uuid: random_uuid(),
                 start_time: std::time::SystemTime::now(),
                 started: std::time::Instant::now(),
-                shards,
+                shards: config.cores,
             }),
             hostname,
             uid,
-            socket_dirs,
-            admission,
+            home,
+            throttle: SharedThrottle::new(ThrottleConfig::default()),
+            admission: admission::Admission::new(
+                config.max_handshakes,
+                config.max_handshakes_per_ip,
+            ),
             blocking: pool.handle(),
-            stop: CancellationToken::new(),
+            accepting: stop.child_token(),
+            stop,
             metrics,
-        });
+        };
+        let shared = Arc::new(reload::build(config, &lasting)?);
+        let current = Arc::new(reload::Current::new(shared.clone()));
+        let reloader = Arc::new(reload::Reloader::new(current.clone(), lasting));
         let control_socket = match &shared.config.control_socket {
             Some(p) => Some(control::Control::bind(p)?),
             None => None,
         };
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), StartError>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<listen::ListenSocket>, StartError>>();
         let mut shards = Vec::new();
         let n = shared.config.cores;
         let cpus = allowed_cpus();
         let mut spawn_error = None;
         let mut control = registry::Shards::default();
         for id in 0..n {
-            let shared = shared.clone();
+            let current = current.clone();
             let ready = ready_tx.clone();
             let (tx, requests) = tokio::sync::mpsc::channel(registry::SHARD_QUEUE);
             control.push(tx);
-            let tcp = tcp_addrs.clone();
+            let sockets = ShardSockets {
+                tcp: bound.clone(),
+                unix: bind_unix.clone(),
+                inherited: inherited.clone(),
+                shards: n,
+            };
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
             let spawned = std::thread::Builder::new()
                 .name(format!("xfwd-shard-{id}"))
-                .spawn(move || run_shard(id, cpu, shared, tcp, ready, requests));
+                .spawn(move || run_shard(id, cpu, current, sockets, ready, requests));
             match spawned {
                 Ok(h) => shards.push(h),
                 Err(e) => {
@@ -307,16 +342,27 @@ impl Server {
         drop(ready_tx);
         let mut server = Server {
             shared,
+            reloader,
             control,
             shards,
             pool: Some(pool),
             tcp_addrs,
+            unix_paths,
+            unix_owned,
+            sockets: Vec::new(),
+            handover: Arc::new(takeover::Handover::new(
+                Vec::new(),
+                CancellationToken::new(),
+            )),
             control_socket,
             metrics: None,
         };
         let endpoint = metrics_listener.zip(server.shared.metrics.clone());
         if let (Some(((l, addr), m)), true) = (endpoint, spawn_error.is_none()) {
-            match metrics::spawn_endpoint(l, m, server.shared.stop.clone()) {
+            if let Ok(copy) = l.try_clone() {
+                server.sockets.push(listen::ListenSocket::Metrics(copy));
+            }
+            match metrics::spawn_endpoint(l, m, server.shared.accepting.clone()) {
                 Ok(t) => server.metrics = Some((t, addr)),
                 Err(e) => {
                     spawn_error = Some(StartError::Executor(format!(
@@ -331,7 +377,7 @@ impl Server {
         }
         for _ in 0..n {
             match ready_rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Ok(())) => {}
+                Ok(Ok(copies)) => server.sockets.extend(copies),
                 Ok(Err(e)) => {
                     server.stop_and_join();
                     return Err(e);
@@ -350,7 +396,14 @@ impl Server {
         if let Some((_, addr)) = &server.metrics {
             tracing::info!("metrics at http://{addr}/metrics");
         }
-        tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.shared.config.unix, "xfwd listening");
+        if !inherited.is_empty() {
+            let from = match inherited.origin {
+                inherit::Origin::Systemd => "systemd",
+                inherit::Origin::Xfwd => "the previous xfwd",
+            };
+            tracing::info!(tcp = ?inherited.tcp_addrs(), unix = ?inherited.unix_paths(), "listening sockets from {from}");
+        }
+        tracing::info!(shards = n, tcp = ?server.tcp_addrs, unix = ?server.unix_paths, "xfwd listening");
         server.advise_without_sessions();
         Ok(server)
     }
@@ -373,15 +426,26 @@ impl Server {
 
     /// Starts the control socket's thread, once every shard listens.
     fn start_control(&mut self) -> Result<(), control::ControlError> {
+        let sockets = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .filter_map(listen::ListenSocket::describe)
+            .collect();
+        self.handover = Arc::new(takeover::Handover::new(
+            sockets,
+            self.shared.accepting.clone(),
+        ));
         let Some(c) = self.control_socket.as_mut() else {
             return Ok(());
         };
-        let config = &self.shared.config;
         let listeners = self
             .tcp_addrs
             .iter()
             .map(|a| format!("tcp:{a}"))
-            .chain(config.unix.iter().map(|p| format!("unix:{}", p.display())))
+            .chain(
+                self.unix_paths
+                    .iter()
+                    .map(|p| format!("unix:{}", p.display())),
+            )
             .collect();
         let facts = control::Facts {
             uuid: self.shared.identity.uuid.clone(),
@@ -391,7 +455,13 @@ impl Server {
             started: std::time::Instant::now(),
             started_wall: std::time::SystemTime::now(),
         };
-        c.start(facts, self.control.clone(), &self.shared.stop)
+        c.start(
+            facts,
+            self.control.clone(),
+            self.reloader.clone(),
+            self.handover.clone(),
+            &self.shared.stop,
+        )
     }
 
     /// The TCP addresses listened on (ports resolved when 0 was asked).
@@ -409,15 +479,18 @@ impl Server {
         self.metrics.as_ref().map(|(_, a)| *a)
     }
 
-    /// Reloads the TLS certificate and key (SIGHUP): new connections use
-    /// the new ones; established connections are not touched.
-    pub fn reload_tls(&self) -> Result<(), StartError> {
-        let (Some(lock), Some(t)) = (&self.shared.tls, &self.shared.config.tls) else {
-            return Ok(());
-        };
-        let fresh = t.build().map_err(|e| StartError::Tls(e.to_string()))?;
-        *lock.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+    /// Where [`Server::reload`] reads the configuration again (without
+    /// one, it builds the running configuration again: certificates and
+    /// auth files are read again).
+    pub fn set_config_source(&self, source: reload::ConfigSource) {
+        self.reloader.set_source(source);
+    }
+
+    /// Reloads the configuration (SIGHUP, `xfwd reload`): connections
+    /// accepted from now on use the new one; established connections are
+    /// not touched. On error nothing changed.
+    pub fn reload(&self) -> Result<(), reload::ReloadError> {
+        self.reloader.reload()
     }
 
     /// Asks every shard to stop: clients are told why, then the shards end.
@@ -449,8 +522,11 @@ impl Server {
         if let Some(pool) = self.pool.take() {
             pool.shutdown();
         }
-        for p in &self.shared.config.unix {
-            let _ = std::fs::remove_file(p);
+        // After a takeover the Unix socket files are the new xfwd's.
+        if !self.handover.handed_over() {
+            for p in &self.unix_owned {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -489,9 +565,9 @@ fn pin_to(cpu: usize) -> nix::Result<()> {
 fn run_shard(
     id: usize,
     cpu: Option<usize>,
-    shared: Arc<Shared>,
-    tcp: Vec<SocketAddr>,
-    ready: mpsc::Sender<Result<(), StartError>>,
+    current: Arc<reload::Current>,
+    sockets: ShardSockets,
+    ready: mpsc::Sender<Result<Vec<listen::ListenSocket>, StartError>>,
     requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
     if let Some(cpu) = cpu {
@@ -512,7 +588,16 @@ fn run_shard(
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, shard_main(id, shared, tcp, ready, requests));
+    local.block_on(&rt, shard_main(id, current, sockets, ready, requests));
+}
+
+/// What a shard listens on: addresses it binds itself, and inherited
+/// sockets (dealt out by [`inherit::Inherited::for_shard`]).
+struct ShardSockets {
+    tcp: Vec<SocketAddr>,
+    unix: Vec<PathBuf>,
+    inherited: Arc<inherit::Inherited>,
+    shards: usize,
 }
 
 /// What a shard's connections share: its id and its registry.
@@ -558,24 +643,35 @@ impl Drop for LiveGuard {
 
 async fn shard_main(
     id: usize,
-    shared: Arc<Shared>,
-    tcp: Vec<SocketAddr>,
-    ready: mpsc::Sender<Result<(), StartError>>,
+    current: Arc<reload::Current>,
+    sockets: ShardSockets,
+    ready: mpsc::Sender<Result<Vec<listen::ListenSocket>, StartError>>,
     requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
-    let listeners = match listen::bind_shard(id, &tcp, &shared.config.unix) {
-        Ok(l) => l,
+    let bound = listen::bind_shard(
+        id,
+        sockets.shards,
+        &sockets.tcp,
+        &sockets.unix,
+        &sockets.inherited,
+    );
+    drop(sockets);
+    let listeners = match bound {
+        Ok(b) => {
+            let _ = ready.send(Ok(b.copies));
+            b.listeners
+        }
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
+    let shared = current.get();
     // Every label set of this shard, resolved once.
     let metrics = shared
         .metrics
         .as_ref()
         .map_or_else(metrics::ShardMetrics::disabled, |m| m.shard(id));
-    let _ = ready.send(Ok(()));
     let stop = shared.stop.clone();
     let live = Rc::new(Live::default());
     let ctx = Rc::new(ShardCtx {
@@ -587,12 +683,13 @@ async fn shard_main(
     let answering = tokio::task::spawn_local(ctx.registry.clone().serve(requests));
     let mut tasks = Vec::new();
     for l in listeners {
-        let shared = shared.clone();
+        let current = current.clone();
         let stop = stop.clone();
+        let accepting = shared.accepting.clone();
         let live = live.clone();
         let ctx = ctx.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            listen::accept_loop(l, shared, stop, live, ctx).await;
+            listen::accept_loop(l, current, accepting, stop, live, ctx).await;
         }));
     }
     stop.cancelled().await;

@@ -300,6 +300,7 @@ pub enum Command {
     List { json: bool },
     Info { json: bool, connection: Option<u64> },
     Stop { connection: Option<u64> },
+    Reload,
 }
 
 /// Runs `command` against `socket` (or the one found in `default_dir`);
@@ -334,6 +335,7 @@ fn run_inner(
         Command::List { .. } => Request::List,
         Command::Info { connection, .. } => Request::Info { connection },
         Command::Stop { connection } => Request::Stop { connection },
+        Command::Reload => Request::Reload,
     };
     let r = ask(&path, &request)?;
     let stdout = |e| ClientError::Io {
@@ -368,6 +370,7 @@ fn run_inner(
         Command::Stop { connection: None } => {
             format!("stopping the xfwd at {}\n", path.display())
         }
+        Command::Reload => format!("reloaded the xfwd at {}\n", path.display()),
     };
     out.write_all(text.as_bytes()).map_err(stdout)?;
     out.flush().map_err(stdout)
