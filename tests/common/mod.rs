@@ -231,11 +231,20 @@ impl Xfwd {
                 dir.join(format!("control-{port}.sock")).display()
             ));
         }
-        let mut child = cmd
-            .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+        cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
             .arg(format!("--socket-dirs={}", dir.display()))
             .args(["--cores", "2"])
-            .args(extra)
+            .args(extra);
+        let x = Xfwd::spawn(cmd, port);
+        x.wait_log("xfwd listening", Duration::from_secs(10));
+        x
+    }
+
+    /// Runs `cmd` (xfwd, or a program that runs it, as
+    /// systemd-socket-activate does) with its log collected; `port`: where
+    /// it will listen.
+    pub fn spawn(mut cmd: Command, port: u16) -> Xfwd {
+        let mut child = cmd
             .env("XFWD_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -252,13 +261,11 @@ impl Xfwd {
                 l.push('\n');
             }
         });
-        let x = Xfwd {
+        Xfwd {
             proc: Proc(child),
             port,
             log,
-        };
-        x.wait_log("xfwd listening", Duration::from_secs(10));
-        x
+        }
     }
 
     pub fn log(&self) -> String {
