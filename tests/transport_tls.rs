@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-use xfwd::transport::tls::{server_name, ClientTls, ServerTls, TlsError, TlsReloader, VerifyMode};
+use xfwd::transport::tls::{server_name, ClientTls, ServerTls, TlsError, VerifyMode};
 
 struct Dir(PathBuf);
 
@@ -410,37 +410,35 @@ fn combined_file_and_reload() {
         fs::write(&live, v).unwrap();
     };
     combine("");
-    let reloader = TlsReloader::new(ServerTls::new(&live)).unwrap();
-    let first = reloader.current();
+    let settings = ServerTls::new(&live);
+    let first = settings.build().unwrap();
     let old_client = client_trusting(&dir.path("ca.pem"));
     let new_client = client_trusting(&dir.path("next-ca.pem"));
 
-    // A connection that started before the reload keeps its config.
+    // A connection that started with the first config keeps it when the
+    // files change and a new one is built (what a reload does).
     let mut c = Connection::Client(
         ClientConnection::new(old_client.clone(), server_name("localhost").unwrap()).unwrap(),
     );
-    let mut s = Connection::Server(ServerConnection::new(reloader.current()).unwrap());
+    let mut s = Connection::Server(ServerConnection::new(first.clone()).unwrap());
 
     combine("next-");
-    reloader.reload().unwrap();
-    assert!(!Arc::ptr_eq(&first, &reloader.current()));
+    let next = settings.build().unwrap();
+    assert!(!Arc::ptr_eq(&first, &next));
     pump(&mut c, &mut s).unwrap();
     assert!(
         !c.is_handshaking(),
         "in-flight connection survives the reload"
     );
 
-    handshake(new_client.clone(), reloader.current(), "localhost").unwrap();
-    assert!(handshake(old_client, reloader.current(), "localhost").is_err());
+    handshake(new_client.clone(), next.clone(), "localhost").unwrap();
+    assert!(handshake(old_client, next.clone(), "localhost").is_err());
 
-    // A bad file on reload: the error, and the previous config stays.
+    // A bad file: a clear error (the engine keeps the previous config).
     fs::write(&live, b"garbage").unwrap();
-    let before = reloader.current();
-    let e = reloader.reload().unwrap_err();
+    let e = settings.build().unwrap_err();
     assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
-    assert!(Arc::ptr_eq(&before, &reloader.current()));
-    handshake(new_client, reloader.current(), "localhost").unwrap();
-    assert!(reloader.load().is_err());
+    handshake(new_client, next, "localhost").unwrap();
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! TLS configuration with rustls (ring provider; TLS 1.2 and 1.3): the
 //! server side from xpra's options (`--ssl-cert`, `--ssl-key`,
-//! `--ssl-ca-certs`, `--ssl-client-verify-mode`), reloadable on SIGHUP
-//! ([`TlsReloader`]), and the client side for upstream `ssl://` / `wss://`
+//! `--ssl-ca-certs`, `--ssl-client-verify-mode`; built again by each
+//! reload, see `engine/reload.rs`) and the client side for upstream `ssl://` / `wss://`
 //! targets (`--ssl-server-verify-mode`, `--ssl-check-hostname`).
 //!
 //! Nothing here does IO beyond reading the PEM files: the engine wraps its
@@ -18,7 +18,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -324,53 +324,6 @@ impl ServerTls {
                 detail: other.to_string(),
             },
         }
-    }
-}
-
-/// The server configuration in force, reloaded on SIGHUP: the engine calls
-/// [`TlsReloader::current`] for each new connection (an `Arc` clone under a
-/// read lock) and [`TlsReloader::reload`] on SIGHUP. Connections keep the
-/// configuration they started with; a reload that fails keeps the old one.
-#[derive(Debug)]
-pub struct TlsReloader {
-    settings: ServerTls,
-    current: RwLock<Arc<ServerConfig>>,
-}
-
-impl TlsReloader {
-    /// Loads the files once; fails as [`ServerTls::build`] does.
-    pub fn new(settings: ServerTls) -> Result<TlsReloader, TlsError> {
-        let config = settings.build()?;
-        Ok(TlsReloader {
-            settings,
-            current: RwLock::new(config),
-        })
-    }
-
-    pub fn settings(&self) -> &ServerTls {
-        &self.settings
-    }
-
-    /// Builds a fresh configuration from the files, without installing it.
-    pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        self.settings.build()
-    }
-
-    /// Builds a fresh configuration and installs it for new connections.
-    /// On error the previous one stays in force.
-    pub fn reload(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let config = self.load()?;
-        let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
-        *slot = config.clone();
-        Ok(config)
-    }
-
-    /// The configuration for a new connection.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }
 
