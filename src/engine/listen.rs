@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::PeerInfo;
 
-use super::inherit::Inherited;
+use super::inherit::{Inherited, Origin};
 use super::metrics::HandshakeResult;
 use super::reload::Current;
 use super::takeover::{SocketDesc, SocketKind};
 use super::{conn, Live, ShardCtx, StartError};
+use crate::config::Config;
 
 /// Where a client came in; decides the auth module and what counts as a
 /// private transport.
@@ -50,6 +51,85 @@ fn bind_error(addr: String, e: std::io::Error) -> StartError {
     } else {
         StartError::Bind { addr, source: e }
     }
+}
+
+/// What a server listens on, decided before any shard starts: the
+/// inherited sockets it keeps, what it binds itself, and which Unix socket
+/// files it removes when it ends.
+pub(super) struct Plan {
+    /// TCP addresses to bind (port 0 resolved), one socket per shard.
+    pub bind_tcp: Vec<SocketAddr>,
+    /// Unix socket paths to bind (on shard 0).
+    pub bind_unix: Vec<PathBuf>,
+    /// Every TCP address listened on, inherited ones first.
+    pub tcp_addrs: Vec<SocketAddr>,
+    /// Every Unix socket listened on.
+    pub unix_paths: Vec<PathBuf>,
+    /// The Unix socket files this process removes when it ends: the ones it
+    /// bound, and those the xfwd before it bound (systemd's belong to their
+    /// socket unit).
+    pub unix_owned: Vec<PathBuf>,
+    /// The metrics endpoint's socket and address.
+    pub metrics: Option<(std::net::TcpListener, SocketAddr)>,
+    /// The inherited listening sockets kept.
+    pub inherited: Arc<Inherited>,
+}
+
+/// Decides the listeners. Sockets from systemd replace the default
+/// listener; sockets from the xfwd before this one are kept where this
+/// one's configuration still listens (the others are closed once it stops
+/// accepting). Probes what it will bind and removes stale Unix sockets.
+pub(super) fn plan(config: &mut Config, mut inherited: Inherited) -> Result<Plan, StartError> {
+    match inherited.origin {
+        Origin::Xfwd => {
+            inherited.tcp.retain(|t| config.tcp.contains(&t.addr));
+            inherited
+                .unix
+                .retain(|u| u.path.as_ref().is_some_and(|p| config.unix.contains(p)));
+            if inherited.metrics.as_ref().map(|m| m.addr) != config.metrics {
+                inherited.metrics = None;
+            }
+        }
+        Origin::Systemd => {
+            if config.default_listener && !(inherited.tcp.is_empty() && inherited.unix.is_empty()) {
+                config.tcp.clear();
+            }
+        }
+    }
+    let held = inherited.tcp_addrs();
+    let held_unix = inherited.unix_paths();
+    let to_bind: Vec<SocketAddr> = config
+        .tcp
+        .iter()
+        .filter(|a| !held.contains(a))
+        .copied()
+        .collect();
+    let bind_unix: Vec<PathBuf> = config
+        .unix
+        .iter()
+        .filter(|p| !held_unix.contains(p))
+        .cloned()
+        .collect();
+    let bind_tcp = probe_tcp(&to_bind)?;
+    prepare_unix(&bind_unix)?;
+    let mut unix_owned = bind_unix.clone();
+    if inherited.origin == Origin::Xfwd {
+        unix_owned.extend(held_unix.iter().cloned());
+    }
+    let metrics = match (config.metrics, inherited.metrics.take()) {
+        (Some(_), Some(m)) => Some((m.listener, m.addr)),
+        (Some(a), None) => Some(bind_metrics(&a)?),
+        (None, _) => None,
+    };
+    Ok(Plan {
+        tcp_addrs: held.iter().chain(&bind_tcp).copied().collect(),
+        unix_paths: held_unix.iter().chain(&bind_unix).cloned().collect(),
+        bind_tcp,
+        bind_unix,
+        unix_owned,
+        metrics,
+        inherited: Arc::new(inherited),
+    })
 }
 
 /// Binds each address once without SO_REUSEPORT to prove it is free, and

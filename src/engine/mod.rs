@@ -188,64 +188,22 @@ impl Server {
         let _ = crate::auth::ids::current_user_name();
         let none_only =
             |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
-        let mut inherited = inherited;
-        match inherited.origin {
-            // The xfwd before this one may have listened where this one's
-            // configuration no longer does: those sockets are closed (once
-            // it stops accepting).
-            inherit::Origin::Xfwd => {
-                inherited.tcp.retain(|t| config.tcp.contains(&t.addr));
-                inherited
-                    .unix
-                    .retain(|u| u.path.as_ref().is_some_and(|p| config.unix.contains(p)));
-                if inherited.metrics.as_ref().map(|m| m.addr) != config.metrics {
-                    inherited.metrics = None;
-                }
-            }
-            inherit::Origin::Systemd => {
-                if config.default_listener
-                    && !(inherited.tcp.is_empty() && inherited.unix.is_empty())
-                {
-                    config.tcp.clear();
-                }
-            }
-        }
-        let held = inherited.tcp_addrs();
-        let held_unix = inherited.unix_paths();
-        let bind_tcp: Vec<SocketAddr> = config
-            .tcp
-            .iter()
-            .filter(|a| !held.contains(a))
-            .copied()
-            .collect();
-        let bind_unix: Vec<PathBuf> = config
-            .unix
-            .iter()
-            .filter(|p| !held_unix.contains(p))
-            .cloned()
-            .collect();
-        let bound = listen::probe_tcp(&bind_tcp)?;
-        let tcp_addrs: Vec<SocketAddr> = held.iter().chain(&bound).copied().collect();
-        listen::prepare_unix(&bind_unix)?;
-        if !tcp_addrs.is_empty() && none_only(&config.tcp_auth) {
+        let plan = listen::plan(&mut config, inherited)?;
+        if !plan.tcp_addrs.is_empty() && none_only(&config.tcp_auth) {
             tracing::warn!(
-                "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {tcp_addrs:?} can attach to your sessions"
+                "TCP listeners use no authentication (--tcp-auth=none): anyone who can reach {:?} can attach to your sessions",
+                plan.tcp_addrs
             );
         }
-        // The Unix socket files this process removes when it ends: the
-        // ones it bound, and those the xfwd before it bound (systemd's
-        // belong to their socket unit).
-        let mut unix_owned = bind_unix.clone();
-        if inherited.origin == inherit::Origin::Xfwd {
-            unix_owned.extend(held_unix.iter().cloned());
-        }
-        let unix_paths: Vec<PathBuf> = held_unix.iter().chain(&bind_unix).cloned().collect();
-        let metrics_listener = match (config.metrics, inherited.metrics.take()) {
-            (Some(_), Some(m)) => Some((m.listener, m.addr)),
-            (Some(a), None) => Some(listen::bind_metrics(&a)?),
-            (None, _) => None,
-        };
-        let inherited = Arc::new(inherited);
+        let listen::Plan {
+            bind_tcp: bound,
+            bind_unix,
+            tcp_addrs,
+            unix_paths,
+            unix_owned,
+            metrics: metrics_listener,
+            inherited,
+        } = plan;
         let uid = nix::unistd::geteuid().as_raw();
         let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
