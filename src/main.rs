@@ -125,6 +125,13 @@ enum Command {
         #[command(flatten)]
         at: ControlAt,
     },
+    /// Write the man pages, the shell completions or the options table of
+    /// docs/configuration.md, from these definitions (packaging/build-deb).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: xfwd::tools::generate::What,
+    },
 }
 
 /// Which running xfwd a control command talks to.
@@ -134,6 +141,17 @@ struct ControlAt {
     /// answers in $XDG_RUNTIME_DIR/xfwd (/run/xfwd for root).
     #[arg(long = "control-socket", value_name = "PATH")]
     control_socket: Option<PathBuf>,
+}
+
+/// `xfwd generate ...`: man pages, completions, the options table.
+fn generate_cmd(what: &xfwd::tools::generate::What) -> ExitCode {
+    match xfwd::tools::generate::run(what, Cli::command(), &mut io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xfwd generate: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn control_cmd(command: xfwd::tools::control::Command, at: ControlAt) -> ExitCode {
@@ -430,6 +448,7 @@ fn main() -> ExitCode {
             control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
         }
         Some(Command::Reload { at }) => control_cmd(xfwd::tools::control::Command::Reload, at),
+        Some(Command::Generate { what }) => generate_cmd(&what),
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
         None => serve(
             cli.file.config.as_deref(),
