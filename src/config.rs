@@ -207,8 +207,9 @@ pub struct ServeArgs {
     #[arg(long = "ping-timeout", value_name = "SECS")]
     pub ping_timeout: Option<u64>,
     /// The control socket for `xfwd list|info|stop` (mode 0600, owner
-    /// only), or `none`. Default: `xfwd/control-PID.sock` under
-    /// $XDG_RUNTIME_DIR, or /run/xfwd for root.
+    /// only), or `none`. Default: `control-PID.sock` in
+    /// $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=), else in
+    /// $XDG_RUNTIME_DIR/xfwd, or /run/xfwd for root.
     #[arg(long = "control-socket", value_name = "PATH")]
     pub control_socket: Option<String>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (its own
@@ -262,9 +263,19 @@ pub struct Config {
 }
 
 /// Where the control socket of this process listens by default:
+/// `$RUNTIME_DIRECTORY/control-PID.sock` under systemd's
+/// `RuntimeDirectory=` (`/run/xfwd` in the shipped unit), else
 /// `$XDG_RUNTIME_DIR/xfwd/control-PID.sock`, or `/run/xfwd/...` for root
 /// (and when no runtime dir is set).
 pub fn default_control_dir() -> PathBuf {
+    // systemd's RuntimeDirectory= (a unit's own /run/NAME), when set.
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| v.into_string().ok())
+        .and_then(|v| v.split(':').next().map(PathBuf::from))
+        .filter(|p| p.is_absolute())
+    {
+        return dir;
+    }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() && !nix::unistd::geteuid().is_root() => {
             PathBuf::from(d).join("xfwd")

@@ -271,7 +271,6 @@ fn the_units_say_what_the_engine_expects() {
         ("User", "xfwd"),
         ("Group", "xfwd"),
         ("RuntimeDirectory", "xfwd"),
-        ("Environment", "XDG_RUNTIME_DIR=/run"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "read-only"),
@@ -281,6 +280,9 @@ fn the_units_say_what_the_engine_expects() {
         assert_eq!(setting(&service, key), [value], "xfwd.service: {key}");
     }
     assert!(setting(&service, "AmbientCapabilities").is_empty());
+    // The control socket's place comes from RuntimeDirectory= itself
+    // ($RUNTIME_DIRECTORY), not from a made-up environment.
+    assert!(setting(&service, "Environment").is_empty());
     assert_eq!(
         setting(&service, "SystemCallFilter"),
         ["@system-service", "~@privileged"]

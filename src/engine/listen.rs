@@ -101,7 +101,7 @@ pub(super) fn plan(config: &mut Config, mut inherited: Inherited) -> Result<Plan
     let to_bind: Vec<SocketAddr> = config
         .tcp
         .iter()
-        .filter(|a| !held.contains(a))
+        .filter(|a| !held.iter().any(|h| covers(h, a)))
         .copied()
         .collect();
     let bind_unix: Vec<PathBuf> = config
@@ -130,6 +130,18 @@ pub(super) fn plan(config: &mut Config, mut inherited: Inherited) -> Result<Plan
         metrics,
         inherited: Arc::new(inherited),
     })
+}
+
+/// Whether the inherited socket at `held` already listens where the
+/// configuration's `addr` asks: the same address, or the same port on all
+/// addresses (`0.0.0.0`, or `::`, which systemd's sockets take for both
+/// families). So a configuration that says `bind-tcp = ["0.0.0.0:14501"]`
+/// works as it is under a socket unit with `ListenStream=14501`.
+fn covers(held: &SocketAddr, addr: &SocketAddr) -> bool {
+    held == addr
+        || (held.port() == addr.port()
+            && held.ip().is_unspecified()
+            && (held.is_ipv6() || addr.is_ipv4()))
 }
 
 /// Binds each address once without SO_REUSEPORT to prove it is free, and
@@ -406,5 +418,27 @@ async fn accept(l: &Listener) -> std::io::Result<(conn::Stream, PeerInfo, Listen
             let peer = PeerInfo::unix(&s, Some(path.clone()));
             Ok((conn::Stream::Unix(s), peer, ListenerKind::Unix))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::covers;
+    use std::net::SocketAddr;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_inherited_socket_on_all_addresses_covers_its_port() {
+        assert!(covers(&a("127.0.0.1:14501"), &a("127.0.0.1:14501")));
+        assert!(covers(&a("[::]:14501"), &a("0.0.0.0:14501")));
+        assert!(covers(&a("[::]:14501"), &a("127.0.0.1:14501")));
+        assert!(covers(&a("0.0.0.0:14501"), &a("127.0.0.1:14501")));
+        assert!(!covers(&a("0.0.0.0:14501"), &a("[::1]:14501")));
+        assert!(!covers(&a("[::]:14501"), &a("0.0.0.0:14502")));
+        assert!(!covers(&a("127.0.0.1:14501"), &a("0.0.0.0:14501")));
     }
 }

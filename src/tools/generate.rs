@@ -199,7 +199,7 @@ const DEFAULT_NOTES: &[(&str, &str)] = &[
     ("cores", "the CPUs available"),
     (
         "control-socket",
-        "`$XDG_RUNTIME_DIR/xfwd/control-PID.sock` (`/run/xfwd/...` for root)",
+        "`control-PID.sock` in `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/xfwd/` (`/run/xfwd/` for root)",
     ),
 ];
 
