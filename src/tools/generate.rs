@@ -341,7 +341,7 @@ mod tests {
         assert!(row("max-handshakes")
             .contains(&format!("| `{}` |", crate::config::DEFAULT_MAX_HANDSHAKES)));
         assert!(row("bind-tcp").starts_with(&format!(
-            "| `bind-tcp` | array of `\"HOST:PORT\"` | `[\"{}\"]` |",
+            "| `bind-tcp` | array of `\"HOST:PORT\"` | `[\"{}\"]` when no listener is given",
             crate::config::DEFAULT_TCP
         )));
         assert!(row("log-format")
