@@ -163,6 +163,8 @@ impl Harness {
             }),
             ping: PingConfig::default(),
             id: LinkId { conn: 42, shard: 0 },
+            start_sessions: false,
+            start_timeout: Duration::from_secs(30),
         };
         let mut h = Harness {
             core: Connection::new(cfg, peer, already, now),
