@@ -539,6 +539,29 @@ mod tests {
     }
 
     #[test]
+    fn proxy_start_sessions_is_yes_or_no() {
+        assert!(!ServeArgs::default().into_config().unwrap().start_sessions);
+        for (text, yes) in [
+            ("proxy-start-sessions = \"yes\"", true),
+            ("proxy-start-sessions = true", true),
+            ("proxy-start-sessions = \"off\"", false),
+            ("proxy-start-sessions = false", false),
+        ] {
+            let args: ServeArgs = toml::from_str(text).unwrap();
+            assert_eq!(args.into_config().unwrap().start_sessions, yes, "{text}");
+        }
+        let e = toml::from_str::<ServeArgs>("proxy-start-sessions = \"maybe\"").unwrap_err();
+        assert!(e.to_string().contains("yes or no"), "{e}");
+        assert_eq!(YesNo::from_str("on", true), Ok(YesNo::Yes));
+        let args: ServeArgs =
+            toml::from_str("proxy-start-arg = [\"--pulseaudio=no\", \"--mdns=no\"]").unwrap();
+        assert_eq!(
+            args.into_config().unwrap().start_args,
+            vec!["--pulseaudio=no", "--mdns=no"]
+        );
+    }
+
+    #[test]
     fn refusals_are_clear() {
         let c = ServeArgs::default().into_config().unwrap();
         assert_eq!(c.tcp, vec![DEFAULT_TCP]);
