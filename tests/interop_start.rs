@@ -224,7 +224,7 @@ fn attach_no_is_told_the_display_and_a_disabled_proxy_says_why() {
         "b'mode': b'start'".to_owned(),
     ] {
         assert!(
-            text.contains(&format!("processing hello from server: {{")) && text.contains(&want),
+            text.contains("processing hello from server: {") && text.contains(&want),
             "the client's answer lacks {want}:\n{text}\nxfwd log:\n{}",
             xfwd.log()
         );

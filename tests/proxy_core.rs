@@ -102,7 +102,7 @@ struct World {
     /// What an `info` request lists.
     listed: Result<Vec<Reachable>, ConnError>,
     /// What a session start brings.
-    started: Result<(Started, Plan), ConnError>,
+    started: Result<Box<(Started, Plan)>, ConnError>,
     /// The starts asked for.
     starts: Vec<StartRequest>,
     /// Jobs run, by kind.
@@ -196,14 +196,14 @@ impl Harness {
                 plan: Ok(local_plan(None)),
                 connect: Ok(()),
                 listed: Ok(vec![Reachable::local("100")]),
-                started: Ok((
+                started: Ok(Box::new((
                     Started {
                         display: "7".into(),
                         socket: PathBuf::from("/nowhere/host-7"),
                         new: true,
                     },
                     local_plan(None),
-                )),
+                ))),
                 starts: Vec::new(),
                 ran: Vec::new(),
             },
@@ -1243,8 +1243,8 @@ fn a_found_session_does_not_swallow_start_commands() {
     // The plain attach case: another start made the session (new=false).
     let mut h = Harness::starting(&["none"]);
     h.world.plan = Err(ConnError::NoSessions);
-    if let Ok((s, _)) = &mut h.world.started {
-        s.new = false;
+    if let Ok(b) = &mut h.world.started {
+        b.0.new = false;
     }
     h.client_sends(&hello(vec![("display", Value::from(":9"))]));
     assert_eq!(h.world.ran, vec!["route", "start", "connect"]);

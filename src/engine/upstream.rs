@@ -124,7 +124,7 @@ pub(super) async fn start(
     request: StartRequest,
     accepted: &Accepted,
     shared: &Arc<Shared>,
-) -> Result<(Started, Plan), ConnError> {
+) -> Result<Box<(Started, Plan)>, ConnError> {
     let Some(launcher) = shared.launcher.clone() else {
         return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
     };
@@ -146,7 +146,7 @@ pub(super) async fn start(
         password: options.and_then(|o| o.password().cloned()),
         caps: options.map(SessionOptions::caps).unwrap_or_default(),
     };
-    Ok((started, plan))
+    Ok(Box::new((started, plan)))
 }
 
 /// Where an accepted user may go, for `xpra info`: what [`route`] would

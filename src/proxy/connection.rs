@@ -199,7 +199,7 @@ pub enum Event {
     Routed(Result<Plan, ConnError>),
     /// The job of [`Action::StartSession`] is done: the session and the
     /// plan to reach it.
-    Started(Result<(Started, Plan), ConnError>),
+    Started(Result<Box<(Started, Plan)>, ConnError>),
     /// The job of [`Action::ListSessions`] is done.
     SessionsListed(Result<Vec<Reachable>, ConnError>),
     /// The connection of [`Action::Connect`] is open.
@@ -558,7 +558,7 @@ impl Connection {
                 if self.phase != Phase::Starting {
                     return;
                 }
-                match r {
+                match r.map(|b| *b) {
                     Ok((started, plan)) => {
                         tracing::info!(
                             display = %started.display,
