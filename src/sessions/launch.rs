@@ -398,7 +398,11 @@ impl Launcher {
             .stdout(output.try_clone().map_err(LaunchError::Spawn)?)
             .stderr(output.try_clone().map_err(LaunchError::Spawn)?)
             .process_group(0);
-        if let Some(home) = std::env::var_os("HOME") {
+        // (A missing home would read as a missing program.)
+        if let Some(home) = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_dir())
+        {
             cmd.current_dir(home);
         }
         tracing::info!(
@@ -655,6 +659,53 @@ mod tests {
             matches!(e, LaunchError::Failed { .. }),
             "sh cannot run a script called 'start': {e}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stand-in for xpra: a shell script.
+    fn script(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_display_comes_from_displayfd_and_the_socket_must_go_live() {
+        let dir = std::env::temp_dir().join(format!("xfwd-launch-fd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let mut l = Launcher::new(vec![dir.clone()], "h".into(), uid);
+        // Says nothing on the pipe and exits: no display.
+        l.program = script(&dir, "silent", "exit 0");
+        let e = l.start(&StartRequest::for_attach(None)).unwrap_err();
+        assert!(matches!(e, LaunchError::NoDisplay), "{e}");
+        // Says :7, and its socket is there and live: started.
+        let body = "for a; do case $a in --displayfd=*) fd=${a#--displayfd=};; esac; done\n\
+                    eval \"echo 7 >&$fd\"";
+        l.program = script(&dir, "says7", body);
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("h-7")).unwrap();
+        let s = l
+            .start(&StartRequest {
+                reason: StartReason::Requested,
+                ..StartRequest::for_attach(None)
+            })
+            .unwrap();
+        assert_eq!(s.display, "7");
+        assert_eq!(s.socket, dir.join("h-7"));
+        assert!(s.new);
+        // Its socket never goes live: the timeout, with its reason.
+        drop(listener);
+        l.timeout = Duration::from_millis(300);
+        let e = l
+            .start(&StartRequest {
+                reason: StartReason::Requested,
+                ..StartRequest::for_attach(None)
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the new session did not start within 0 s");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
