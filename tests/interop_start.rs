@@ -248,16 +248,26 @@ fn attach_no_is_told_the_display_and_a_disabled_proxy_says_why() {
         live_sessions(&dir).is_empty()
     });
 
-    // A plain attach that finds no session starts one.
-    let (mut attached, alog) = attach(xfwd.port, "", client_display, &dir, &[]);
+    // Two plain attaches at once that find no session: one session is
+    // started, both clients are sent to it.
+    let mark = xfwd.log().len();
+    let (mut a1, _l1) = attach(xfwd.port, "", client_display, &dir, &[]);
+    let (mut a2, _l2) = attach(xfwd.port, "", client_display, &dir, &[]);
     wait_until(
-        "a session started for a plain attach",
-        Duration::from_secs(60),
-        || !live_sessions(&dir).is_empty(),
+        "both clients routed to a session",
+        Duration::from_secs(90),
+        || {
+            xfwd.log()[mark..]
+                .matches("result=ok target=\"session :")
+                .count()
+                >= 2
+        },
     );
-    xfwd.wait_log("session for the client", Duration::from_secs(30));
-    wait_until("the client attached", Duration::from_secs(60), || {
-        read(&alog).contains("Attached to")
-    });
-    assert!(client_kill(&mut attached));
+    let sessions = live_sessions(&dir);
+    assert_eq!(sessions.len(), 1, "{sessions:?}\n{}", xfwd.log());
+    let l = xfwd.log()[mark..].to_owned();
+    let target = format!("result=ok target=\"session :{}\"", sessions[0].display);
+    assert_eq!(l.matches(&target).count(), 2, "{l}");
+    let _ = client_kill(&mut a1);
+    let _ = client_kill(&mut a2);
 }
