@@ -271,3 +271,73 @@ fn attach_no_is_told_the_display_and_a_disabled_proxy_says_why() {
     let _ = client_kill(&mut a1);
     let _ = client_kill(&mut a2);
 }
+
+#[test]
+fn a_start_holds_up_no_other_client_and_its_failure_is_the_reason() {
+    if !tools_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("start-slow");
+    // A stand-in for xpra that waits for the test's word, then fails.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let go = dir.join("go");
+    let fake = bin.join("xpra");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\n\
+             echo 'xpra: no X server here' >&2\nexit 1\n",
+            go.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // One shard: the start and the other client share it.
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));
+    cmd.env("PATH", format!("{}:{SYSTEM_PATH}", bin.display()))
+        .arg(format!("--bind-tcp=127.0.0.1:{port}"))
+        .arg(format!("--socket-dirs={}", dir.display()))
+        .arg(format!(
+            "--control-socket={}",
+            dir.join("control.sock").display()
+        ))
+        .args([
+            "--cores=1",
+            "--tcp-auth=allow",
+            "--proxy-start-sessions=yes",
+        ]);
+    let xfwd = Xfwd::spawn(cmd, port);
+    xfwd.wait_log("xfwd listening", Duration::from_secs(10));
+
+    let uri = format!("tcp://root:secret@127.0.0.1:{port}/");
+    let (mut starting, log) = xpra_start(&uri, 0, &dir, &["--attach=no"]);
+    xfwd.wait_log("starting a session program=xpra", Duration::from_secs(30));
+    // While it starts, another client on the same shard is answered.
+    let out = Command::new("xpra")
+        .env("PATH", SYSTEM_PATH)
+        .args(["version", &uri])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3.1-xfwd-"), "{text}");
+    assert!(
+        starting.0.try_wait().unwrap().is_none(),
+        "the start is still waiting: {}",
+        read(&log)
+    );
+    // The start fails: its reason reaches the client.
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_exit(&mut starting, Duration::from_secs(60)));
+    let text = read(&log);
+    assert!(
+        text.contains(
+            "cannot start a session: xpra start failed (exit status: 1): xpra: no X server here"
+        ),
+        "client output:\n{text}\nxfwd log:\n{}",
+        xfwd.log()
+    );
+}
