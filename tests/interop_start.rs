@@ -78,19 +78,34 @@ fn live_sessions(dir: &Path) -> Vec<xfwd::sessions::LocalSession> {
 }
 
 /// The xterm processes running on X display `display` (their
-/// environment's DISPLAY).
-fn xterms_on(display: &str) -> usize {
+/// environment's DISPLAY): their /proc dirs.
+fn xterm_procs(display: &str) -> Vec<PathBuf> {
     let needle = format!("DISPLAY=:{display}\0");
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| {
-            let p = e.path();
+        .map(|e| e.path())
+        .filter(|p| {
             std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "xterm")
                 && std::fs::read(p.join("environ"))
                     .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
         })
-        .count()
+        .collect()
+}
+
+fn xterms_on(display: &str) -> usize {
+    xterm_procs(display).len()
+}
+
+/// The signals a process blocks (`SigBlk` of its status).
+fn blocked_signals(proc_dir: &Path) -> String {
+    std::fs::read_to_string(proc_dir.join("status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
 }
 
 fn stop_session(display: &str, dir: &Path) {
@@ -156,6 +171,12 @@ fn xpra_start_through_xfwd_starts_a_session_that_runs_its_command_once() {
     );
     let l = xfwd.log();
     assert!(l.contains("starting a session"), "{l}");
+    // The session's processes do not inherit the signals xfwd blocks for
+    // its signal thread (they would ignore `kill`, and `xpra stop` would
+    // leave its Xvfb behind).
+    for p in xterm_procs(&display) {
+        assert_eq!(blocked_signals(&p), "0000000000000000", "{}", p.display());
+    }
 
     // The session outlives its client and xfwd.
     assert!(client_kill(&mut client), "client did not exit");
