@@ -66,6 +66,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// A yes/no option (xpra's spelling; `true`/`false`, `on`/`off` and `1`/`0`
+/// too, and a boolean in a config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    #[value(alias = "true", alias = "on", alias = "1")]
+    Yes,
+    #[value(alias = "false", alias = "off", alias = "0")]
+    No,
+}
+
+impl YesNo {
+    pub fn is_yes(self) -> bool {
+        self == YesNo::Yes
+    }
+}
+
+impl<'de> Deserialize<'de> for YesNo {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = YesNo;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("yes or no")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<YesNo, E> {
+                Ok(if b { YesNo::Yes } else { YesNo::No })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<YesNo, E> {
+                YesNo::from_str(s, true)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Where xfwd listens when no `--bind-tcp` or `--bind` is given:
 /// loopback only.
 pub const DEFAULT_TCP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -181,6 +218,20 @@ pub struct ServeArgs {
     )]
     #[serde(deserialize_with = "file::some_comma_list")]
     pub socket_dirs: Option<Vec<PathBuf>>,
+    /// Start a session (`xpra start`, as the user xfwd runs as) for a
+    /// client that asks for one (`xpra start tcp://...`), or that finds no
+    /// session to attach to: yes or no. Default no.
+    #[arg(long = "proxy-start-sessions", value_name = "yes|no", value_enum)]
+    pub proxy_start_sessions: Option<YesNo>,
+    /// An extra argument for every `xpra start` xfwd runs (e.g.
+    /// --pulseaudio=no); repeatable.
+    #[arg(
+        long = "proxy-start-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    #[serde(deserialize_with = "file::one_or_many")]
+    pub proxy_start_arg: Vec<String>,
     /// Number of shards (one pinned executor each); default: the CPUs available.
     #[arg(long = "cores", value_name = "N")]
     pub cores: Option<usize>,
@@ -250,6 +301,10 @@ pub struct Config {
     /// (`--socket-dirs`).
     pub default_socket_dirs: Option<Vec<PathBuf>>,
     pub cores: usize,
+    /// Start sessions on demand (`--proxy-start-sessions`).
+    pub start_sessions: bool,
+    /// Extra arguments of the `xpra start` runs (`--proxy-start-arg`).
+    pub start_args: Vec<String>,
     pub handshake_timeout: Duration,
     /// Connections in their handshake at once (all, and per address).
     pub max_handshakes: usize,
@@ -441,6 +496,8 @@ impl ServeArgs {
             socket_dirs: self.socket_dir,
             default_socket_dirs: self.socket_dirs,
             cores,
+            start_sessions: self.proxy_start_sessions.is_some_and(YesNo::is_yes),
+            start_args: self.proxy_start_arg,
             handshake_timeout: Duration::from_secs(
                 self.handshake_timeout
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
@@ -479,6 +536,29 @@ mod tests {
         assert_eq!(c.unix_auth.len(), 1);
         assert_eq!(c.unix_auth[0].kind, ModuleKind::Reject);
         assert_eq!(c.cores, 2);
+    }
+
+    #[test]
+    fn proxy_start_sessions_is_yes_or_no() {
+        assert!(!ServeArgs::default().into_config().unwrap().start_sessions);
+        for (text, yes) in [
+            ("proxy-start-sessions = \"yes\"", true),
+            ("proxy-start-sessions = true", true),
+            ("proxy-start-sessions = \"off\"", false),
+            ("proxy-start-sessions = false", false),
+        ] {
+            let args: ServeArgs = toml::from_str(text).unwrap();
+            assert_eq!(args.into_config().unwrap().start_sessions, yes, "{text}");
+        }
+        let e = toml::from_str::<ServeArgs>("proxy-start-sessions = \"maybe\"").unwrap_err();
+        assert!(e.to_string().contains("yes or no"), "{e}");
+        assert_eq!(YesNo::from_str("on", true), Ok(YesNo::Yes));
+        let args: ServeArgs =
+            toml::from_str("proxy-start-arg = [\"--pulseaudio=no\", \"--mdns=no\"]").unwrap();
+        assert_eq!(
+            args.into_config().unwrap().start_args,
+            vec!["--pulseaudio=no", "--mdns=no"]
+        );
     }
 
     #[test]

@@ -132,6 +132,20 @@ enum Command {
         #[command(subcommand)]
         what: xfwd::tools::generate::What,
     },
+    /// Run a command with no signal blocked (how xfwd runs `xpra start`
+    /// for a session it starts: its own threads block SIGINT, SIGTERM and
+    /// SIGHUP, and a child would inherit that).
+    #[command(hide = true)]
+    ExecSession {
+        #[arg(
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Which running xfwd a control command talks to.
@@ -449,6 +463,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Reload { at }) => control_cmd(xfwd::tools::control::Command::Reload, at),
         Some(Command::Generate { what }) => generate_cmd(&what),
+        Some(Command::ExecSession { command }) => {
+            ExitCode::from(xfwd::sessions::launch::exec_unblocked(&command))
+        }
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
         None => serve(
             cli.file.config.as_deref(),

@@ -23,6 +23,7 @@ use xfwd::proxy::{
     Action, ConnConfig, ConnError, Connection, Destination, Event, Identity, Phase, Plan, PumpEnd,
     Reachable, RelayEnd, RelayStart, Side,
 };
+use xfwd::sessions::launch::{StartMode, StartReason, StartRequest, Started};
 use xfwd::sessions::LocalSession;
 use xfwd::wire::frame::{FrameDecoder, Limits};
 use xfwd::wire::header::{Encoder, Rules};
@@ -31,6 +32,8 @@ use xfwd::wire::views::{Challenge, Close};
 use xfwd::wire::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// The launcher's bound in these tests.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// When the simulated proxy started (wall clock, seconds since the epoch).
 const START_SECS: u64 = 1_700_000_000;
 
@@ -98,6 +101,10 @@ struct World {
     connect: Result<(), String>,
     /// What an `info` request lists.
     listed: Result<Vec<Reachable>, ConnError>,
+    /// What a session start brings.
+    started: Result<Box<(Started, Plan)>, ConnError>,
+    /// The starts asked for.
+    starts: Vec<StartRequest>,
     /// Jobs run, by kind.
     ran: Vec<&'static str>,
 }
@@ -144,6 +151,22 @@ impl Harness {
     }
 
     fn full(auth: &[&str], throttle: ThrottleConfig, already: BytesMut, peer: PeerInfo) -> Harness {
+        Harness::full_with(auth, throttle, already, peer, false)
+    }
+
+    /// A connection of a proxy that starts sessions on demand.
+    fn starting(auth: &[&str]) -> Harness {
+        let peer = PeerInfo::tcp("192.0.2.9:40000".parse().unwrap(), None);
+        Harness::full_with(auth, ThrottleConfig::default(), BytesMut::new(), peer, true)
+    }
+
+    fn full_with(
+        auth: &[&str],
+        throttle: ThrottleConfig,
+        already: BytesMut,
+        peer: PeerInfo,
+        start_sessions: bool,
+    ) -> Harness {
         let specs = AuthSpec::parse_chain(auth).unwrap();
         let inline = auth
             .iter()
@@ -163,6 +186,8 @@ impl Harness {
             }),
             ping: PingConfig::default(),
             id: LinkId { conn: 42, shard: 0 },
+            start_sessions,
+            start_timeout: START_TIMEOUT,
         };
         let mut h = Harness {
             core: Connection::new(cfg, peer, already, now),
@@ -171,6 +196,15 @@ impl Harness {
                 plan: Ok(local_plan(None)),
                 connect: Ok(()),
                 listed: Ok(vec![Reachable::local("100")]),
+                started: Ok(Box::new((
+                    Started {
+                        display: "7".into(),
+                        socket: PathBuf::from("/nowhere/host-7"),
+                        new: true,
+                    },
+                    local_plan(None),
+                ))),
+                starts: Vec::new(),
                 ran: Vec::new(),
             },
             client: Inbox::default(),
@@ -213,6 +247,11 @@ impl Harness {
             Action::Route { .. } => {
                 self.world.ran.push("route");
                 Event::Routed(self.world.plan.clone())
+            }
+            Action::StartSession { request, .. } => {
+                self.world.ran.push("start");
+                self.world.starts.push(request);
+                Event::Started(self.world.started.clone())
             }
             Action::ListSessions { .. } => {
                 self.world.ran.push("list");
@@ -1127,4 +1166,162 @@ fn a_listing_that_never_ends_is_a_timeout_and_stop_is_heard() {
     h.client_sends(&hello(request("info")));
     h.event(Event::Stop);
     assert_eq!(h.client_close_reason(), "server shutdown");
+}
+
+// --- Sessions started on demand --------------------------------------------
+
+/// What `xpra start tcp://.../ --start=xterm` sends (and a few options xfwd
+/// does not pass on).
+fn start_hello(connect: bool) -> Vec<Value> {
+    hello(vec![
+        ("connect", Value::Bool(connect)),
+        (
+            "start-new-session",
+            caps(vec![
+                ("mode", Value::from("start")),
+                ("display", Value::from("")),
+                ("start", Value::List(vec![Value::from("xterm")])),
+                ("bind-tcp", Value::List(vec![Value::from("0.0.0.0:1")])),
+            ]),
+        ),
+    ])
+}
+
+fn start_command(cmd: &str) -> Vec<Value> {
+    vec![
+        Value::from("start-command"),
+        Value::from(cmd),
+        Value::from(cmd),
+        Value::Bool(true),
+        Value::Bool(true),
+    ]
+}
+
+#[test]
+fn a_start_request_is_refused_when_starting_is_off() {
+    let mut h = Harness::new(&["none"]);
+    h.client_sends(&start_hello(true));
+    assert!(h.closed);
+    assert_eq!(h.client_close_reason(), xfwd::proxy::START_DISABLED);
+    assert_eq!(h.world.ran, Vec::<&str>::new(), "nothing started or routed");
+}
+
+#[test]
+fn a_start_request_starts_connects_and_its_command_runs_once() {
+    let mut h = Harness::starting(&["none"]);
+    h.client_sends(&start_hello(true));
+    assert_eq!(h.world.ran, vec!["start", "connect"]);
+    assert_eq!(
+        h.world.starts,
+        vec![StartRequest {
+            mode: StartMode::Start,
+            display: None,
+            start: vec!["xterm".into()],
+            start_child: vec![],
+            reason: StartReason::Requested,
+        }]
+    );
+    assert_eq!(h.core.phase(), Phase::Relaying);
+    // The session gets the client's hello.
+    assert_eq!(h.session.next().packet_type(), Some("hello"));
+    // The client asks its new session for xterm (already running) and
+    // xclock: only xclock goes on, and a second xterm would too.
+    let mut start = h.relay.take().unwrap();
+    let mut bytes = encode(&start_command("xterm"), Encoder::Rencode);
+    bytes.extend_from_slice(&encode(&start_command("xclock"), Encoder::Rencode));
+    bytes.extend_from_slice(&encode(&start_command("xterm"), Encoder::Rencode));
+    let passed = through(&mut start.c2s, &bytes, h.now);
+    let commands: Vec<&str> = passed
+        .iter()
+        .map(|p| p.items[2].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, vec!["xclock", "xterm"]);
+}
+
+#[test]
+fn a_found_session_does_not_swallow_start_commands() {
+    // The plain attach case: another start made the session (new=false).
+    let mut h = Harness::starting(&["none"]);
+    h.world.plan = Err(ConnError::NoSessions);
+    if let Ok(b) = &mut h.world.started {
+        b.0.new = false;
+    }
+    h.client_sends(&hello(vec![("display", Value::from(":9"))]));
+    assert_eq!(h.world.ran, vec!["route", "start", "connect"]);
+    assert_eq!(h.world.starts[0].reason, StartReason::NoSession);
+    assert_eq!(h.world.starts[0].display.as_deref(), Some("9"));
+    let mut start = h.relay.take().unwrap();
+    let bytes = encode(&start_command("xterm"), Encoder::Rencode);
+    assert_eq!(through(&mut start.c2s, &bytes, h.now).len(), 1);
+}
+
+#[test]
+fn attach_no_is_answered_with_the_display_socket_and_mode() {
+    let mut h = Harness::starting(&["none"]);
+    h.client_sends(&start_hello(false));
+    assert_eq!(h.world.ran, vec!["start"], "never connected");
+    assert!(h.closed);
+    let p = h.client.next();
+    assert_eq!(p.packet_type(), Some("hello"));
+    let caps = &p.items[1];
+    assert_eq!(caps.get("display").and_then(Value::as_str), Some(":7"));
+    assert_eq!(
+        caps.get("socket-path").and_then(Value::as_str),
+        Some("/nowhere/host-7")
+    );
+    assert_eq!(caps.get("mode").and_then(Value::as_str), Some("start"));
+}
+
+#[test]
+fn no_session_is_the_reason_when_starting_is_off() {
+    let mut h = Harness::new(&["none"]);
+    h.world.plan = Err(ConnError::NoSessions);
+    h.client_sends(&hello(vec![]));
+    assert_eq!(h.world.ran, vec!["route"]);
+    assert_eq!(h.client_close_reason(), "no xpra sessions found");
+}
+
+#[test]
+fn a_failed_start_is_the_clients_reason() {
+    let mut h = Harness::starting(&["none"]);
+    h.world.started = Err(ConnError::Start(
+        "cannot start a session: xpra not found".into(),
+    ));
+    h.client_sends(&start_hello(true));
+    assert!(h.closed);
+    assert_eq!(
+        h.client_close_reason(),
+        "cannot start a session: xpra not found"
+    );
+    // A bad request is refused before anything runs.
+    let mut h = Harness::starting(&["none"]);
+    h.client_sends(&hello(vec![(
+        "start-new-session",
+        caps(vec![("mode", Value::from("shadow"))]),
+    )]));
+    assert_eq!(h.world.ran, Vec::<&str>::new());
+    assert_eq!(
+        h.client_close_reason(),
+        "cannot start a session of mode 'shadow' (only start and start-desktop)"
+    );
+}
+
+#[test]
+fn a_start_that_never_ends_times_out_with_a_reason() {
+    let mut h = Harness::starting(&["none"]);
+    h.hold_jobs = true;
+    h.client_sends(&start_hello(true));
+    assert_eq!(h.core.phase(), Phase::Starting);
+    // The handshake timeout does not cut a start short.
+    h.advance(TIMEOUT + Duration::from_secs(1));
+    assert!(!h.closed);
+    h.advance(START_TIMEOUT);
+    assert!(h.closed);
+    assert_eq!(
+        h.client_close_reason(),
+        "the new session did not start within 30 s"
+    );
+    // A late start changes nothing.
+    h.run_jobs();
+    assert!(h.relay.is_none());
 }

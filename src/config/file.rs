@@ -355,6 +355,12 @@ fn effective(args: &ServeArgs, config: &Config) -> (ServeArgs, BTreeSet<&'static
     eff.ssl_server_verify_mode = Some(config.upstream_tls.verify.to_string());
     fill("cores", eff.cores.is_none());
     eff.cores = Some(config.cores);
+    fill("proxy-start-sessions", eff.proxy_start_sessions.is_none());
+    eff.proxy_start_sessions = Some(if config.start_sessions {
+        crate::config::YesNo::Yes
+    } else {
+        crate::config::YesNo::No
+    });
     fill("handshake-timeout", eff.handshake_timeout.is_none());
     eff.handshake_timeout = Some(config.handshake_timeout.as_secs());
     fill("max-handshakes", eff.max_handshakes.is_none());

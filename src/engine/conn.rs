@@ -127,6 +127,13 @@ async fn serve_inner(
             conn: conn_id,
             shard: shard.id,
         },
+        start_sessions: shared.launcher.is_some(),
+        start_timeout: shared
+            .launcher
+            .as_ref()
+            .map_or(crate::sessions::launch::DEFAULT_START_TIMEOUT, |l| {
+                l.timeout
+            }),
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());
     Driver {
@@ -299,6 +306,14 @@ impl Driver {
                 self.job = Some(Box::pin(async move {
                     JobDone::Event(Event::Routed(
                         upstream::route(&hello, &accepted, &shared).await,
+                    ))
+                }));
+            }
+            Action::StartSession { request, accepted } => {
+                let shared = self.shared.clone();
+                self.job = Some(Box::pin(async move {
+                    JobDone::Event(Event::Started(
+                        upstream::start(request, &accepted, &shared).await,
                     ))
                 }));
             }

@@ -110,7 +110,9 @@ impl From<&ConnError> for HandshakeResult {
         match e {
             ConnError::Protocol(_) => HandshakeResult::Protocol,
             ConnError::Refused { .. } => HandshakeResult::Refused,
-            ConnError::Route(_) => HandshakeResult::Route,
+            ConnError::Route(_) | ConnError::NoSessions => HandshakeResult::Route,
+            // A start that failed: the session could not be had.
+            ConnError::Start(_) => HandshakeResult::Upstream,
             ConnError::Upstream { .. } => HandshakeResult::Upstream,
             ConnError::Timeout => HandshakeResult::Timeout,
             ConnError::Stopping => HandshakeResult::Stopping,

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     /// Socket dirs searched for sessions: the configured ones, then xpra's
     /// defaults for this user.
     pub socket_dirs: Vec<PathBuf>,
+    /// Starts sessions on demand (`--proxy-start-sessions=yes`).
+    pub launcher: Option<Arc<crate::sessions::launch::Launcher>>,
     /// Who the proxy is, for the hellos sessions get.
     pub identity: Arc<crate::proxy::Identity>,
     /// The auth chain of each transport.

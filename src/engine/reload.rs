@@ -103,8 +103,20 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
     lasting
         .admission
         .set_limits(config.max_handshakes, config.max_handshakes_per_ip);
+    let launcher = config.start_sessions.then(|| {
+        let mut l = crate::sessions::launch::Launcher::new(
+            socket_dirs.clone(),
+            lasting.hostname.clone(),
+            lasting.uid,
+        );
+        l.extra_args = config.start_args.clone();
+        // Used only where this process blocks signals (the xfwd binary).
+        l.helper = std::env::current_exe().ok();
+        Arc::new(l)
+    });
     let l = lasting.clone();
     Ok(Shared {
+        launcher,
         config,
         hostname: l.hostname,
         uid: l.uid,

@@ -15,6 +15,7 @@ use super::Shared;
 use crate::auth::{Accepted, SessionOptions, Target, TargetKind, Targets};
 use crate::proxy::oneshot::MAX_LISTED;
 use crate::proxy::{ConnError, Destination, Plan, Reachable};
+use crate::sessions::launch::{StartRequest, Started};
 use crate::sessions::{self, LocalSession};
 use crate::wire::views::Hello;
 use crate::wire::Value;
@@ -32,7 +33,11 @@ async fn local(shared: &Arc<Shared>, wanted: Option<String>) -> Result<LocalSess
         .blocking
         .run(move || sessions::choose(&discover(&shared2), wanted.as_deref()))
         .await?
-        .map_err(|e| ConnError::Route(e.to_string()))
+        .map_err(|e| match e {
+            // The one refusal a start on demand answers.
+            sessions::RouteError::NoSessions => ConnError::NoSessions,
+            e => ConnError::Route(e.to_string()),
+        })
 }
 
 /// Connects to the first socket of a local session that answers. When none
@@ -111,6 +116,37 @@ pub(super) async fn route(
         }
     };
     Ok(plan)
+}
+
+/// Starts a session for an accepted client on the blocking pool (the
+/// launcher waits for xpra), and the plan to reach it.
+pub(super) async fn start(
+    request: StartRequest,
+    accepted: &Accepted,
+    shared: &Arc<Shared>,
+) -> Result<Box<(Started, Plan)>, ConnError> {
+    let Some(launcher) = shared.launcher.clone() else {
+        return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
+    };
+    let started = shared
+        .blocking
+        .run(move || launcher.start(&request))
+        .await?
+        .map_err(|e| {
+            tracing::info!("session start failed: {e}");
+            ConnError::Start(e.to_string())
+        })?;
+    let options = accepted.sessions.as_ref().map(|s| &s.session_options);
+    let plan = Plan {
+        destination: Destination::Local(LocalSession {
+            display: started.display.clone(),
+            sockets: vec![started.socket.clone()],
+        }),
+        username: None,
+        password: options.and_then(|o| o.password().cloned()),
+        caps: options.map(SessionOptions::caps).unwrap_or_default(),
+    };
+    Ok(Box::new((started, plan)))
 }
 
 /// Where an accepted user may go, for `xpra info`: what [`route`] would

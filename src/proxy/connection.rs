@@ -9,17 +9,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
-use super::direction::{CutEnd, Direction, Intercepts};
+use super::direction::{CutEnd, Direction, Intercepts, PacketHook, Verdict};
 use super::error::{ConnError, Side};
 use super::link::{
     self, Link, LinkHook, LinkId, PingConfig, Traffic, PING_TIMEOUT, SESSION_NOT_RESPONDING,
     STOPPED_BY_ADMIN,
 };
 use super::oneshot::{self, Reachable, Request};
-use super::plan::{upstream_hello, Plan};
+use super::plan::{upstream_hello, Destination, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle};
+use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle, Targets};
+use crate::sessions::launch::{StartReason, StartRequest, Started};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
 use crate::wire::packet;
@@ -35,6 +36,16 @@ pub const SESSION_LOST: &str = "session connection lost";
 pub const CLIENT_GONE: &str = "client connection lost";
 /// Sent to both when the proxy stops.
 pub const SERVER_SHUTDOWN: &str = "server shutdown";
+/// Sent to a client that asks for a new session when starting sessions is
+/// off.
+pub const START_DISABLED: &str = "this proxy does not start sessions (proxy-start-sessions is off)";
+/// Sent to a client that asks for a new session when its sessions are the
+/// targets its auth data names (only the user's own local sessions can be
+/// started).
+pub const START_NOT_LOCAL: &str = "cannot start a session for this user";
+/// How much longer than the launcher's own bound the core waits for a
+/// start (the launcher's reason is the clearer one).
+const START_GRACE: Duration = Duration::from_secs(5);
 
 /// Who this proxy is, for the hello sessions get and the answers to
 /// one-shot requests.
@@ -75,6 +86,10 @@ pub struct ConnConfig {
     pub ping: PingConfig,
     /// The connection's id and shard (for info and logs).
     pub id: LinkId,
+    /// Sessions are started on demand (`--proxy-start-sessions`).
+    pub start_sessions: bool,
+    /// How long a start may take (the launcher's bound).
+    pub start_timeout: Duration,
 }
 
 /// Where a connection is in its life.
@@ -88,6 +103,8 @@ pub enum Phase {
     Challenged,
     /// Choosing the session (a job).
     Routing,
+    /// Starting a session for the client (a job).
+    Starting,
     /// Connecting to the session (a job).
     Connecting,
     /// The session's answer to its hello is awaited (to answer its
@@ -180,6 +197,9 @@ pub enum Event {
     JobFailed(ConnError),
     /// The route job of [`Action::Route`] is done.
     Routed(Result<Plan, ConnError>),
+    /// The job of [`Action::StartSession`] is done: the session and the
+    /// plan to reach it.
+    Started(Result<Box<(Started, Plan)>, ConnError>),
     /// The job of [`Action::ListSessions`] is done.
     SessionsListed(Result<Vec<Reachable>, ConnError>),
     /// The connection of [`Action::Connect`] is open.
@@ -209,6 +229,13 @@ pub enum Action {
     /// [`Event::Routed`].
     Route {
         hello: Vec<Value>,
+        accepted: Accepted,
+    },
+    /// Start a session for the accepted user (blocks: the launcher, off
+    /// the shard, within [`ConnConfig::start_timeout`]), then send
+    /// [`Event::Started`].
+    StartSession {
+        request: StartRequest,
         accepted: Accepted,
     },
     /// List where the accepted user may go, for an `info` request
@@ -283,6 +310,15 @@ pub struct Connection {
     unchallenged: Option<ClientAuth>,
     /// A challenge nothing checks was sent; what to do with its answer.
     fake: Option<Fake>,
+    /// The client wants to be connected to its session (`connect`, true
+    /// unless `xpra start --attach=no`).
+    connect: bool,
+    /// The accepted user, kept while routing when a plain attach that
+    /// finds no session may start one.
+    accepted: Option<Accepted>,
+    /// The start asked for, and whether xfwd started it (its start
+    /// commands ran: the client's own are not run again).
+    start: Option<(StartRequest, bool)>,
 }
 
 /// What the answer to a fake challenge leads to.
@@ -292,6 +328,9 @@ enum Fake {
     Version,
     /// The request of this accepted user.
     Accepted(Box<Accepted>),
+    /// This answer (a started session's, for a client that is not
+    /// connected to it).
+    Reply(Vec<Value>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -366,6 +405,9 @@ impl Connection {
             request: None,
             unchallenged: None,
             fake: None,
+            connect: true,
+            accepted: None,
+            start: None,
         };
         // What the front door read (inside TLS or WebSocket, where it
         // cannot peek) may hold the whole hello already.
@@ -436,6 +478,7 @@ impl Connection {
             | Phase::Authenticating
             | Phase::Challenged
             | Phase::Routing
+            | Phase::Starting
             | Phase::Connecting
             | Phase::Answering
             | Phase::UpstreamHello => Some(match &self.held_answer {
@@ -494,12 +537,41 @@ impl Connection {
                 if self.phase != Phase::Routing {
                     return;
                 }
+                let accepted = self.accepted.take();
                 match r {
-                    Ok(plan) => {
-                        self.log_login(&plan.destination.describe());
-                        self.phase = Phase::Connecting;
-                        self.actions.push_back(Action::Connect(plan.clone()));
-                        self.plan = Some(plan);
+                    Ok(plan) => self.on_plan(plan, None),
+                    // No session at all: one is started when that is on.
+                    Err(ConnError::NoSessions) if accepted.is_some() => {
+                        let wanted = Hello::parse(&self.hello)
+                            .ok()
+                            .and_then(|h| h.requested_display())
+                            .map(str::to_owned);
+                        if let Some(accepted) = accepted {
+                            let request = StartRequest::for_attach(wanted.as_deref());
+                            self.start_session(request, accepted, now);
+                        }
+                    }
+                    Err(e) => self.fail(e, now),
+                }
+            }
+            Event::Started(r) => {
+                if self.phase != Phase::Starting {
+                    return;
+                }
+                match r.map(|b| *b) {
+                    Ok((started, plan)) => {
+                        tracing::info!(
+                            display = %started.display,
+                            new = started.new,
+                            "session for the client: :{}",
+                            started.display
+                        );
+                        if let Some((_, new)) = &mut self.start {
+                            *new = started.new;
+                        }
+                        // The rest of the handshake gets its own time.
+                        self.deadline = now + self.cfg.handshake_timeout;
+                        self.on_plan(plan, Some(started));
                     }
                     Err(e) => self.fail(e, now),
                 }
@@ -576,7 +648,15 @@ impl Connection {
             Phase::Relaying | Phase::Closed => {}
             _ => {
                 if now >= self.deadline {
-                    self.fail(ConnError::Timeout, now);
+                    let e = if self.phase == Phase::Starting {
+                        ConnError::Start(format!(
+                            "the new session did not start within {} s",
+                            self.cfg.start_timeout.as_secs()
+                        ))
+                    } else {
+                        ConnError::Timeout
+                    };
+                    self.fail(e, now);
                     return;
                 }
                 if let Some((flow, answer, at)) = self.held_answer.take() {
@@ -663,7 +743,9 @@ impl Connection {
             Phase::Hello => {
                 let client = ClientAuth::from_hello(&view);
                 self.request = Request::of(&view);
-                if self.request.is_some() && oneshot::expects_challenge(&view) {
+                // `xpra start --attach=no`: answered by the proxy too.
+                self.connect = view.get("connect").is_none_or(Value::truthy);
+                if (self.request.is_some() || !self.connect) && oneshot::expects_challenge(&view) {
                     self.unchallenged = Some(client.clone());
                 }
                 if let Some(Request::Version { full }) = self.request {
@@ -683,6 +765,10 @@ impl Connection {
                         }
                     }
                     Some(Fake::Accepted(accepted)) => self.answer_request(*accepted, now),
+                    Some(Fake::Reply(items)) => {
+                        self.send_to_client(&items);
+                        self.close();
+                    }
                     None => {}
                 }
             }
@@ -739,6 +825,15 @@ impl Connection {
                     self.log_login(&target);
                     return self.on_request_accepted(accepted, now);
                 }
+                let sns = self.hello.get(1).and_then(|c| c.get("start-new-session"));
+                match StartRequest::from_caps(sns) {
+                    Ok(Some(request)) => return self.start_session(request, accepted, now),
+                    Ok(None) => {}
+                    Err(e) => return self.fail(ConnError::Start(e.to_string()), now),
+                }
+                if self.cfg.start_sessions {
+                    self.accepted = Some(accepted.clone());
+                }
                 self.phase = Phase::Routing;
                 self.actions.push_back(Action::Route {
                     hello: self.hello.clone(),
@@ -770,6 +865,82 @@ impl Connection {
                 );
             }
         }
+    }
+
+    /// Starts a session for `accepted` (see docs/sessions.md), when that
+    /// is on and the user's sessions are local ones.
+    fn start_session(&mut self, request: StartRequest, accepted: Accepted, now: Instant) {
+        if !self.cfg.start_sessions {
+            tracing::info!("a session start was asked for: proxy-start-sessions is off");
+            return self.fail(ConnError::Start(START_DISABLED.into()), now);
+        }
+        if !accepted
+            .sessions
+            .as_ref()
+            .is_some_and(|s| matches!(s.targets, Targets::Local))
+        {
+            return self.fail(ConnError::Start(START_NOT_LOCAL.into()), now);
+        }
+        tracing::info!(
+            mode = request.mode.name(),
+            display = request.display.as_deref().unwrap_or(""),
+            commands = request.start.len() + request.start_child.len(),
+            requested = request.reason == StartReason::Requested,
+            "starting a session for the client"
+        );
+        self.phase = Phase::Starting;
+        self.deadline = now + self.cfg.start_timeout + START_GRACE;
+        self.start = Some((request.clone(), false));
+        self.actions
+            .push_back(Action::StartSession { request, accepted });
+    }
+
+    /// Where the client goes, once known: connected there, or told where
+    /// it is (`connect=False`: `display`, and for a started session its
+    /// `socket-path` and `mode`, as xpra's proxy answers).
+    fn on_plan(&mut self, plan: Plan, started: Option<Started>) {
+        self.log_login(&plan.destination.describe());
+        if !self.connect {
+            let display = match (&started, &plan.destination) {
+                (Some(s), _) => Some(s.display.clone()),
+                (None, Destination::Local(l)) => Some(l.display.clone()),
+                (None, Destination::Target(_)) => None,
+            };
+            if let Some(display) = display {
+                let mut caps = vec![(Value::from("display"), Value::from(format!(":{display}")))];
+                if let Some(s) = &started {
+                    caps.push((
+                        Value::from("socket-path"),
+                        Value::from(s.socket.display().to_string()),
+                    ));
+                }
+                if let Some((req, _)) = &self.start {
+                    caps.push((Value::from("mode"), Value::from(req.mode.name())));
+                }
+                self.plan = Some(plan);
+                let items = vec![Value::from("hello"), Value::Dict(caps)];
+                tracing::info!(
+                    user = self.user.as_deref().unwrap_or(""),
+                    "session announced (connect=False)"
+                );
+                self.hello = Vec::new();
+                if let Some(client) = self.unchallenged.take() {
+                    if let Some(challenge) =
+                        oneshot::fake_challenge(&client, self.peer.is_private())
+                    {
+                        self.send_to_client(&challenge.to_items());
+                        self.fake = Some(Fake::Reply(items));
+                        self.phase = Phase::Challenged;
+                        return;
+                    }
+                }
+                self.send_to_client(&items);
+                return self.close();
+            }
+        }
+        self.phase = Phase::Connecting;
+        self.actions.push_back(Action::Connect(plan.clone()));
+        self.plan = Some(plan);
     }
 
     /// A one-shot request before auth: `version`.
@@ -954,15 +1125,29 @@ impl Connection {
         self.hello = Vec::new();
         self.upstream_items = Vec::new();
         let limits = Limits::default();
+        // The start commands the new session already ran: the client's own
+        // `start-command` packets for them are not passed on (xpra's proxy
+        // runs them twice).
+        let ran: Vec<String> = match self.start.take() {
+            Some((req, true)) => req.start.into_iter().chain(req.start_child).collect(),
+            _ => Vec::new(),
+        };
+        let mut c2s_types = link::intercepted(Side::Client);
+        if !ran.is_empty() {
+            c2s_types.push(START_COMMAND);
+        }
         let c2s = Direction::new(
             self.rules,
             limits,
             Intercepts {
                 first_hello: false,
-                types: link::intercepted(Side::Client),
+                types: c2s_types,
             },
         )
-        .with_hook(Box::new(LinkHook::new(link.clone(), Side::Client)));
+        .with_hook(Box::new(RunOnce {
+            inner: LinkHook::new(link.clone(), Side::Client),
+            ran,
+        }));
         let s2c = Direction::new(
             Rules::Any,
             limits,
@@ -1126,5 +1311,50 @@ impl Connection {
                 false
             }
         }
+    }
+}
+
+/// The packet a client sends for each of its `--start` commands once
+/// connected (when the session allows `start-new-commands`).
+const START_COMMAND: &str = "start-command";
+
+/// The client's hook: drops the client's `start-command` packets for the
+/// commands a session xfwd started for it already ran (each once), passes
+/// the rest to the link's hook.
+struct RunOnce {
+    inner: LinkHook,
+    ran: Vec<String>,
+}
+
+impl PacketHook for RunOnce {
+    fn on_packet(
+        &mut self,
+        record: &Record,
+        ptype: &crate::wire::peek::PacketType,
+        now: Instant,
+    ) -> Verdict {
+        if !ptype.is(START_COMMAND) {
+            return self.inner.on_packet(record, ptype, now);
+        }
+        // `start-command, name, command, ignore, sharing`; commands are
+        // short (the launcher took at most MAX_COMMAND_LEN bytes each).
+        let Ok(p) = packet::decode_main(record, &Limits::intercept_close()) else {
+            return Verdict::Forward;
+        };
+        let command = p.items.get(2).and_then(Value::as_str);
+        match command.and_then(|c| self.ran.iter().position(|r| r == c)) {
+            Some(i) => {
+                self.ran.swap_remove(i);
+                tracing::info!(
+                    "the new session already ran the client's start command: not run again"
+                );
+                Verdict::Drop
+            }
+            None => Verdict::Forward,
+        }
+    }
+
+    fn on_first_hello(&mut self, items: &[Value], encoder: Encoder, now: Instant) {
+        self.inner.on_first_hello(items, encoder, now);
     }
 }

@@ -39,6 +39,13 @@ pub enum ConnError {
     /// No session for this client (the reason lists what exists).
     #[error("{0}")]
     Route(String),
+    /// The user has no session at all (a session may be started for it).
+    #[error("no xpra sessions found")]
+    NoSessions,
+    /// A session could not be started for the client (or starting
+    /// sessions is off); the reason says why.
+    #[error("{0}")]
+    Start(String),
     /// The session could not be reached, or broke the protocol in its
     /// handshake.
     #[error("cannot connect to {target}: {error}")]
@@ -71,7 +78,9 @@ impl ConnError {
             | ConnError::Timeout
             | ConnError::Refused { .. }
             | ConnError::Route(_)
+            | ConnError::NoSessions
             | ConnError::Request(_) => Side::Client,
+            ConnError::Start(_) => Side::Proxy,
             ConnError::Upstream { .. } => Side::Session,
             ConnError::Stopping | ConnError::AdminStop | ConnError::Busy(_) => Side::Proxy,
         }

@@ -21,7 +21,7 @@ mod plan;
 
 pub use connection::{
     Action, ConnConfig, Connection, Event, Identity, Phase, PumpEnd, RelayEnd, RelayStart,
-    CLIENT_GONE, SERVER_SHUTDOWN, SESSION_CLOSED, SESSION_LOST,
+    CLIENT_GONE, SERVER_SHUTDOWN, SESSION_CLOSED, SESSION_LOST, START_DISABLED, START_NOT_LOCAL,
 };
 pub use direction::{Batch, CutEnd, Direction, ForwardAll, Intercepts, PacketHook, Verdict};
 pub use error::{ConnError, Side};

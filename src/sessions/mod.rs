@@ -1,5 +1,5 @@
 //! Local sessions: finding the user's xpra sessions in socket directories,
-//! and choosing the one a client asked for.
+//! and choosing the one a client asked for; starting one ([`launch`]).
 //!
 //! xpra 3.x names a session's socket `HOSTNAME-DISPLAY` in each socket dir
 //! (`/run/user/UID/xpra`, `/run/xpra`, `~/.xpra` by default); xpra 4.x and
@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+pub mod launch;
 
 /// A local session: a display and its sockets, in socket-dir order.
 #[derive(Clone, Debug, PartialEq, Eq)]
