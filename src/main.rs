@@ -306,6 +306,7 @@ fn serve(
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
+    signals.add(Signal::SIGUSR2);
     if let Err(e) = signals.thread_block() {
         fatal(format, &format_args!("cannot block signals: {e}"));
         return ExitCode::from(1);
@@ -375,6 +376,7 @@ fn serve(
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         match signals.wait() {
+            Ok(Signal::SIGUSR2) => upgrade_in_place(&server),
             Ok(Signal::SIGHUP) => match server.reload() {
                 Ok(()) => tracing::info!("SIGHUP: configuration reloaded; new connections use it"),
                 Err(e) => {
@@ -395,6 +397,47 @@ fn serve(
     server.stop_and_join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGUSR2: starts the installed xfwd with this one's command line and
+/// `--takeover` of this one's control socket (an upgrade in place: under
+/// systemd the new one becomes the service's main process). The new xfwd
+/// logs to the same place; if it fails, this one serves on.
+fn upgrade_in_place(server: &Server) {
+    let Some(control) = server.control_socket() else {
+        tracing::error!("SIGUSR2: no upgrade without a control socket (--control-socket=none)");
+        return;
+    };
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next();
+    let Some(program) = xfwd::engine::takeover::successor_program(argv0.as_deref()) else {
+        tracing::error!("SIGUSR2: cannot tell which program to start");
+        return;
+    };
+    let args: Vec<_> = argv.collect();
+    let args = xfwd::engine::takeover::successor_args(&args, control);
+    tracing::info!(program = %program.display(), "SIGUSR2: starting the new xfwd, which takes over");
+    match std::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        // Reaped when it ends (it fails, or outlives this process).
+        Ok(mut child) => {
+            let spawned = std::thread::Builder::new()
+                .name("xfwd-successor".into())
+                .spawn(move || match child.wait() {
+                    Ok(st) if !st.success() => {
+                        tracing::error!("SIGUSR2: the new xfwd ended ({st}); serving on");
+                    }
+                    _ => {}
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("SIGUSR2: cannot watch the new xfwd: {e}");
+            }
+        }
+        Err(e) => tracing::error!("SIGUSR2: cannot start {}: {e}", program.display()),
+    }
 }
 
 /// Tells systemd (`Type=notify`, `$NOTIFY_SOCKET`) how the service is;

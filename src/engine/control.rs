@@ -568,6 +568,19 @@ async fn hand_over(mut stream: UnixStream, ctx: &Ctx, uid: u32, drain: Duration)
     // From here on the new xfwd serves: stop accepting, leave the socket
     // files (Unix listeners, this control socket) to it.
     ctx.handover.commit();
+    // Under systemd the new xfwd becomes the service's main process
+    // before this one exits (systemd reads notifications before it sees
+    // the exit). Nothing without $NOTIFY_SOCKET.
+    if let Some(pid) = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok())
+    {
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]) {
+            tracing::warn!("takeover: cannot tell systemd the new main pid {pid}: {e}");
+        }
+    }
     remove_if_same(&ctx.path, ctx.file);
     let draining = ctx.list(None).await.map_or(0, |l| l.len());
     tracing::info!(

@@ -54,6 +54,9 @@ pub struct InheritedUnix {
     pub listener: UnixListener,
     /// Its file (`None`: an abstract or unnamed socket).
     pub path: Option<PathBuf>,
+    /// Whether the file is this process's to remove when it ends (not when
+    /// systemd's socket unit made it).
+    pub owned: bool,
 }
 
 /// The inherited listening sockets.
@@ -113,7 +116,11 @@ impl Inherited {
                     .map_err(io)?
                     .as_pathname()
                     .map(|p| p.to_owned());
-                out.unix.push(InheritedUnix { listener: l, path });
+                out.unix.push(InheritedUnix {
+                    listener: l,
+                    path,
+                    owned: false,
+                });
             } else {
                 return Err(InheritError::NotAStreamSocket { index, name });
             }

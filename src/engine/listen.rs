@@ -75,26 +75,27 @@ pub(super) struct Plan {
     pub inherited: Arc<Inherited>,
 }
 
-/// Decides the listeners. Sockets from systemd replace the default
-/// listener; sockets from the xfwd before this one are kept where this
-/// one's configuration still listens (the others are closed once it stops
-/// accepting). Probes what it will bind and removes stale Unix sockets.
+/// Decides the listeners. Inherited sockets replace the default listener;
+/// with listeners configured, sockets from the xfwd before this one are
+/// kept where this one's configuration still listens (the others are
+/// closed once it stops accepting). Probes what it will bind and removes stale Unix sockets.
 pub(super) fn plan(config: &mut Config, mut inherited: Inherited) -> Result<Plan, StartError> {
-    match inherited.origin {
-        Origin::Xfwd => {
-            inherited.tcp.retain(|t| config.tcp.contains(&t.addr));
-            inherited
-                .unix
-                .retain(|u| u.path.as_ref().is_some_and(|p| config.unix.contains(p)));
-            if inherited.metrics.as_ref().map(|m| m.addr) != config.metrics {
-                inherited.metrics = None;
-            }
-        }
-        Origin::Systemd => {
-            if config.default_listener && !(inherited.tcp.is_empty() && inherited.unix.is_empty()) {
-                config.tcp.clear();
-            }
-        }
+    let any = !(inherited.tcp.is_empty() && inherited.unix.is_empty());
+    if config.default_listener && any {
+        // No listener of its own asked for: the inherited ones stand for
+        // the default (from the xfwd before, they may be systemd's, which
+        // it got by socket activation).
+        config.tcp.clear();
+    } else if inherited.origin == Origin::Xfwd {
+        inherited
+            .tcp
+            .retain(|t| config.tcp.iter().any(|a| covers(&t.addr, a)));
+        inherited
+            .unix
+            .retain(|u| u.path.as_ref().is_some_and(|p| config.unix.contains(p)));
+    }
+    if inherited.metrics.as_ref().map(|m| m.addr) != config.metrics {
+        inherited.metrics = None;
     }
     let held = inherited.tcp_addrs();
     let held_unix = inherited.unix_paths();
@@ -113,9 +114,13 @@ pub(super) fn plan(config: &mut Config, mut inherited: Inherited) -> Result<Plan
     let bind_tcp = probe_tcp(&to_bind)?;
     prepare_unix(&bind_unix)?;
     let mut unix_owned = bind_unix.clone();
-    if inherited.origin == Origin::Xfwd {
-        unix_owned.extend(held_unix.iter().cloned());
-    }
+    unix_owned.extend(
+        inherited
+            .unix
+            .iter()
+            .filter(|u| u.owned)
+            .filter_map(|u| u.path.clone()),
+    );
     let metrics = match (config.metrics, inherited.metrics.take()) {
         (Some(_), Some(m)) => Some((m.listener, m.addr)),
         (Some(a), None) => Some(bind_metrics(&a)?),
@@ -228,11 +233,19 @@ pub(crate) enum ListenSocket {
 }
 
 impl ListenSocket {
-    /// What a takeover says of it, and its descriptor.
-    pub fn describe(self) -> Option<(SocketDesc, std::os::fd::OwnedFd)> {
+    /// What a takeover says of it, and its descriptor; `owned`: the Unix
+    /// socket files this process would remove.
+    pub fn describe(self, owned: &[PathBuf]) -> Option<(SocketDesc, std::os::fd::OwnedFd)> {
         let tcp = |l: std::net::TcpListener, kind| {
             let addr = l.local_addr().ok()?.to_string();
-            Some((SocketDesc { kind, addr }, l.into()))
+            Some((
+                SocketDesc {
+                    kind,
+                    addr,
+                    foreign_file: false,
+                },
+                l.into(),
+            ))
         };
         match self {
             ListenSocket::Tcp(l) => tcp(l, SocketKind::Tcp),
@@ -241,6 +254,7 @@ impl ListenSocket {
                 SocketDesc {
                     kind: SocketKind::Unix,
                     addr: path.to_str()?.to_owned(),
+                    foreign_file: !owned.contains(&path),
                 },
                 l.into(),
             )),

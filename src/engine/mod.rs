@@ -388,7 +388,7 @@ impl Server {
     fn start_control(&mut self) -> Result<(), control::ControlError> {
         let sockets = std::mem::take(&mut self.sockets)
             .into_iter()
-            .filter_map(listen::ListenSocket::describe)
+            .filter_map(|s| s.describe(&self.unix_owned))
             .collect();
         self.handover = Arc::new(takeover::Handover::new(
             sockets,
@@ -422,6 +422,11 @@ impl Server {
             self.handover.clone(),
             &self.shared.stop,
         )
+    }
+
+    /// Where the control socket listens, when there is one.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.shared.config.control_socket.as_deref()
     }
 
     /// The TCP addresses listened on (ports resolved when 0 was asked).

@@ -69,6 +69,10 @@ pub enum SocketKind {
 pub struct SocketDesc {
     pub kind: SocketKind,
     pub addr: String,
+    /// A Unix socket whose file is not xfwd's to remove (systemd's socket
+    /// unit made it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign_file: bool,
 }
 
 /// Why a takeover failed (the old xfwd goes on serving).
@@ -265,6 +269,7 @@ pub fn request(path: &Path, drain: Duration) -> Result<Pending, TakeoverError> {
                 inherited.unix.push(InheritedUnix {
                     listener,
                     path: Some(PathBuf::from(d.addr)),
+                    owned: !d.foreign_file,
                 });
             }
         }
@@ -341,11 +346,85 @@ impl Handover {
     }
 }
 
+/// The command line of the xfwd that takes over from this one on SIGUSR2
+/// (an upgrade in place, as under systemd): this process's arguments
+/// (`args`, without the program), less any `--takeover` and
+/// `--drain-timeout` of its own, plus `--takeover=CONTROL`.
+pub fn successor_args(args: &[std::ffi::OsString], control: &Path) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        let text = a.to_string_lossy();
+        if text == "--takeover" || text == "--drain-timeout" {
+            skip_value = true;
+            continue;
+        }
+        if text.starts_with("--takeover=") || text.starts_with("--drain-timeout=") {
+            continue;
+        }
+        out.push(a.clone());
+    }
+    let mut t = std::ffi::OsString::from("--takeover=");
+    t.push(control.as_os_str());
+    out.push(t);
+    out
+}
+
+/// The program to run for the successor: `argv[0]` when it is a path (it
+/// names the installed binary, which an upgrade has replaced; this
+/// process's own executable may be a deleted file by now), else this
+/// process's executable.
+pub fn successor_program(argv0: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    match argv0 {
+        Some(a) if Path::new(a).components().count() > 1 => Some(PathBuf::from(a)),
+        _ => std::env::current_exe().ok(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn the_successor_takes_over_from_this_control_socket() {
+        let args: Vec<std::ffi::OsString> = [
+            "--config=/etc/xfwd/xfwd.toml",
+            "--takeover",
+            "/run/xfwd/control-1.sock",
+            "--drain-timeout=30",
+            "--cores=2",
+            "--takeover=/run/xfwd/control-2.sock",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let got = successor_args(&args, Path::new("/run/xfwd/control-3.sock"));
+        assert_eq!(
+            got,
+            [
+                "--config=/etc/xfwd/xfwd.toml",
+                "--cores=2",
+                "--takeover=/run/xfwd/control-3.sock"
+            ]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            successor_program(Some("/usr/bin/xfwd".as_ref())),
+            Some(PathBuf::from("/usr/bin/xfwd"))
+        );
+        assert_eq!(
+            successor_program(Some("xfwd".as_ref())),
+            std::env::current_exe().ok()
+        );
+    }
 
     #[test]
     fn descriptors_travel_with_the_line() {
