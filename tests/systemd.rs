@@ -24,20 +24,34 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The notify messages xfwd sent, until `want` is among them.
+/// Reads notify messages until one has a line `want`; returns that
+/// message.
 fn notified(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) -> String {
+    let (msg, _) = notified_line(sock, |l| l == want, want, seen);
+    msg
+}
+
+/// Reads notify messages until one has a line `ok` accepts; returns that
+/// message and the line (every message read goes to `seen`).
+fn notified_line(
+    sock: &UnixDatagram,
+    ok: impl Fn(&str) -> bool,
+    what: &str,
+    seen: &mut Vec<String>,
+) -> (String, String) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
         if let Ok(n) = sock.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).to_string();
             seen.push(msg.clone());
-            if msg.lines().any(|l| l == want) {
-                return msg;
+            if let Some(l) = msg.lines().find(|l| ok(l)) {
+                let l = l.to_owned();
+                return (msg, l);
             }
         }
     }
-    panic!("no {want} from xfwd; it sent {seen:?}");
+    panic!("no {what} from xfwd; it sent {seen:?}");
 }
 
 #[test]
@@ -231,7 +245,7 @@ fn sigusr2_upgrades_in_place_and_hands_the_main_pid_over() {
     let old_pid = old.proc.0.id();
     kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).unwrap();
     // The old xfwd names the new one the main process ...
-    let msg = notified_prefix(&sock, "MAINPID=", &mut seen);
+    let (_, msg) = notified_line(&sock, |l| l.starts_with("MAINPID="), "MAINPID=", &mut seen);
     let new_pid: i32 = msg.trim_start_matches("MAINPID=").trim().parse().unwrap();
     assert_ne!(new_pid as u32, old_pid);
     // ... which says it is ready, while the old one drains (nothing to
@@ -258,20 +272,4 @@ fn sigusr2_upgrades_in_place_and_hands_the_main_pid_over() {
         kill(Pid::from_raw(new_pid), None).is_err()
     });
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The first notify message with a line starting with `prefix`: that line.
-fn notified_prefix(sock: &UnixDatagram, prefix: &str, seen: &mut Vec<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if let Ok(n) = sock.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-            seen.push(msg.clone());
-            if let Some(l) = msg.lines().find(|l| l.starts_with(prefix)) {
-                return l.to_owned();
-            }
-        }
-    }
-    panic!("no {prefix} from xfwd; it sent {seen:?}");
 }

@@ -483,14 +483,13 @@ async fn serve_client(mut stream: UnixStream, ctx: &Ctx) {
     let stop_server = match input {
         Input::Nothing => false,
         Input::Xpra(first) => xpra::serve(&mut stream, first, ctx).await,
-        Input::Line(line) if matches!(parse_request(&line), Ok(Request::Takeover { .. })) => {
-            if let Ok(Request::Takeover { drain_s }) = parse_request(&line) {
-                hand_over(stream, ctx, uid, Duration::from_secs(drain_s)).await;
-            }
-            false
-        }
         Input::Line(line) => {
             let (response, stop) = match parse_request(&line) {
+                // The connection stays with the takeover.
+                Ok(Request::Takeover { drain_s }) => {
+                    hand_over(stream, ctx, uid, Duration::from_secs(drain_s)).await;
+                    return;
+                }
                 Ok(r) => {
                     tracing::debug!(uid, request = ?r, "control request");
                     answer(r, ctx, uid).await
@@ -519,6 +518,16 @@ async fn hand_over(mut stream: UnixStream, ctx: &Ctx, uid: u32, drain: Duration)
     };
     let connections = ctx.list(None).await.map_or(0, |l| l.len());
     let (descs, fds) = ctx.handover.sockets();
+    if fds.len() > super::takeover::MAX_SOCKETS {
+        let e = format!(
+            "{} listening sockets, more than one takeover hands over ({})",
+            fds.len(),
+            super::takeover::MAX_SOCKETS
+        );
+        tracing::warn!("takeover refused: {e}");
+        reply(&mut stream, &Response::error(e).to_line()).await;
+        return;
+    }
     let line = Response {
         sockets: Some(descs),
         server: Some(ctx.server_info(connections)),

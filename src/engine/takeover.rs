@@ -25,7 +25,7 @@
 //! The descriptors travel with rustix's `sendmsg`/`recvmsg` (safe
 //! wrappers that give `OwnedFd`s).
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::io::{BufRead, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -185,14 +185,9 @@ impl Pending {
         let line = format!("{}\n", serde_json::json!({"cmd": "takeover-done"}));
         self.stream.write_all(line.as_bytes()).map_err(io)?;
         let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while answer.len() < MAX_ANSWER {
-            match self.stream.read(&mut byte).map_err(io)? {
-                0 => break,
-                _ if byte[0] == b'\n' => break,
-                _ => answer.push(byte[0]),
-            }
-        }
+        std::io::BufReader::new((&self.stream).take(MAX_ANSWER as u64))
+            .read_until(b'\n', &mut answer)
+            .map_err(io)?;
         let r: Response = serde_json::from_slice(&answer).map_err(|e| TakeoverError::Protocol {
             path: self.path.clone(),
             why: format!("something that is not a response ({e})"),

@@ -77,6 +77,20 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Runs the xfwd binary with `args` (no colour) and waits for it.
+pub fn run_xfwd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 pub fn windows(display: u32) -> String {
     let out = Command::new("xwininfo")
         .args(["-root", "-tree"])
