@@ -472,6 +472,19 @@ fn main() -> ExitCode {
     // The matches too: the config file's values are overridden by the
     // options given on the command line, which only they tell.
     let matches = Cli::command().get_matches();
+    // Children (auth commands, sessions) are run through this binary so
+    // that they do not inherit its blocked signals (xfwd::process); by
+    // /proc/self/exe, which still runs it once an upgrade has replaced the
+    // installed file.
+    let exe = PathBuf::from("/proc/self/exe");
+    match exe.exists() {
+        true => xfwd::process::set_helper(exe),
+        false => {
+            if let Ok(exe) = std::env::current_exe() {
+                xfwd::process::set_helper(exe);
+            }
+        }
+    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.format(&mut Cli::command()).exit(),
@@ -507,7 +520,7 @@ fn main() -> ExitCode {
         Some(Command::Reload { at }) => control_cmd(xfwd::tools::control::Command::Reload, at),
         Some(Command::Generate { what }) => generate_cmd(&what),
         Some(Command::ExecSession { command }) => {
-            ExitCode::from(xfwd::sessions::launch::exec_unblocked(&command))
+            ExitCode::from(xfwd::process::exec_unblocked(&command))
         }
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
         None => serve(

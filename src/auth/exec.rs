@@ -25,7 +25,7 @@
 //! Standard input is empty, standard output is discarded, standard error is
 //! xfwd's.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::authenticator::{AuthError, Authenticator, Method};
@@ -126,7 +126,9 @@ impl ExecAuth {
             command: program.clone(),
             message,
         };
-        let mut cmd = Command::new(program);
+        // With no signal blocked, so that its timeout's SIGTERM reaches it
+        // (crate::process).
+        let (mut cmd, through_helper) = crate::process::command(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -144,6 +146,9 @@ impl ExecAuth {
         let mut pause = Duration::from_millis(1);
         loop {
             if let Some(status) = child.try_wait().map_err(|e| err(e.to_string()))? {
+                if through_helper && status.code() == Some(crate::process::NOT_FOUND) {
+                    return Err(err("not found".into()));
+                }
                 return Ok(status.success());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

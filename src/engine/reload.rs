@@ -110,8 +110,6 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
             lasting.uid,
         );
         l.extra_args = config.start_args.clone();
-        // Used only where this process blocks signals (the xfwd binary).
-        l.helper = std::env::current_exe().ok();
         Arc::new(l)
     });
     let l = lasting.clone();

@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -256,47 +256,6 @@ pub struct Launcher {
     pub extra_args: Vec<String>,
     /// The whole start's bound.
     pub timeout: Duration,
-    /// The xfwd binary, to run xpra through (`xfwd exec-session xpra
-    /// ...`, [`exec_unblocked`]) when the starting thread blocks signals
-    /// (the xfwd binary's threads block SIGINT, SIGTERM and SIGHUP for its
-    /// signal thread; a child inherits blocked signals, and a session
-    /// started with them blocked ignores `kill`: its Xvfb outlives `xpra
-    /// stop`). Safe Rust cannot clear a child's mask between fork and
-    /// exec; the helper clears its own, then runs xpra.
-    pub helper: Option<PathBuf>,
-}
-
-/// The helper's subcommand (hidden).
-pub const EXEC_SUBCOMMAND: &str = "exec-session";
-
-/// Whether this thread blocks a signal a session must get.
-fn signals_blocked() -> bool {
-    use nix::sys::signal::{SigSet, Signal};
-    SigSet::thread_get_mask().is_ok_and(|m| {
-        [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
-            .iter()
-            .any(|s| m.contains(*s))
-    })
-}
-
-/// `xfwd exec-session COMMAND...`: runs COMMAND with no signal blocked and
-/// returns its exit status (127: not found, 126: cannot run it).
-pub fn exec_unblocked(command: &[std::ffi::OsString]) -> u8 {
-    let _ = nix::sys::signal::SigSet::all().thread_unblock();
-    let Some((program, args)) = command.split_first() else {
-        return 2;
-    };
-    match Command::new(program).args(args).status() {
-        Ok(s) => s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
-        Err(e) => {
-            eprintln!("xfwd: cannot run {}: {e}", program.to_string_lossy());
-            if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            }
-        }
-    }
 }
 
 /// One start at a time per user (keyed by uid), over the whole process (a
@@ -313,7 +272,6 @@ impl Launcher {
             uid,
             extra_args: Vec::new(),
             timeout: DEFAULT_START_TIMEOUT,
-            helper: None,
         }
     }
 
@@ -428,14 +386,8 @@ impl Launcher {
         };
         let args = self.args(req, pipe.as_ref().map(|(_, w)| w.as_raw_fd()));
         let output = output_file()?;
-        let mut cmd = match self.helper.as_ref().filter(|_| signals_blocked()) {
-            Some(helper) => {
-                let mut c = Command::new(helper);
-                c.arg(EXEC_SUBCOMMAND).arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
+        // With no signal blocked (crate::process).
+        let (mut cmd, through_helper) = crate::process::command(&self.program);
         cmd.args(&args)
             .env_clear()
             .envs(
@@ -487,7 +439,7 @@ impl Launcher {
             }
         };
         // (Through the helper, a missing program is its exit status.)
-        if status.code() == Some(127) && self.helper.is_some() && signals_blocked() {
+        if through_helper && status.code() == Some(crate::process::NOT_FOUND) {
             return Err(LaunchError::NotFound {
                 program: self.program.display().to_string(),
             });
