@@ -263,12 +263,12 @@ impl ListenSocket {
 }
 
 /// The listeners of one shard and a duplicate of each one's socket.
-pub(super) struct ShardSockets {
+pub(super) struct ShardBound {
     pub listeners: Vec<Listener>,
     pub copies: Vec<ListenSocket>,
 }
 
-impl ShardSockets {
+impl ShardBound {
     fn tcp(&mut self, l: std::net::TcpListener, what: &str) -> Result<(), StartError> {
         let err = |e| bind_error(what.to_owned(), e);
         l.set_nonblocking(true).map_err(err)?;
@@ -302,8 +302,8 @@ pub(super) fn bind_shard(
     tcp: &[SocketAddr],
     unix: &[PathBuf],
     inherited: &Inherited,
-) -> Result<ShardSockets, StartError> {
-    let mut out = ShardSockets {
+) -> Result<ShardBound, StartError> {
+    let mut out = ShardBound {
         listeners: Vec::new(),
         copies: Vec::new(),
     };

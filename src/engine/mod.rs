@@ -279,7 +279,7 @@ impl Server {
             let ready = ready_tx.clone();
             let (tx, requests) = tokio::sync::mpsc::channel(registry::SHARD_QUEUE);
             control.push(tx);
-            let sockets = ShardSockets {
+            let sockets = ShardListen {
                 tcp: bound.clone(),
                 unix: bind_unix.clone(),
                 inherited: inherited.clone(),
@@ -531,7 +531,7 @@ fn run_shard(
     id: usize,
     cpu: Option<usize>,
     current: Arc<reload::Current>,
-    sockets: ShardSockets,
+    sockets: ShardListen,
     ready: mpsc::Sender<Result<Vec<listen::ListenSocket>, StartError>>,
     requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
@@ -558,7 +558,7 @@ fn run_shard(
 
 /// What a shard listens on: addresses it binds itself, and inherited
 /// sockets (dealt out by [`inherit::Inherited::for_shard`]).
-struct ShardSockets {
+struct ShardListen {
     tcp: Vec<SocketAddr>,
     unix: Vec<PathBuf>,
     inherited: Arc<inherit::Inherited>,
@@ -609,7 +609,7 @@ impl Drop for LiveGuard {
 async fn shard_main(
     id: usize,
     current: Arc<reload::Current>,
-    sockets: ShardSockets,
+    sockets: ShardListen,
     ready: mpsc::Sender<Result<Vec<listen::ListenSocket>, StartError>>,
     requests: tokio::sync::mpsc::Receiver<registry::ShardRequest>,
 ) {
