@@ -44,6 +44,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 const SHARD_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a new xfwd may take to listen once it has the sockets.
 const TAKEOVER_DEADLINE: Duration = Duration::from_secs(60);
+/// The longest drain a takeover may ask for.
+const MAX_DRAIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often a draining server looks whether its connections have ended.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 /// Control clients served at once; more are told to try again.
@@ -511,6 +513,8 @@ async fn serve_client(mut stream: UnixStream, ctx: &Ctx) {
 /// `drain` has passed.
 async fn hand_over(mut stream: UnixStream, ctx: &Ctx, uid: u32, drain: Duration) {
     use std::os::fd::AsFd;
+    // The client's number: bounded before it becomes an Instant.
+    let drain = drain.min(MAX_DRAIN);
     let Some(_busy) = ctx.handover.begin() else {
         let e = "a takeover is under way or done already";
         reply(&mut stream, &Response::error(e).to_line()).await;
