@@ -223,6 +223,22 @@ pub struct ServeArgs {
     /// session to attach to: yes or no. Default no.
     #[arg(long = "proxy-start-sessions", value_name = "yes|no", value_enum)]
     pub proxy_start_sessions: Option<YesNo>,
+    /// Started as root: serve every user (system-wide mode: the shards
+    /// drop to --uid/--gid, a privileged helper reaches each user's
+    /// sessions as that user; nothing is forwarded as root). yes or no;
+    /// default yes when started as root. `no` serves root's own sessions
+    /// as root (containers where everything runs as root). See
+    /// docs/deployment.md.
+    #[arg(long = "system-wide", value_name = "yes|no", value_enum)]
+    pub system_wide: Option<YesNo>,
+    /// System-wide mode: the user the shards run as (a name or a uid;
+    /// never root). Default nobody.
+    #[arg(long = "uid", value_name = "USER")]
+    pub uid: Option<String>,
+    /// System-wide mode: the group the shards run as (a name or a gid;
+    /// never root). Default: nobody's group, else nogroup.
+    #[arg(long = "gid", value_name = "GROUP")]
+    pub gid: Option<String>,
     /// An extra argument for every `xpra start` xfwd runs (e.g.
     /// --pulseaudio=no); repeatable.
     #[arg(
@@ -305,6 +321,11 @@ pub struct Config {
     pub start_sessions: bool,
     /// Extra arguments of the `xpra start` runs (`--proxy-start-arg`).
     pub start_args: Vec<String>,
+    /// `--system-wide`: `None` is the default (yes when started as root).
+    pub system_wide: Option<bool>,
+    /// `--uid` / `--gid`, as given (resolved when system-wide mode starts).
+    pub run_as_user: Option<String>,
+    pub run_as_group: Option<String>,
     pub handshake_timeout: Duration,
     /// Connections in their handshake at once (all, and per address).
     pub max_handshakes: usize,
@@ -498,6 +519,9 @@ impl ServeArgs {
             cores,
             start_sessions: self.proxy_start_sessions.is_some_and(YesNo::is_yes),
             start_args: self.proxy_start_arg,
+            system_wide: self.system_wide.map(YesNo::is_yes),
+            run_as_user: self.uid,
+            run_as_group: self.gid,
             handshake_timeout: Duration::from_secs(
                 self.handshake_timeout
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
