@@ -326,6 +326,10 @@ pub struct Config {
     /// `--uid` / `--gid`, as given (resolved when system-wide mode starts).
     pub run_as_user: Option<String>,
     pub run_as_group: Option<String>,
+    /// The listeners that authenticate with the built-in default (no
+    /// `--auth`, nor an option of their own): `none`, or in system-wide
+    /// mode PAM ([`Config::system_wide_defaults`]).
+    pub defaulted_auth: Vec<crate::auth::Transport>,
     pub handshake_timeout: Duration,
     /// Connections in their handshake at once (all, and per address).
     pub max_handshakes: usize,
@@ -336,6 +340,36 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Where Prometheus metrics are served (`--bind-metrics`).
     pub metrics: Option<SocketAddr>,
+}
+
+impl Config {
+    /// System-wide mode's defaults: users log in with their system
+    /// accounts (xpra's system proxy: `sys`, PAM) where no auth module was
+    /// given.
+    pub fn system_wide_defaults(&mut self) -> Result<(), ConfigError> {
+        use crate::auth::{ModuleKind, Transport};
+        if self.defaulted_auth.is_empty() {
+            return Ok(());
+        }
+        if !ModuleKind::Pam.is_built() {
+            return Err(ConfigError::BadOption {
+                option: "auth",
+                error: "system-wide mode authenticates with PAM by default, and this build has no PAM: give --auth (or --tcp-auth ...)".into(),
+            });
+        }
+        let pam = vec![AuthSpec::of(ModuleKind::Pam)];
+        for t in std::mem::take(&mut self.defaulted_auth) {
+            let chain = match t {
+                Transport::Tcp => &mut self.tcp_auth,
+                Transport::Unix => &mut self.unix_auth,
+                Transport::Ssl => &mut self.ssl_auth,
+                Transport::Ws => &mut self.ws_auth,
+                Transport::Wss => &mut self.wss_auth,
+            };
+            chain.clone_from(&pam);
+        }
+        Ok(())
+    }
 }
 
 /// Where the control socket of this process listens by default:
@@ -451,6 +485,7 @@ impl ServeArgs {
             }
         }
         let mut default_auth = parse_auth("auth", &self.auth)?;
+        let auth_given = !default_auth.is_empty();
         if default_auth.is_empty() {
             default_auth.push(AuthSpec::none());
         }
@@ -466,6 +501,25 @@ impl ServeArgs {
         let ssl_auth = or(parse_auth("ssl-auth", &self.ssl_auth)?, &tcp_auth);
         let ws_auth = or(parse_auth("ws-auth", &self.ws_auth)?, &tcp_auth);
         let wss_auth = or(parse_auth("wss-auth", &self.wss_auth)?, &ssl_auth);
+        // The listeners whose chain is the built-in default (nothing given
+        // for them, nor for those they inherit from).
+        let defaulted_auth = if auth_given {
+            Vec::new()
+        } else {
+            use crate::auth::Transport;
+            let tcp = self.tcp_auth.is_empty();
+            let ssl = tcp && self.ssl_auth.is_empty();
+            [
+                (Transport::Tcp, tcp),
+                (Transport::Unix, self.unix_auth.is_empty()),
+                (Transport::Ssl, ssl),
+                (Transport::Ws, tcp && self.ws_auth.is_empty()),
+                (Transport::Wss, ssl && self.wss_auth.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(t, d)| d.then_some(t))
+            .collect()
+        };
         let ping = {
             let d = crate::proxy::link::PingConfig::default();
             let interval = self.ping_interval.map_or(d.interval, Duration::from_secs);
@@ -522,6 +576,7 @@ impl ServeArgs {
             system_wide: self.system_wide.map(YesNo::is_yes),
             run_as_user: self.uid,
             run_as_group: self.gid,
+            defaulted_auth,
             handshake_timeout: Duration::from_secs(
                 self.handshake_timeout
                     .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)

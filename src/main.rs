@@ -146,6 +146,14 @@ enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
+    /// System-wide mode's privileged helper (started by xfwd as root; its
+    /// channel is stdin). See xfwd::sessions::helper.
+    #[command(hide = true)]
+    SessionHelper,
+    /// One operation of the helper (its request on stdin, the answer
+    /// socket as stdout).
+    #[command(hide = true)]
+    SessionHelperOp,
 }
 
 /// Which running xfwd a control command talks to.
@@ -300,6 +308,38 @@ fn serve(
     for w in layered.warnings() {
         tracing::warn!("{w}");
     }
+    // System-wide mode (root): the helper starts now, as root and before
+    // any thread (it must not inherit the blocked signals either); the
+    // drop happens once every listener is bound.
+    let root = nix::unistd::geteuid().is_root();
+    let system_wide = match xfwd::privilege::system_wide(config.system_wide, root) {
+        Ok(yes) => yes,
+        Err(e) => {
+            fatal(format, &e);
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = config;
+    let options = if system_wide {
+        let prepared = config
+            .system_wide_defaults()
+            .map_err(|e| e.to_string())
+            .and_then(|()| system_wide_setup(&config, upgrade));
+        match prepared {
+            Ok(o) => o,
+            Err(e) => {
+                fatal(format, &e);
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        if root {
+            tracing::warn!(
+                "--system-wide=no: serving root's own sessions, as root (only where everything runs as root)"
+            );
+        }
+        xfwd::engine::StartOptions::default()
+    };
     // Signals are taken by this thread alone: block them before the shard
     // threads start (they inherit the mask), then wait for one.
     let mut signals = SigSet::empty();
@@ -345,7 +385,7 @@ fn serve(
             }
         }
     };
-    let server = match Server::start_with(config, inherited) {
+    let server = match Server::start_with_options(config, inherited, options) {
         Ok(s) => s,
         Err(e) => {
             fatal(format, &e);
@@ -370,12 +410,18 @@ fn serve(
     let flags = matches.clone();
     server.set_config_source(Box::new(move || {
         let l = Layered::load(file.as_deref(), &flags).map_err(|e| e.to_string())?;
-        let config = l.into_config().map_err(|e| e.to_string())?;
+        let mut config = l.into_config().map_err(|e| e.to_string())?;
+        if system_wide {
+            config.system_wide_defaults().map_err(|e| e.to_string())?;
+        }
         Ok((config, l.warnings()))
     }));
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     loop {
         match signals.wait() {
+            Ok(Signal::SIGUSR2) if system_wide => tracing::error!(
+                "SIGUSR2: no upgrade in place in system-wide mode yet (the new xfwd would start unprivileged); restart the service"
+            ),
             Ok(Signal::SIGUSR2) => upgrade_in_place(&server),
             Ok(Signal::SIGHUP) => match server.reload() {
                 Ok(()) => tracing::info!("SIGHUP: configuration reloaded; new connections use it"),
@@ -397,6 +443,125 @@ fn serve(
     server.stop_and_join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// System-wide mode, when it applies (`--system-wide`, by default when
+/// root): the shards' identity, the helper (started here, as root), PAM
+/// checks sent to it, and the privilege drop for the engine to run once
+/// its listeners are bound.
+fn system_wide_setup(
+    config: &xfwd::config::Config,
+    upgrade: &Upgrade,
+) -> Result<xfwd::engine::StartOptions, String> {
+    use std::sync::Arc;
+    use xfwd::privilege::RunAs;
+    use xfwd::sessions::helper::{self, client::HelperClient, HelperConfig};
+
+    if upgrade.takeover.is_some() {
+        return Err("--takeover: not in system-wide mode yet (stop and start the service)".into());
+    }
+    let run_as = RunAs::resolve(
+        config.run_as_user.as_deref(),
+        config.run_as_group.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let hostname = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let helper_config = HelperConfig {
+        hostname,
+        socket_dirs: config.socket_dirs.clone(),
+        default_socket_dirs: config.default_socket_dirs.clone(),
+        start_sessions: config.start_sessions,
+        start_args: config.start_args.clone(),
+        start_timeout_s: xfwd::sessions::launch::DEFAULT_START_TIMEOUT.as_secs(),
+        remove_at_exit: config
+            .control_socket
+            .iter()
+            .chain(config.unix.iter())
+            .cloned()
+            .collect(),
+    };
+    let exe = PathBuf::from("/proc/self/exe");
+    let exe = if exe.exists() {
+        exe
+    } else {
+        std::env::current_exe().map_err(|e| format!("cannot find the xfwd binary: {e}"))?
+    };
+    let helper = Arc::new(HelperClient::spawn(&exe, &helper_config).map_err(|e| e.to_string())?);
+    let pam = helper.clone();
+    xfwd::auth::pam::set_backend(Box::new(
+        move |service, check_account, username, password| {
+            use xfwd::auth::AuthError;
+            use xfwd::sessions::helper::{Password, Reply, Request};
+            let request = Request::Pam {
+                service: service.to_owned(),
+                check_account,
+                username: username.to_owned(),
+                password: Password(password.to_vec()),
+            };
+            match pam.call(&request, helper::OP_TIMEOUT + Duration::from_secs(1)) {
+                Ok((Reply::Pam { ok }, _)) => Ok(ok),
+                Ok((Reply::Refused { refusal }, _)) => Err(AuthError::Pam(refusal.to_string())),
+                Ok((other, _)) => Err(AuthError::Pam(format!(
+                    "the session helper answered {other:?}"
+                ))),
+                Err(e) => Err(AuthError::Pam(e.to_string())),
+            }
+        },
+    ));
+    let pid = helper.pid().unwrap_or(0);
+    Ok(xfwd::engine::StartOptions {
+        helper: Some(helper),
+        before_serving: Some(Box::new(move || {
+            run_as.drop_privileges().map_err(|e| e.to_string())?;
+            tracing::info!(
+                uid = run_as.uid,
+                gid = run_as.gid,
+                helper = pid,
+                "system-wide mode: serving as uid {} gid {}; users' sessions are reached as their users by the session helper",
+                run_as.uid,
+                run_as.gid
+            );
+            Ok(())
+        })),
+    })
+}
+
+/// `xfwd session-helper`: the privileged helper's body.
+fn session_helper_cmd() -> ExitCode {
+    use nix::sys::signal::{SigSet, Signal};
+    use std::os::fd::AsFd;
+    init_logging(LogFormat::Text);
+    // Ends when xfwd does (its channel closes), not before: a Ctrl-C or
+    // systemd's SIGTERM to the whole group must not take it away while
+    // xfwd's connections say goodbye. (Its operations' children run
+    // through exec-session, without these blocked.)
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR2,
+    ] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
+    let channel = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xfwd session-helper: no channel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let program = PathBuf::from("/proc/self/exe");
+    let program = if program.exists() {
+        program
+    } else {
+        std::env::current_exe().unwrap_or(program)
+    };
+    ExitCode::from(xfwd::sessions::helper::serve::serve(channel, program))
 }
 
 /// SIGUSR2: starts the installed xfwd with this one's command line and
@@ -521,6 +686,11 @@ fn main() -> ExitCode {
         Some(Command::Generate { what }) => generate_cmd(&what),
         Some(Command::ExecSession { command }) => {
             ExitCode::from(xfwd::process::exec_unblocked(&command))
+        }
+        Some(Command::SessionHelper) => session_helper_cmd(),
+        Some(Command::SessionHelperOp) => {
+            init_logging(LogFormat::Text);
+            ExitCode::from(xfwd::sessions::helper::op::run())
         }
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
         None => serve(

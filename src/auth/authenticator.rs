@@ -96,15 +96,21 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     /// After every module of the chain passed: the sessions this module
     /// offers the user (xpra's `get_sessions`). `matched` is the stored
     /// password that matched, for [`Method::Stored`] modules. The first
-    /// module of a chain that returns `Some` decides. Default: the user's
-    /// own local sessions (what xpra's system-account modules offer).
+    /// module of a chain that returns `Some` decides. Default: the local
+    /// sessions of the account xfwd was started as (xpra's
+    /// `sys_auth_base`: the proxy's own uid, unless the module's `uid=` and
+    /// `gid=` options, which [`super::AuthChain`] applies, say otherwise).
+    /// In system-wide mode that is root, whose sessions are never served:
+    /// only modules that identify a system account (pam, peercred, the
+    /// uid columns of multifile and sqlite) or `uid=` reach a user's.
     fn sessions(
         &self,
-        username: &str,
+        _username: &str,
         _peer: &PeerInfo,
         _matched: Option<&Secret>,
     ) -> Result<Option<Sessions>, AuthError> {
-        Ok(Some(Sessions::system(username)))
+        let (uid, gid) = super::ids::proxy_ids();
+        Ok(Some(Sessions::local(Some(uid), Some(gid))))
     }
 }
 

@@ -41,6 +41,43 @@ pub struct AuthPolicy {
 pub struct AuthChain {
     modules: Vec<Arc<dyn Authenticator>>,
     policy: AuthPolicy,
+    /// Per module: the `uid=` / `gid=` options of a module that takes them
+    /// ([`ModuleKind::takes_ids`]), resolved.
+    ids: Vec<IdOptions>,
+}
+
+/// A module's `uid=` and `gid=` options (`None`: not given).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct IdOptions {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+impl IdOptions {
+    fn of(spec: &AuthSpec) -> Result<IdOptions, AuthError> {
+        if !spec.kind.takes_ids() {
+            return Ok(IdOptions::default());
+        }
+        let resolve = |key: &str, parse: fn(&str) -> Option<u32>| match spec.option(key) {
+            None => Ok(None),
+            Some(v) => parse(v).map(Some).ok_or_else(|| {
+                AuthError::Other(format!("{}: {key}={v}: no such account", spec.kind.name()))
+            }),
+        };
+        Ok(IdOptions {
+            uid: resolve("uid", super::ids::parse_uid)?,
+            gid: resolve("gid", super::ids::parse_gid)?,
+        })
+    }
+
+    fn apply(self, s: &mut Sessions) {
+        if self.uid.is_some() {
+            s.uid = self.uid;
+        }
+        if self.gid.is_some() {
+            s.gid = self.gid;
+        }
+    }
 }
 
 impl AuthChain {
@@ -49,12 +86,17 @@ impl AuthChain {
         Ok(AuthChain {
             modules: specs.iter().map(authenticator).collect::<Result<_, _>>()?,
             policy,
+            ids: specs.iter().map(IdOptions::of).collect::<Result<_, _>>()?,
         })
     }
 
     /// A chain of modules built elsewhere.
     pub fn from_modules(modules: Vec<Arc<dyn Authenticator>>, policy: AuthPolicy) -> AuthChain {
-        AuthChain { modules, policy }
+        AuthChain {
+            modules,
+            policy,
+            ids: Vec::new(),
+        }
     }
 
     pub fn modules(&self) -> &[Arc<dyn Authenticator>] {
@@ -431,7 +473,10 @@ impl AuthFlow {
         for (i, m) in self.chain.modules.iter().enumerate() {
             let matched = self.matched.get(i).and_then(Option::as_ref);
             match m.sessions(&user, &self.peer, matched) {
-                Ok(Some(s)) => {
+                Ok(Some(mut s)) => {
+                    if let Some(ids) = self.chain.ids.get(i) {
+                        ids.apply(&mut s);
+                    }
                     sessions = Some(s);
                     break;
                 }

@@ -71,6 +71,21 @@ pub fn current_user_name() -> String {
     .clone()
 }
 
+/// The uid and gid xfwd was started as (read once: the engine makes the
+/// first call before a system-wide drop, so root stays root here). What a
+/// module without a system account of its own (none, allow, password,
+/// file, env, exec) gives its users, as in xpra, unless its `uid=` and
+/// `gid=` options say otherwise.
+pub fn proxy_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    })
+}
+
 /// The name of a group id, if known.
 pub fn group_name(gid: u32) -> Option<String> {
     Group::from_gid(Gid::from_raw(gid))

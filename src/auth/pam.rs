@@ -35,6 +35,37 @@ pub(crate) fn build(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthError
 #[cfg(feature = "pam")]
 pub use imp::PamAuth;
 
+/// Where a PAM check runs instead of this process (system-wide mode: the
+/// session helper, which is root and may read `/etc/shadow`): service,
+/// check-account, user name, password.
+pub type PamBackend = dyn Fn(&str, bool, &str, &[u8]) -> Result<bool, AuthError> + Send + Sync;
+
+static BACKEND: std::sync::OnceLock<Box<PamBackend>> = std::sync::OnceLock::new();
+
+/// Sends every PAM check to `backend` from now on (set once, by `main`).
+pub fn set_backend(backend: Box<PamBackend>) {
+    let _ = BACKEND.set(backend);
+}
+
+/// A PAM check in this process (what the session helper runs); an error
+/// where this build has no PAM.
+pub fn check(
+    service: &str,
+    check_account: bool,
+    username: &str,
+    password: &[u8],
+) -> Result<bool, AuthError> {
+    #[cfg(feature = "pam")]
+    {
+        imp::check(service, check_account, username, password)
+    }
+    #[cfg(not(feature = "pam"))]
+    {
+        let _ = (service, check_account, username, password);
+        Err(AuthError::Spec(super::spec::AuthSpecError::NotBuilt("pam")))
+    }
+}
+
 #[cfg(feature = "pam")]
 mod imp {
     use std::ffi::{OsStr, OsString};
@@ -98,6 +129,50 @@ mod imp {
         }
     }
 
+    /// One PAM transaction for `username` (blocking), in this process:
+    /// `Ok(false)` for a refusal.
+    pub fn check(
+        service: &str,
+        check_account: bool,
+        username: &str,
+        password: &[u8],
+    ) -> Result<bool, AuthError> {
+        if username.is_empty() || username.contains('\0') || password.contains(&0) {
+            return Ok(false);
+        }
+        let convo = Convo {
+            username: OsString::from(username),
+            password: Secret::from(password),
+        };
+        let mut txn = TransactionBuilder::new_with_service(service)
+            .username(username)
+            .build(convo.into_conversation())
+            .map_err(|e| AuthError::Pam(format!("cannot start a transaction: {e}")))?;
+        let verdict = |r: nonstick::Result<()>| -> Result<bool, AuthError> {
+            match r {
+                Ok(()) => Ok(true),
+                Err(
+                    ErrorCode::AuthenticationError
+                    | ErrorCode::UserUnknown
+                    | ErrorCode::MaxTries
+                    | ErrorCode::PermissionDenied
+                    | ErrorCode::AccountExpired
+                    | ErrorCode::NewAuthTokRequired
+                    | ErrorCode::CredentialsInsufficient
+                    | ErrorCode::AuthInfoUnavailable,
+                ) => Ok(false),
+                Err(e) => Err(AuthError::Pam(e.to_string())),
+            }
+        };
+        if !verdict(txn.authenticate(AuthnFlags::empty()))? {
+            return Ok(false);
+        }
+        if check_account {
+            return verdict(txn.account_management(AuthnFlags::empty()));
+        }
+        Ok(true)
+    }
+
     impl Authenticator for PamAuth {
         fn kind(&self) -> ModuleKind {
             ModuleKind::Pam
@@ -117,37 +192,10 @@ mod imp {
             if username.is_empty() || username.contains('\0') || password.contains(&0) {
                 return Ok(false);
             }
-            let convo = Convo {
-                username: OsString::from(username),
-                password: Secret::from(password),
-            };
-            let mut txn = TransactionBuilder::new_with_service(&self.service)
-                .username(username)
-                .build(convo.into_conversation())
-                .map_err(|e| AuthError::Pam(format!("cannot start a transaction: {e}")))?;
-            let verdict = |r: nonstick::Result<()>| -> Result<bool, AuthError> {
-                match r {
-                    Ok(()) => Ok(true),
-                    Err(
-                        ErrorCode::AuthenticationError
-                        | ErrorCode::UserUnknown
-                        | ErrorCode::MaxTries
-                        | ErrorCode::PermissionDenied
-                        | ErrorCode::AccountExpired
-                        | ErrorCode::NewAuthTokRequired
-                        | ErrorCode::CredentialsInsufficient
-                        | ErrorCode::AuthInfoUnavailable,
-                    ) => Ok(false),
-                    Err(e) => Err(AuthError::Pam(e.to_string())),
-                }
-            };
-            if !verdict(txn.authenticate(AuthnFlags::empty()))? {
-                return Ok(false);
+            match super::BACKEND.get() {
+                Some(remote) => remote(&self.service, self.check_account, username, password),
+                None => check(&self.service, self.check_account, username, password),
             }
-            if self.check_account {
-                return verdict(txn.account_management(AuthnFlags::empty()));
-            }
-            Ok(true)
         }
         fn sessions(
             &self,

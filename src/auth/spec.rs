@@ -102,15 +102,32 @@ impl ModuleKind {
     /// The option keys the module takes (besides `prompt`, which all take).
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            ModuleKind::Allow | ModuleKind::None | ModuleKind::Reject | ModuleKind::Fail => &[],
-            ModuleKind::Password => &["value"],
-            ModuleKind::File | ModuleKind::Multifile => &["filename", "exec_cwd"],
+            ModuleKind::Allow | ModuleKind::None => &["uid", "gid"],
+            ModuleKind::Reject | ModuleKind::Fail => &[],
+            ModuleKind::Password => &["value", "uid", "gid"],
+            ModuleKind::File => &["filename", "exec_cwd", "uid", "gid"],
+            ModuleKind::Multifile => &["filename", "exec_cwd"],
             ModuleKind::Sqlite => &["filename", "password_query", "sessions_query", "exec_cwd"],
-            ModuleKind::Env => &["name"],
-            ModuleKind::Exec => &["command", "timeout", "require-challenge"],
+            ModuleKind::Env => &["name", "uid", "gid"],
+            ModuleKind::Exec => &["command", "timeout", "require-challenge", "uid", "gid"],
             ModuleKind::Pam => &["service", "check-account", "check_account"],
             ModuleKind::Peercred => &["uid", "gid"],
         }
+    }
+
+    /// Whether the module's users' sessions are those of the account xfwd
+    /// runs as, or of its `uid=` / `gid=` options (it identifies no system
+    /// account of its own).
+    pub fn takes_ids(self) -> bool {
+        matches!(
+            self,
+            ModuleKind::Allow
+                | ModuleKind::None
+                | ModuleKind::Password
+                | ModuleKind::File
+                | ModuleKind::Env
+                | ModuleKind::Exec
+        )
     }
 
     /// Whether this build can run the module.

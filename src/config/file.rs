@@ -271,6 +271,13 @@ impl Layered {
                         "# {long} = {v}  # default, unless systemd passes listening sockets"
                     ));
                 }
+                // The built-in default stays unset: read back, it is
+                // still the default (PAM in system-wide mode).
+                Some(v) if builtin_auth(long, config, &defaulted) => {
+                    out.push_str(&format!(
+                        "# {long} = {v}  # default; in system-wide mode [\"pam\"]"
+                    ));
+                }
                 Some(v) => {
                     out.push_str(&format!("{long} = {v}"));
                     if defaulted.contains(long) {
@@ -305,6 +312,22 @@ impl Layered {
         }
         Ok(out)
     }
+}
+
+/// Whether `long` is an auth option whose chain is the built-in default
+/// (no `--auth`, nor an option of its own or of the one it inherits).
+fn builtin_auth(long: &str, config: &Config, defaulted: &BTreeSet<&'static str>) -> bool {
+    use crate::auth::Transport;
+    let t = match long {
+        "auth" => return defaulted.contains("auth"),
+        "tcp-auth" => Transport::Tcp,
+        "unix-auth" => Transport::Unix,
+        "ssl-auth" => Transport::Ssl,
+        "ws-auth" => Transport::Ws,
+        "wss-auth" => Transport::Wss,
+        _ => return false,
+    };
+    config.defaulted_auth.contains(&t)
 }
 
 /// Whether a printed auth list lost a password.
@@ -668,7 +691,11 @@ cores = 3
             "{printed}"
         );
         assert!(printed.contains("\nhandshake-timeout = 15  # default\n"));
-        assert!(printed.contains("\nwss-auth = [\"none\"]  # default\n"));
+        assert!(
+            printed
+                .contains("\n# wss-auth = [\"none\"]  # default; in system-wide mode [\"pam\"]\n"),
+            "{printed}"
+        );
         assert!(printed.contains("\n# ssl-cert = \"FILE\"\n"), "{printed}");
         assert!(
             printed.contains("\n# socket-dirs = [\"DIR\"]\n"),

@@ -148,6 +148,7 @@ async fn serve_inner(
         slot: Some(slot),
         entry: registered.entry.clone(),
         metrics,
+        opened: None,
     }
     .run()
     .await;
@@ -185,6 +186,10 @@ impl Half {
 /// What a job brings back: an event for the core, or a session stream.
 enum JobDone {
     Event(Event),
+    /// An event, and the session's socket already connected with it
+    /// (system-wide mode: the helper connects as the user while routing
+    /// or starting); the next `Connect` takes it.
+    Opened(Event, Option<Stream>),
     Connected(Stream),
 }
 
@@ -205,6 +210,9 @@ struct Driver {
     /// What the control socket sees of this connection.
     entry: Rc<Entry>,
     metrics: ConnMetrics,
+    /// The session's socket, connected while routing (see
+    /// [`JobDone::Opened`]).
+    opened: Option<Stream>,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -230,7 +238,12 @@ impl Driver {
             let wants_client = self.core.wants_client_data();
             let wants_session = self.core.wants_session_data() && self.session.is_some();
             let wake = self.core.poll_timeout().map(Instant::from_std);
-            let (client, session, job) = (&mut self.client, &mut self.session, &mut self.job);
+            let (client, session, job, opened) = (
+                &mut self.client,
+                &mut self.session,
+                &mut self.job,
+                &mut self.opened,
+            );
             let event = tokio::select! {
                 biased;
                 () = self.stop.cancelled(), if !self.stopped => {
@@ -246,6 +259,10 @@ impl Driver {
                     *job = None;
                     match done {
                         JobDone::Event(e) => e,
+                        JobDone::Opened(e, s) => {
+                            *opened = s;
+                            e
+                        }
                         JobDone::Connected(s) => {
                             *session = Some(Half::new(s));
                             Event::Connected
@@ -304,17 +321,22 @@ impl Driver {
             Action::Route { hello, accepted } => {
                 let shared = self.shared.clone();
                 self.job = Some(Box::pin(async move {
-                    JobDone::Event(Event::Routed(
-                        upstream::route(&hello, &accepted, &shared).await,
-                    ))
+                    match upstream::route(&hello, &accepted, &shared).await {
+                        Ok((plan, s)) => JobDone::Opened(Event::Routed(Ok(plan)), s),
+                        Err(e) => JobDone::Event(Event::Routed(Err(e))),
+                    }
                 }));
             }
             Action::StartSession { request, accepted } => {
                 let shared = self.shared.clone();
                 self.job = Some(Box::pin(async move {
-                    JobDone::Event(Event::Started(
-                        upstream::start(request, &accepted, &shared).await,
-                    ))
+                    match upstream::start(request, &accepted, &shared).await {
+                        Ok(b) => {
+                            let (started, plan, s) = *b;
+                            JobDone::Opened(Event::Started(Ok(Box::new((started, plan)))), s)
+                        }
+                        Err(e) => JobDone::Event(Event::Started(Err(e))),
+                    }
                 }));
             }
             Action::ListSessions { accepted } => {
@@ -327,6 +349,10 @@ impl Driver {
             }
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
+                if let Some(s) = self.opened.take() {
+                    self.job = Some(Box::pin(async move { JobDone::Connected(s) }));
+                    return false;
+                }
                 let shared = self.shared.clone();
                 self.job = Some(Box::pin(async move {
                     match upstream::connect(&plan, &shared).await {

@@ -64,6 +64,8 @@ pub enum StartError {
     Html(String),
     #[error("{0}")]
     Control(String),
+    #[error("system-wide mode: {0}")]
+    SystemWide(String),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -85,6 +87,9 @@ pub(crate) struct Shared {
     pub socket_dirs: Vec<PathBuf>,
     /// Starts sessions on demand (`--proxy-start-sessions=yes`).
     pub launcher: Option<Arc<crate::sessions::launch::Launcher>>,
+    /// System-wide mode: the privileged helper reaches users' sessions
+    /// (docs/deployment.md); `None`: this process's own sessions.
+    pub helper: Option<Arc<crate::sessions::helper::client::HelperClient>>,
     /// Who the proxy is, for the hellos sessions get.
     pub identity: Arc<crate::proxy::Identity>,
     /// The auth chain of each transport.
@@ -169,6 +174,16 @@ fn random_uuid() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// How [`Server::start_with_options`] starts besides its configuration.
+#[derive(Default)]
+pub struct StartOptions {
+    /// System-wide mode's helper: users' sessions are reached through it.
+    pub helper: Option<Arc<crate::sessions::helper::client::HelperClient>>,
+    /// Runs once every listener is bound, before anyone is accepted (the
+    /// privilege drop); an error stops the server.
+    pub before_serving: Option<Box<dyn FnOnce() -> Result<(), String>>>,
+}
+
 impl Server {
     /// Checks the machine, binds every listener and starts the shards.
     /// Returns once every shard listens (or with the first failure).
@@ -180,14 +195,22 @@ impl Server {
     /// socket activation, or the xfwd this one replaces): their addresses
     /// are not bound again, and the default listener (no `--bind-tcp` or
     /// `--bind` given) is not added beside them.
-    pub fn start_with(
+    pub fn start_with(config: Config, inherited: inherit::Inherited) -> Result<Server, StartError> {
+        Server::start_with_options(config, inherited, StartOptions::default())
+    }
+
+    /// As [`Server::start_with`], with [`StartOptions`].
+    pub fn start_with_options(
         mut config: Config,
         inherited: inherit::Inherited,
+        options: StartOptions,
     ) -> Result<Server, StartError> {
         preflight::prepare();
         // Looked up once here, not on a shard (a client without a user
         // name is taken as the account xfwd runs as).
         let _ = crate::auth::ids::current_user_name();
+        // And the ids xfwd started as (before a system-wide drop).
+        let _ = crate::auth::ids::proxy_ids();
         let none_only =
             |c: &[crate::auth::AuthSpec]| c.iter().all(|s| s.kind == crate::auth::ModuleKind::None);
         let plan = listen::plan(&mut config, inherited)?;
@@ -257,6 +280,7 @@ impl Server {
                 config.max_handshakes_per_ip,
             ),
             blocking: pool.handle(),
+            helper: options.helper,
             accepting: stop.child_token(),
             stop,
             metrics,
@@ -274,6 +298,8 @@ impl Server {
         let cpus = allowed_cpus();
         let mut spawn_error = None;
         let mut control = registry::Shards::default();
+        // Opened once every shard listens (and the privileges are dropped).
+        let open = CancellationToken::new();
         for id in 0..n {
             let current = current.clone();
             let ready = ready_tx.clone();
@@ -284,6 +310,7 @@ impl Server {
                 unix: bind_unix.clone(),
                 inherited: inherited.clone(),
                 shards: n,
+                open: open.clone(),
             };
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
             let spawned = std::thread::Builder::new()
@@ -349,6 +376,13 @@ impl Server {
                 }
             }
         }
+        if let Some(f) = options.before_serving {
+            if let Err(e) = f() {
+                server.stop_and_join();
+                return Err(StartError::SystemWide(e));
+            }
+        }
+        open.cancel();
         if let Err(e) = server.start_control() {
             server.stop_and_join();
             return Err(e.into());
@@ -372,6 +406,9 @@ impl Server {
     /// targets of auth data are not known here). Runs once at start.
     fn advise_without_sessions(&self) {
         let sh = &self.shared;
+        if sh.helper.is_some() {
+            return;
+        }
         // Sockets are only listed, not probed: connecting would show in
         // every session's log.
         let found = crate::sessions::discover(&sh.socket_dirs, &sh.hostname, sh.uid);
@@ -563,6 +600,8 @@ struct ShardListen {
     unix: Vec<PathBuf>,
     inherited: Arc<inherit::Inherited>,
     shards: usize,
+    /// Accepting starts when this is cancelled.
+    open: CancellationToken,
 }
 
 /// What a shard's connections share: its id and its registry.
@@ -620,6 +659,7 @@ async fn shard_main(
         &sockets.unix,
         &sockets.inherited,
     );
+    let open = sockets.open.clone();
     drop(sockets);
     let listeners = match bound {
         Ok(b) => {
@@ -631,6 +671,13 @@ async fn shard_main(
             return;
         }
     };
+    // Nobody is accepted before every shard listens and the server is
+    // what it will serve as (system-wide mode drops root first).
+    let stop_early = current.get().stop.clone();
+    tokio::select! {
+        () = open.cancelled() => {}
+        () = stop_early.cancelled() => return,
+    }
     let shared = current.get();
     // Every label set of this shard, resolved once.
     let metrics = shared

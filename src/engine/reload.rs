@@ -47,6 +47,8 @@ pub(crate) struct Lasting {
     pub throttle: SharedThrottle,
     pub admission: Arc<admission::Admission>,
     pub blocking: Blocking,
+    /// System-wide mode's helper (`Shared::helper`).
+    pub helper: Option<Arc<crate::sessions::helper::client::HelperClient>>,
     pub stop: tokio_util::sync::CancellationToken,
     pub accepting: tokio_util::sync::CancellationToken,
     pub metrics: Option<Arc<metrics::Metrics>>,
@@ -103,7 +105,8 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
     lasting
         .admission
         .set_limits(config.max_handshakes, config.max_handshakes_per_ip);
-    let launcher = config.start_sessions.then(|| {
+    // System-wide mode starts sessions through the helper, as the user.
+    let launcher = (config.start_sessions && lasting.helper.is_none()).then(|| {
         let mut l = crate::sessions::launch::Launcher::new(
             socket_dirs.clone(),
             lasting.hostname.clone(),
@@ -127,6 +130,7 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
         throttle: l.throttle,
         admission: l.admission,
         blocking: l.blocking,
+        helper: l.helper,
         stop: l.stop,
         accepting: l.accepting,
         metrics: l.metrics,
@@ -154,6 +158,26 @@ pub(crate) fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.metrics != new.metrics {
         out.push("bind-metrics");
+    }
+    if (old.system_wide, &old.run_as_user, &old.run_as_group)
+        != (new.system_wide, &new.run_as_user, &new.run_as_group)
+    {
+        out.push("system-wide/uid/gid");
+    }
+    out
+}
+
+/// What a reload cannot change in system-wide mode besides
+/// [`fixed_changes`]: the helper was told the session options once, as
+/// root.
+pub(crate) fn helper_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if (&old.socket_dirs, &old.default_socket_dirs) != (&new.socket_dirs, &new.default_socket_dirs)
+    {
+        out.push("socket-dir/socket-dirs");
+    }
+    if (old.start_sessions, &old.start_args) != (new.start_sessions, &new.start_args) {
+        out.push("proxy-start-sessions/proxy-start-arg");
     }
     out
 }
@@ -231,7 +255,10 @@ impl Reloader {
             }
             None => old.config.clone(),
         };
-        let fixed = fixed_changes(&old.config, &config);
+        let mut fixed = fixed_changes(&old.config, &config);
+        if self.lasting.helper.is_some() {
+            fixed.extend(helper_changes(&old.config, &config));
+        }
         if !fixed.is_empty() {
             return Err(ReloadError::Fixed(fixed));
         }

@@ -3,6 +3,7 @@
 //! password).
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,21 @@ use super::Shared;
 use crate::auth::{Accepted, SessionOptions, Target, TargetKind, Targets};
 use crate::proxy::oneshot::MAX_LISTED;
 use crate::proxy::{ConnError, Destination, Plan, Reachable};
+use crate::sessions::helper::client::HelperClient;
+use crate::sessions::helper::{Refusal, Reply, Request};
 use crate::sessions::launch::{StartRequest, Started};
+use crate::sessions::user::SessionUser;
 use crate::sessions::{self, LocalSession};
 use crate::wire::views::Hello;
 use crate::wire::Value;
 
 /// How long connecting to a session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the session helper may take to connect or list (its own
+/// bound, and a little more).
+const HELPER_WAIT: Duration =
+    Duration::from_secs(crate::sessions::helper::OP_TIMEOUT.as_secs() + 1);
 
 fn discover(shared: &Shared) -> Vec<LocalSession> {
     sessions::discover(&shared.socket_dirs, &shared.hostname, shared.uid)
@@ -38,6 +47,98 @@ async fn local(shared: &Arc<Shared>, wanted: Option<String>) -> Result<LocalSess
             sessions::RouteError::NoSessions => ConnError::NoSessions,
             e => ConnError::Route(e.to_string()),
         })
+}
+
+/// The user an accepted client's local sessions belong to (system-wide
+/// mode): its auth module's uid and gid, never root.
+fn session_user(accepted: &Accepted) -> Result<SessionUser, ConnError> {
+    let s = accepted.sessions.as_ref();
+    SessionUser::from_ids(s.and_then(|s| s.uid), s.and_then(|s| s.gid)).map_err(|e| {
+        tracing::info!(user = %accepted.username, "not served: {e}");
+        ConnError::Route(e.to_string())
+    })
+}
+
+fn from_refusal(r: Refusal, target: &str) -> ConnError {
+    match r {
+        Refusal::NoSessions => ConnError::NoSessions,
+        Refusal::Route(s) | Refusal::User(s) => ConnError::Route(s),
+        Refusal::Start(s) => ConnError::Start(s),
+        Refusal::Connect(error) => ConnError::Upstream {
+            target: target.to_owned(),
+            error,
+        },
+        r @ (Refusal::Invalid(_) | Refusal::Failed(_)) => {
+            tracing::warn!("{r}");
+            ConnError::Busy(r.to_string())
+        }
+    }
+}
+
+/// Asks the helper (on the blocking pool: it waits for the answer) and
+/// takes the session socket that comes with a connection.
+async fn ask_helper(
+    shared: &Arc<Shared>,
+    helper: &Arc<HelperClient>,
+    request: Request,
+    timeout: Duration,
+) -> Result<(Reply, Option<Stream>), ConnError> {
+    let h = helper.clone();
+    let (reply, fd) = shared
+        .blocking
+        .run(move || h.call(&request, timeout))
+        .await?
+        .map_err(|e| {
+            tracing::warn!("{e}");
+            ConnError::Busy(e.to_string())
+        })?;
+    if let Reply::Refused { refusal } = reply {
+        return Err(from_refusal(refusal, "the session"));
+    }
+    let stream = match fd {
+        None => None,
+        Some(fd) => {
+            let std = std::os::unix::net::UnixStream::from(fd);
+            let unix = std
+                .set_nonblocking(true)
+                .and_then(|()| UnixStream::from_std(std))
+                .map_err(|e| ConnError::Upstream {
+                    target: "the session".into(),
+                    error: e.to_string(),
+                })?;
+            Some(Stream::Unix(unix))
+        }
+    };
+    Ok((reply, stream))
+}
+
+/// A local session for the client: found in this process's socket dirs,
+/// or (system-wide mode) chosen and connected by the helper as the user.
+async fn local_for(
+    shared: &Arc<Shared>,
+    accepted: &Accepted,
+    wanted: Option<String>,
+) -> Result<(LocalSession, Option<Stream>), ConnError> {
+    let Some(helper) = &shared.helper else {
+        return Ok((local(shared, wanted).await?, None));
+    };
+    let user = session_user(accepted)?;
+    let request = Request::Connect {
+        user,
+        display: wanted.map(|w| w.trim_start_matches(':').to_owned()),
+    };
+    match ask_helper(shared, helper, request, HELPER_WAIT).await? {
+        (Reply::Connected { display }, Some(stream)) => Ok((
+            LocalSession {
+                display,
+                sockets: Vec::new(),
+            },
+            Some(stream),
+        )),
+        (other, _) => Err(ConnError::Busy(format!(
+            "the session helper answered {other:?} to a connection"
+        ))),
+    }
 }
 
 /// Connects to the first socket of a local session that answers. When none
@@ -74,12 +175,13 @@ async fn local_connect(session: &LocalSession, shared: &Arc<Shared>) -> Result<S
     })
 }
 
-/// Chooses the destination for an accepted client.
+/// Chooses the destination for an accepted client; in system-wide mode
+/// the session's socket comes with it (the helper connected as the user).
 pub(super) async fn route(
     hello: &[Value],
     accepted: &Accepted,
     shared: &Arc<Shared>,
-) -> Result<Plan, ConnError> {
+) -> Result<(Plan, Option<Stream>), ConnError> {
     let wanted = Hello::parse(hello)
         .ok()
         .and_then(|h| h.requested_display())
@@ -93,38 +195,83 @@ pub(super) async fn route(
     let target = sessions
         .select(wanted.as_deref())
         .map_err(|e| ConnError::Route(e.to_string()))?;
-    let plan = match target {
-        None => Plan {
-            destination: Destination::Local(local(shared, wanted).await?),
-            username: None,
-            password: options.password().cloned(),
-            caps,
-        },
-        Some(t) => {
-            let destination = match &t.kind {
-                TargetKind::Local { display } => {
-                    Destination::Local(local(shared, Some(display.clone())).await?)
-                }
-                _ => Destination::Target(t.clone()),
+    let routed = match target {
+        None => {
+            let (local, stream) = local_for(shared, accepted, wanted).await?;
+            let plan = Plan {
+                destination: Destination::Local(local),
+                username: None,
+                password: options.password().cloned(),
+                caps,
             };
-            Plan {
+            (plan, stream)
+        }
+        Some(t) => {
+            let (destination, stream) = match &t.kind {
+                TargetKind::Local { display } => {
+                    let (local, stream) =
+                        local_for(shared, accepted, Some(display.clone())).await?;
+                    (Destination::Local(local), stream)
+                }
+                _ => (Destination::Target(t.clone()), None),
+            };
+            let plan = Plan {
                 destination,
                 username: t.username().map(str::to_owned),
                 password: t.password().or(options.password()).cloned(),
                 caps,
-            }
+            };
+            (plan, stream)
         }
     };
-    Ok(plan)
+    Ok(routed)
 }
 
 /// Starts a session for an accepted client on the blocking pool (the
-/// launcher waits for xpra), and the plan to reach it.
+/// launcher waits for xpra), and the plan to reach it; in system-wide mode
+/// the helper starts it as the user and connects.
 pub(super) async fn start(
     request: StartRequest,
     accepted: &Accepted,
     shared: &Arc<Shared>,
-) -> Result<Box<(Started, Plan)>, ConnError> {
+) -> Result<Box<(Started, Plan, Option<Stream>)>, ConnError> {
+    let options = accepted.sessions.as_ref().map(|s| &s.session_options);
+    let plan = |display: &str, sockets: Vec<PathBuf>| Plan {
+        destination: Destination::Local(LocalSession {
+            display: display.to_owned(),
+            sockets,
+        }),
+        username: None,
+        password: options.and_then(|o| o.password().cloned()),
+        caps: options.map(SessionOptions::caps).unwrap_or_default(),
+    };
+    if let Some(helper) = &shared.helper {
+        if !shared.config.start_sessions {
+            return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
+        }
+        let user = session_user(accepted)?;
+        let wait = Duration::from_secs(crate::sessions::launch::DEFAULT_START_TIMEOUT.as_secs())
+            + HELPER_WAIT;
+        let asked = Request::Start { user, request };
+        return match ask_helper(shared, helper, asked, wait).await {
+            Ok((Reply::Started { display, new }, Some(stream))) => {
+                let started = Started {
+                    display: display.clone(),
+                    socket: PathBuf::new(),
+                    new,
+                };
+                let p = plan(&display, Vec::new());
+                Ok(Box::new((started, p, Some(stream))))
+            }
+            Ok((other, _)) => Err(ConnError::Busy(format!(
+                "the session helper answered {other:?} to a start"
+            ))),
+            Err(e) => {
+                tracing::info!("session start failed: {e}");
+                Err(e)
+            }
+        };
+    }
     let Some(launcher) = shared.launcher.clone() else {
         return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
     };
@@ -136,17 +283,8 @@ pub(super) async fn start(
             tracing::info!("session start failed: {e}");
             ConnError::Start(e.to_string())
         })?;
-    let options = accepted.sessions.as_ref().map(|s| &s.session_options);
-    let plan = Plan {
-        destination: Destination::Local(LocalSession {
-            display: started.display.clone(),
-            sockets: vec![started.socket.clone()],
-        }),
-        username: None,
-        password: options.and_then(|o| o.password().cloned()),
-        caps: options.map(SessionOptions::caps).unwrap_or_default(),
-    };
-    Ok(Box::new((started, plan)))
+    let p = plan(&started.display, vec![started.socket.clone()]);
+    Ok(Box::new((started, p, None)))
 }
 
 /// Where an accepted user may go, for `xpra info`: what [`route`] would
@@ -166,6 +304,22 @@ pub(super) async fn reachable(
             .take(MAX_LISTED)
             .map(Reachable::target)
             .collect()),
+        Targets::Local if shared.helper.is_some() => {
+            let Some(helper) = &shared.helper else {
+                return Ok(Vec::new());
+            };
+            let user = session_user(accepted)?;
+            match ask_helper(shared, helper, Request::Live { user }, HELPER_WAIT).await? {
+                (Reply::Live { displays }, _) => Ok(displays
+                    .iter()
+                    .take(MAX_LISTED)
+                    .map(|d| Reachable::local(d))
+                    .collect()),
+                (other, _) => Err(ConnError::Busy(format!(
+                    "the session helper answered {other:?} to a listing"
+                ))),
+            }
+        }
         Targets::Local => {
             let shared2 = shared.clone();
             let live = shared

@@ -51,7 +51,7 @@ const MAX_OUTPUT: u64 = 16 * 1024;
 const POLL: Duration = Duration::from_millis(100);
 
 /// The kind of session a client may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StartMode {
     /// `xpra start`: seamless windows.
     Start,
@@ -69,7 +69,7 @@ impl StartMode {
 }
 
 /// Why a start was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StartReason {
     /// The client's hello carried `start-new-session` (`xpra start
     /// tcp://...`): always a new session.
@@ -86,7 +86,7 @@ pub enum StartReason {
 /// how its session authenticates; xfwd passes only the session's kind, its
 /// display and its start commands (what `xpra start tcp://...` sends from
 /// its command line). Everything else is ignored (and logged).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StartRequest {
     pub mode: StartMode,
     /// The display number asked for, without the `:`; `None`: xpra
@@ -193,6 +193,27 @@ impl StartRequest {
         }))
     }
 
+    /// Checks a request made elsewhere (the session helper trusts no
+    /// field): the same bounds as [`StartRequest::from_caps`].
+    pub fn check(&self) -> Result<(), RequestError> {
+        if let Some(d) = &self.display {
+            if display_number(d) != Some(d.as_str()) {
+                return Err(RequestError::Display(d.chars().take(32).collect()));
+            }
+        }
+        if self.start.len() + self.start_child.len() > MAX_COMMANDS {
+            return Err(RequestError::TooManyCommands);
+        }
+        let ok = |c: &String| !c.is_empty() && c.len() <= MAX_COMMAND_LEN && !c.contains('\0');
+        if !self.start.iter().all(ok) {
+            return Err(RequestError::Option("start"));
+        }
+        if !self.start_child.iter().all(ok) {
+            return Err(RequestError::Option("start-child"));
+        }
+        Ok(())
+    }
+
     /// The start of a plain attach that found no session (on `display`,
     /// when it named one).
     pub fn for_attach(display: Option<&str>) -> StartRequest {
@@ -256,6 +277,11 @@ pub struct Launcher {
     pub extra_args: Vec<String>,
     /// The whole start's bound.
     pub timeout: Duration,
+    /// `xpra start`'s whole environment (xpra's whitelist, from xfwd's
+    /// own, or the user's in system-wide mode).
+    pub env: Vec<(String, std::ffi::OsString)>,
+    /// Where it runs (the user's home), when that exists.
+    pub home: Option<PathBuf>,
 }
 
 /// One start at a time per user (keyed by uid), over the whole process (a
@@ -272,7 +298,33 @@ impl Launcher {
             uid,
             extra_args: Vec::new(),
             timeout: DEFAULT_START_TIMEOUT,
+            env: ENV_WHITELIST
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| ((*k).to_owned(), v)))
+                .collect(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
         }
+    }
+
+    /// A launcher for `account` (system-wide mode, run as that user): the
+    /// whitelist's `USER`, `HOME`, `SHELL` and `PWD` are the user's.
+    pub fn for_account(
+        socket_dirs: Vec<PathBuf>,
+        hostname: String,
+        account: &super::user::Account,
+    ) -> Launcher {
+        let mut l = Launcher::new(socket_dirs, hostname, account.uid);
+        let own: [(&str, std::ffi::OsString); 4] = [
+            ("USER", account.name.clone().into()),
+            ("HOME", account.home.clone().into()),
+            ("SHELL", account.shell.clone().into()),
+            ("PWD", account.home.clone().into()),
+        ];
+        l.env.retain(|(k, _)| !own.iter().any(|(o, _)| o == k));
+        l.env
+            .extend(own.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        l.home = Some(account.home.clone());
+        l
     }
 
     /// The arguments of `xpra` for `req` (`displayfd`: the pipe's fd, when
@@ -390,20 +442,13 @@ impl Launcher {
         let (mut cmd, through_helper) = crate::process::command(&self.program);
         cmd.args(&args)
             .env_clear()
-            .envs(
-                ENV_WHITELIST
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
-            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(output.try_clone().map_err(LaunchError::Spawn)?)
             .stderr(output.try_clone().map_err(LaunchError::Spawn)?)
             .process_group(0);
         // (A missing home would read as a missing program.)
-        if let Some(home) = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .filter(|h| h.is_dir())
-        {
+        if let Some(home) = self.home.as_ref().filter(|h| h.is_dir()) {
             cmd.current_dir(home);
         }
         tracing::info!(

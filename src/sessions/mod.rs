@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+pub mod helper;
 pub mod launch;
+pub mod user;
 
 /// A local session: a display and its sockets, in socket-dir order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub fn default_socket_dirs(uid: u32, home: Option<&Path>) -> Vec<PathBuf> {
     dirs
 }
 
-fn is_display(s: &str) -> bool {
+pub(crate) fn is_display(s: &str) -> bool {
     !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit())
 }
 

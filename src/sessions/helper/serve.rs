@@ -1,0 +1,268 @@
+//! The helper process (`xfwd session-helper`, root): reads requests from
+//! its channel (stdin), runs each as its own operation process, one start
+//! per user at a time, each within its bound; exits when the channel
+//! closes.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::client::{recv_message, send_message};
+use super::{
+    decode, encode, HelperConfig, OpInput, Refusal, Reply, Request, MAX_QUEUED_STARTS, MAX_RUNNING,
+    OP_SUBCOMMAND, OP_TIMEOUT,
+};
+
+/// How often running operations are looked at while no request comes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// One operation process.
+struct Running {
+    child: Child,
+    deadline: Instant,
+    /// A start's user (the next start of that user waits for it).
+    start_of: Option<u32>,
+}
+
+/// A request and where its answer goes.
+struct Pending {
+    request: Request,
+    reply: OwnedFd,
+}
+
+/// Answers `reply` directly (no operation ran).
+fn refuse(reply: &OwnedFd, refusal: Refusal) {
+    if let Ok(bytes) = encode(&Reply::Refused { refusal }) {
+        let _ = send_message(reply.as_fd(), &bytes, &[]);
+    }
+}
+
+/// What the helper keeps between requests.
+struct Helper {
+    config: HelperConfig,
+    program: PathBuf,
+    running: Vec<Running>,
+    /// Starts waiting, per uid, behind the one running.
+    queued: HashMap<u32, VecDeque<Pending>>,
+}
+
+impl Helper {
+    fn deadline(&self, request: &Request) -> Instant {
+        let bound = match request {
+            // The launcher bounds a start itself; a little more for the
+            // connection after it.
+            Request::Start { .. } => Duration::from_secs(self.config.start_timeout_s) + OP_TIMEOUT,
+            _ => OP_TIMEOUT,
+        };
+        Instant::now() + bound
+    }
+
+    fn starting(&self, uid: u32) -> bool {
+        self.running.iter().any(|r| r.start_of == Some(uid))
+    }
+
+    /// Takes one request off the channel.
+    fn take(&mut self, bytes: &[u8], mut fds: Vec<OwnedFd>) {
+        let Some(reply) = fds.pop().filter(|_| fds.is_empty()) else {
+            tracing::warn!("session helper: a request without exactly one answer socket: ignored");
+            return;
+        };
+        let request: Request = match decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return refuse(&reply, Refusal::Invalid(e)),
+        };
+        if let Err(r) = request.check() {
+            tracing::warn!("session helper: refused {request:?}: {r}");
+            return refuse(&reply, r);
+        }
+        if let Request::Start { user, .. } = &request {
+            if !self.config.start_sessions {
+                return refuse(
+                    &reply,
+                    Refusal::Start(crate::proxy::START_DISABLED.to_owned()),
+                );
+            }
+            if self.starting(user.uid) {
+                let q = self.queued.entry(user.uid).or_default();
+                if q.len() >= MAX_QUEUED_STARTS {
+                    return refuse(
+                        &reply,
+                        Refusal::Start(
+                            "cannot start a session: too many starts waiting for this user".into(),
+                        ),
+                    );
+                }
+                q.push_back(Pending { request, reply });
+                return;
+            }
+        }
+        self.run(Pending { request, reply });
+    }
+
+    /// Starts the operation's process: the request on its stdin, the
+    /// answer socket as its stdout.
+    fn run(&mut self, p: Pending) {
+        if self.running.len() >= MAX_RUNNING {
+            return refuse(
+                &p.reply,
+                Refusal::Failed("busy: too many operations at once".into()),
+            );
+        }
+        let input = OpInput {
+            config: self.config.clone(),
+            request: p.request,
+        };
+        let bytes = match serde_json::to_vec(&input) {
+            Ok(b) => b,
+            Err(e) => return refuse(&p.reply, Refusal::Failed(e.to_string())),
+        };
+        let reply = match p.reply.try_clone() {
+            Ok(r) => r,
+            Err(e) => return refuse(&p.reply, Refusal::Failed(e.to_string())),
+        };
+        let spawned = Command::new(&self.program)
+            .arg(OP_SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(reply))
+            .stderr(Stdio::inherit())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    &p.reply,
+                    Refusal::Failed(format!("cannot run an operation: {e}")),
+                )
+            }
+        };
+        // (Bounded: a request is at most MAX_MESSAGE, the config small.)
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = stdin.write_all(&bytes) {
+                tracing::warn!("session helper: cannot hand the operation its request: {e}");
+            }
+        }
+        let start_of = match &input.request {
+            Request::Start { user, .. } => Some(user.uid),
+            _ => None,
+        };
+        self.running.push(Running {
+            deadline: self.deadline(&input.request),
+            child,
+            start_of,
+        });
+    }
+
+    /// Reaps ended operations, kills late ones, runs the next start of a
+    /// user whose start ended.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let mut ended_starts = Vec::new();
+        self.running.retain_mut(|r| match r.child.try_wait() {
+            Ok(Some(status)) => {
+                if !status.success() {
+                    tracing::debug!("session helper: an operation ended with {status}");
+                }
+                ended_starts.extend(r.start_of);
+                false
+            }
+            Ok(None) if now >= r.deadline => {
+                tracing::warn!(
+                    pid = r.child.id(),
+                    "session helper: an operation ran past its bound: killed"
+                );
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+                ended_starts.extend(r.start_of);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        });
+        for uid in ended_starts {
+            let next = self.queued.get_mut(&uid).and_then(VecDeque::pop_front);
+            if self.queued.get(&uid).is_some_and(VecDeque::is_empty) {
+                self.queued.remove(&uid);
+            }
+            if let Some(p) = next {
+                self.run(p);
+            }
+        }
+    }
+}
+
+/// The helper's body: the channel is stdin. Returns the exit status.
+pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
+    let config: HelperConfig = match recv_message(channel.as_fd()) {
+        Ok(Some((bytes, _))) => match decode(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("session helper: invalid configuration: {e}");
+                return 2;
+            }
+        },
+        Ok(None) => return 0,
+        Err(e) => {
+            tracing::error!("session helper: cannot read its configuration: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = rustix::net::sockopt::set_socket_timeout(
+        &channel,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(TICK),
+    ) {
+        tracing::error!("session helper: {e}");
+        return 2;
+    }
+    tracing::debug!(pid = std::process::id(), "session helper serving");
+    let mut helper = Helper {
+        config,
+        program,
+        running: Vec::new(),
+        queued: HashMap::new(),
+    };
+    loop {
+        match recv_message(channel.as_fd()) {
+            Ok(Some((bytes, fds))) => helper.take(&bytes, fds),
+            // xfwd has ended.
+            Ok(None) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("session helper: {e}");
+                // A malformed message is skipped; a broken channel ends.
+                if e.kind() != std::io::ErrorKind::Other {
+                    break;
+                }
+            }
+        }
+        helper.tick();
+    }
+    // Queued starts are not begun; running operations finish (a start's
+    // session is the user's either way) within their bounds.
+    for (_, q) in helper.queued.drain() {
+        for p in q {
+            refuse(&p.reply, Refusal::Start("the proxy is stopping".into()));
+        }
+    }
+    while !helper.running.is_empty() {
+        helper.tick();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for path in &helper.config.remove_at_exit {
+        remove_socket(path);
+    }
+    0
+}
+
+/// Removes a socket file xfwd made (only a socket: never another file that
+/// took its place).
+fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
