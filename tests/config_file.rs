@@ -35,6 +35,7 @@ fn serves_where_the_file_says() {
              tcp-auth = [\"allow\"]\n\
              unix-auth = [\"allow\"]\n\
              cores = 1\n\
+             system-wide = \"no\"\n\
              log-format = \"json\"\n\
              control-socket = {control:?}\n",
             sock = sock.display().to_string(),

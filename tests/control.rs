@@ -276,6 +276,7 @@ fn list_info_and_stop() {
 
     // A second xfwd on the same control socket refuses to start.
     let o = Command::new(BIN)
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp=127.0.0.1:{}", common::free_port()))
         .arg(format!("--control-socket={}", socket.display()))
         .output()

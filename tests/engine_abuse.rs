@@ -48,6 +48,7 @@ fn start_with(deadline: u64, extra: &[&str]) -> Xfwd {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .arg(format!("--handshake-timeout={deadline}"))

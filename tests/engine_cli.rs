@@ -28,6 +28,7 @@ fn sigterm_tells_clients_and_exits_zero() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .args(["--cores=1", "--tcp-auth=allow"])
@@ -103,7 +104,7 @@ fn low_limits_start_with_advice_and_no_runtime_noise() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -l 64 && ulimit -n 256 && exec {} --bind-tcp=127.0.0.1:{port} --cores=2 --tcp-auth=allow",
+            "ulimit -l 64 && ulimit -n 256 && exec {} --system-wide=no --bind-tcp=127.0.0.1:{port} --cores=2 --tcp-auth=allow",
             env!("CARGO_BIN_EXE_xfwd")
         ))
         .env("NO_COLOR", "1")

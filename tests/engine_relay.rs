@@ -380,6 +380,7 @@ fn port_in_use_is_an_error_not_a_share() {
     let server = start(&dir, &[]);
     let addr = server.tcp_addrs()[0];
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp={addr}"))
         .output()
         .unwrap();

@@ -80,6 +80,7 @@ fn versions_and_reload() {
     make_cert(&dir, "first.example");
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg(format!("--bind-ssl=127.0.0.1:{port}"))
         .arg(format!("--ssl-cert={}", dir.join("cert.pem").display()))
         .arg(format!("--ssl-key={}", dir.join("key.pem").display()))

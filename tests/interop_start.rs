@@ -320,6 +320,7 @@ fn a_start_holds_up_no_other_client_and_its_failure_is_the_reason() {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));
     cmd.env("PATH", format!("{}:{SYSTEM_PATH}", bin.display()))
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .arg(format!(

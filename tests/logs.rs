@@ -42,6 +42,7 @@ fn start(
     let port = free_port();
     let mut child = Running(
         Command::new(env!("CARGO_BIN_EXE_xfwd"))
+            .arg("--system-wide=no")
             .arg(format!("--bind-tcp=127.0.0.1:{port}"))
             .arg(format!("--socket-dirs={}", dir.display()))
             .args(["--cores=1", "--tcp-auth=fail"])
@@ -163,6 +164,7 @@ fn json_start_errors_are_json_too() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg(format!("--bind-tcp={addr}"))
         .arg("--log-format=json")
         .output()

@@ -314,7 +314,7 @@ fn a_bad_metrics_address_is_a_clear_error() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
-        .args(["--bind-tcp=127.0.0.1:0"])
+        .args(["--system-wide=no", "--bind-tcp=127.0.0.1:0"])
         .arg(format!("--bind-metrics=127.0.0.1:{port}"))
         .output()
         .unwrap();

@@ -63,7 +63,8 @@ fn notify_ready_reloading_stopping() {
         .unwrap();
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));
-    cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
+    cmd.arg("--system-wide=no")
+        .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .arg(format!("--control-socket={}", dir.join("c.sock").display()))
         .env("NOTIFY_SOCKET", &path);
@@ -112,6 +113,7 @@ fn socket_activation_serves_a_real_xpra_attach() {
         .arg(format!("--listen={}", unix.display()))
         .arg("--fdname=tcp:unix")
         .arg(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--system-wide=no")
         .arg("--tcp-auth=allow")
         .arg("--unix-auth=none")
         .arg(format!("--socket-dirs={}", dir.display()))
@@ -235,7 +237,8 @@ fn sigusr2_upgrades_in_place_and_hands_the_main_pid_over() {
     let port = free_port();
     let control = dir.join("control.sock");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));
-    cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
+    cmd.arg("--system-wide=no")
+        .arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--socket-dirs={}", dir.display()))
         .arg(format!("--control-socket={}", control.display()))
         .env("NOTIFY_SOCKET", &path);

@@ -356,8 +356,22 @@ impl Env {
     }
 }
 
+/// Whether the xfwd `bin` has `--system-wide` (an older build, by `--xfwd`,
+/// may not: it has no system-wide mode either).
+fn knows_system_wide(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--system-wide"))
+}
+
 fn start_xfwd(env: &mut Env, bin: &Path, cores: usize) -> Result<(), String> {
     let mut cmd = Command::new(bin);
+    // Run as root, it serves root's own fake sessions: not system-wide
+    // mode (root's default, which serves none of root's sessions).
+    if knows_system_wide(bin) {
+        cmd.arg("--system-wide=no");
+    }
     cmd.arg(format!("--bind-tcp=127.0.0.1:{}", env.px))
         .arg("--tcp-auth=allow")
         .arg(format!("--socket-dir={}", env.sockdir.display()))

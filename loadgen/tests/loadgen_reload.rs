@@ -106,7 +106,7 @@ fn reload_changes_auth_for_new_connections_only() {
     std::fs::write(&pw, "first").unwrap();
     write_config(&dir, port, &format!("file,filename={}", pw.display()), "");
     let mut xfwd = Proc::start(
-        Command::new(common::xfwd()).arg(format!("--config={}", dir.join("xfwd.toml").display())),
+        common::xfwd_serving().arg(format!("--config={}", dir.join("xfwd.toml").display())),
         dir.join("xfwd.log"),
     );
     wait_for(

@@ -60,7 +60,7 @@ fn takeover_while_streaming_refuses_and_cuts_nobody() {
     );
     std::thread::sleep(Duration::from_secs(2));
     let mut b = Proc::start(
-        Command::new(xfwd())
+        xfwd_serving()
             .arg(format!("--bind-tcp=127.0.0.1:{port}"))
             .arg("--tcp-auth=allow")
             .arg(format!("--socket-dir={}", dir.join("sockets").display()))
@@ -155,7 +155,7 @@ fn a_takeover_that_fails_leaves_the_old_xfwd_serving() {
     );
     // The new xfwd's configuration does not build (a certificate that is
     // not there): it exits non-zero and says why ...
-    let out = Command::new(xfwd())
+    let out = xfwd_serving()
         .arg(format!("--bind-tcp=127.0.0.1:{}", s.port))
         .arg("--ssl-cert=/nonexistent/cert.pem")
         .arg(format!("--control-socket={}", dir.join("b.sock").display()))

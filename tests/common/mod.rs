@@ -245,7 +245,10 @@ impl Xfwd {
                 dir.join(format!("control-{port}.sock")).display()
             ));
         }
-        cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
+        // The tests run as root and serve root's own sessions: not
+        // system-wide mode (root's default).
+        cmd.arg("--system-wide=no")
+            .arg(format!("--bind-tcp=127.0.0.1:{port}"))
             .arg(format!("--socket-dirs={}", dir.display()))
             .args(["--cores", "2"])
             .args(extra);
@@ -256,7 +259,8 @@ impl Xfwd {
 
     /// Runs `cmd` (xfwd, or a program that runs it, as
     /// systemd-socket-activate does) with its log collected; `port`: where
-    /// it will listen.
+    /// it will listen. `cmd` gives its own options (`--system-wide=no`
+    /// among them, as `start` does, when it serves as root).
     pub fn spawn(mut cmd: Command, port: u16) -> Xfwd {
         let mut child = cmd
             .env("XFWD_LOG", "info")

@@ -70,6 +70,26 @@ pub fn xfwd() -> PathBuf {
     .clone()
 }
 
+/// The xfwd binary as a server: with `--system-wide=no`, since these tests
+/// run as root and serve root's own fake sessions (system-wide mode, root's
+/// default, serves no session of root's). Left out for an xfwd that has no
+/// such option (an older build, by `XFWD_BIN`): it has no system-wide mode
+/// either.
+pub fn xfwd_serving() -> Command {
+    static KNOWS: OnceLock<bool> = OnceLock::new();
+    let knows = *KNOWS.get_or_init(|| {
+        Command::new(xfwd())
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--system-wide"))
+    });
+    let mut cmd = Command::new(xfwd());
+    if knows {
+        cmd.arg("--system-wide=no");
+    }
+    cmd
+}
+
 /// A child process killed on drop; its output goes to a log file that is
 /// printed when a test fails.
 pub struct Proc {
@@ -167,7 +187,7 @@ pub fn start_xfwd(dir: &Path, tcp_auth: &str, args: &[String], log: &str) -> (Pr
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = Command::new(xfwd());
+    let mut cmd = xfwd_serving();
     cmd.arg(format!("--bind-tcp=127.0.0.1:{port}"))
         .arg(format!("--tcp-auth={tcp_auth}"))
         .arg(format!("--socket-dir={}", dir.join("sockets").display()));
