@@ -79,8 +79,13 @@ impl PeerInfo {
         self.remote.map(|a| a.ip())
     }
 
+    /// Whether a password may travel in the clear (the `xor` digest): an
+    /// encrypted transport or a Unix socket, or a client on this host's
+    /// loopback (as xpra's client allows: the bytes never leave the host).
+    /// Behind a PROXY protocol front the remote is the original client's
+    /// address, so only a client of this host counts.
     pub fn is_private(&self) -> bool {
-        self.transport.is_private()
+        self.transport.is_private() || self.remote.is_some_and(|a| a.ip().is_loopback())
     }
 }
 
@@ -126,8 +131,14 @@ mod tests {
             p.to_string(),
             "tcp socket: 127.0.0.1:14500 <- 127.0.0.1:40000"
         );
-        assert!(!p.is_private());
+        // On the loopback: a password in the clear stays on this host.
+        assert!(p.is_private());
         assert_eq!(p.ip(), Some("127.0.0.1".parse().unwrap()));
+        let remote = PeerInfo::tcp(
+            "192.0.2.7:40000".parse().unwrap(),
+            Some("127.0.0.1:14500".parse().unwrap()),
+        );
+        assert!(!remote.is_private());
     }
 
     #[test]

@@ -127,7 +127,8 @@ async fn serve_inner(
             conn: conn_id,
             shard: shard.id,
         },
-        start_sessions: shared.launcher.is_some(),
+        // (In system-wide mode the helper starts them: no launcher here.)
+        start_sessions: shared.config.start_sessions,
         start_timeout: shared
             .launcher
             .as_ref()

@@ -254,10 +254,17 @@ pub(super) async fn start(
             + HELPER_WAIT;
         let asked = Request::Start { user, request };
         return match ask_helper(shared, helper, asked, wait).await {
-            Ok((Reply::Started { display, new }, Some(stream))) => {
+            Ok((
+                Reply::Started {
+                    display,
+                    socket,
+                    new,
+                },
+                Some(stream),
+            )) => {
                 let started = Started {
                     display: display.clone(),
-                    socket: PathBuf::new(),
+                    socket,
                     new,
                 };
                 let p = plan(&display, Vec::new());

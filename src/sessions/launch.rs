@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! xpra start|start-desktop [:DISPLAY] --daemon=yes --systemd-run=no
-//!     [--displayfd=FD] --socket-dirs=DIRS [--start=CMD]... [--start-child=CMD]...
+//!     [--displayfd=FD] [--socket-dirs=DIR]... [--start=CMD]... [--start-child=CMD]...
 //!     [ARGS of --proxy-start-arg]...
 //! ```
 //!
@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -341,13 +341,21 @@ impl Launcher {
         if let Some(fd) = displayfd {
             args.push(format!("--displayfd={fd}"));
         }
-        if !self.socket_dirs.is_empty() {
-            let dirs: Vec<String> = self
-                .socket_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect();
-            args.push(format!("--socket-dirs={}", dirs.join(",")));
+        // xpra takes a list option once per value (a comma is part of a
+        // path). The dirs xpra could not make (a runtime dir without a
+        // login session) are left out: it would only warn about them.
+        let usable: Vec<&PathBuf> = self
+            .socket_dirs
+            .iter()
+            .filter(|d| d.is_dir() || d.parent().is_some_and(Path::is_dir))
+            .collect();
+        let dirs = if usable.is_empty() {
+            self.socket_dirs.iter().collect()
+        } else {
+            usable
+        };
+        for d in dirs {
+            args.push(format!("--socket-dirs={}", d.display()));
         }
         for c in &req.start {
             args.push(format!("--start={c}"));
@@ -638,6 +646,22 @@ mod tests {
             ]
         );
         assert!(!args.iter().any(|a| a.contains("bind") || a.contains("env")));
+        // One flag per dir; one xpra could not make is left out.
+        let l = Launcher::new(
+            vec![
+                PathBuf::from("/nonexistent-xfwd/run/user/7/xpra"),
+                PathBuf::from("/tmp/a,b"),
+                PathBuf::from("/tmp"),
+            ],
+            "h".into(),
+            0,
+        );
+        let dirs: Vec<String> = l
+            .args(&r, None)
+            .into_iter()
+            .filter(|a| a.starts_with("--socket-dirs"))
+            .collect();
+        assert_eq!(dirs, ["--socket-dirs=/tmp/a,b", "--socket-dirs=/tmp"]);
         // xpra chooses the display: displayfd.
         let r = StartRequest::from_caps(Some(&sns(vec![("mode", Value::from("start-desktop"))])))
             .unwrap()

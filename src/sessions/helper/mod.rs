@@ -140,11 +140,23 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {
-    Connected { display: String },
-    Live { displays: Vec<String> },
-    Started { display: String, new: bool },
-    Pam { ok: bool },
-    Refused { refusal: Refusal },
+    Connected {
+        display: String,
+    },
+    Live {
+        displays: Vec<String>,
+    },
+    Started {
+        display: String,
+        socket: PathBuf,
+        new: bool,
+    },
+    Pam {
+        ok: bool,
+    },
+    Refused {
+        refusal: Refusal,
+    },
 }
 
 /// Why an operation did not happen; the texts go to the client.

@@ -130,6 +130,7 @@ fn perform(input: OpInput) -> Result<(Reply, Option<OwnedFd>), Refusal> {
             Ok((
                 Reply::Started {
                     display: started.display,
+                    socket: started.socket,
                     new: started.new,
                 },
                 Some(fd),
