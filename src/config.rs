@@ -345,17 +345,18 @@ pub struct Config {
 impl Config {
     /// System-wide mode's defaults: users log in with their system
     /// accounts (xpra's system proxy: `sys`, PAM) where no auth module was
-    /// given.
-    pub fn system_wide_defaults(&mut self) -> Result<(), ConfigError> {
+    /// given. Without PAM in this build they stay `none`, which identifies
+    /// nobody (every client is then refused, as xpra's proxy as root does):
+    /// the warning says so.
+    pub fn system_wide_defaults(&mut self) -> Option<String> {
         use crate::auth::{ModuleKind, Transport};
         if self.defaulted_auth.is_empty() {
-            return Ok(());
+            return None;
         }
         if !ModuleKind::Pam.is_built() {
-            return Err(ConfigError::BadOption {
-                option: "auth",
-                error: "system-wide mode authenticates with PAM by default, and this build has no PAM: give --auth (or --tcp-auth ...)".into(),
-            });
+            return Some(
+                "system-wide mode: this build has no PAM (cargo feature pam), so listeners without an auth module use none, which identifies no user: every client is refused (cannot run proxy instances as root). Give --auth (pam, peercred, multifile, sqlite, or a module with uid=/gid=), or --system-wide=no".into(),
+            );
         }
         let pam = vec![AuthSpec::of(ModuleKind::Pam)];
         for t in std::mem::take(&mut self.defaulted_auth) {
@@ -368,7 +369,7 @@ impl Config {
             };
             chain.clone_from(&pam);
         }
-        Ok(())
+        None
     }
 }
 

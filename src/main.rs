@@ -321,11 +321,10 @@ fn serve(
     };
     let mut config = config;
     let options = if system_wide {
-        let prepared = config
-            .system_wide_defaults()
-            .map_err(|e| e.to_string())
-            .and_then(|()| system_wide_setup(&config, upgrade));
-        match prepared {
+        if let Some(w) = config.system_wide_defaults() {
+            tracing::warn!("{w}");
+        }
+        match system_wide_setup(&config, upgrade) {
             Ok(o) => o,
             Err(e) => {
                 fatal(format, &e);
@@ -412,7 +411,7 @@ fn serve(
         let l = Layered::load(file.as_deref(), &flags).map_err(|e| e.to_string())?;
         let mut config = l.into_config().map_err(|e| e.to_string())?;
         if system_wide {
-            config.system_wide_defaults().map_err(|e| e.to_string())?;
+            let _ = config.system_wide_defaults();
         }
         Ok((config, l.warnings()))
     }));
@@ -445,10 +444,10 @@ fn serve(
     ExitCode::SUCCESS
 }
 
-/// System-wide mode, when it applies (`--system-wide`, by default when
-/// root): the shards' identity, the helper (started here, as root), PAM
-/// checks sent to it, and the privilege drop for the engine to run once
-/// its listeners are bound.
+/// System-wide mode's start (`--system-wide`, by default when root): the
+/// shards' identity, the helper (started here, as root), PAM checks sent
+/// to it, and the privilege drop for the engine to run once its listeners
+/// are bound.
 fn system_wide_setup(
     config: &xfwd::config::Config,
     upgrade: &Upgrade,

@@ -99,16 +99,22 @@ fn unix_passwords_of_unknown_users_fail() {
     let a = xfwd::auth::authenticator(&spec).unwrap();
     let r = a.check_password("xfwd-no-such-user-4711", b"pw", &unix_peer());
     assert!(!r.unwrap_or(false));
-    // and the policy: PAM over TCP is refused before any challenge
+    // and the policy: PAM over TCP from another host is refused before any
+    // challenge; from this host's loopback the password stays here.
     let chain = Arc::new(AuthChain::new(&[spec], AuthPolicy::default()).unwrap());
     let client = ClientAuth {
         username: "root".into(),
         digests: vec!["xor".into()],
         salt_digests: vec!["hmac+sha256".into()],
     };
-    let tcp = PeerInfo::tcp("127.0.0.1:1".parse().unwrap(), None);
-    match AuthFlow::new(chain, client, tcp).advance(None) {
+    let remote = PeerInfo::tcp("192.0.2.1:1".parse().unwrap(), None);
+    match AuthFlow::new(chain.clone(), client.clone(), remote).advance(None) {
         Step::Refused(r) => assert_eq!(r.cause, RefuseCause::Policy),
+        other => panic!("{other:?}"),
+    }
+    let local = PeerInfo::tcp("127.0.0.1:1".parse().unwrap(), None);
+    match AuthFlow::new(chain, client, local).advance(None) {
+        Step::Challenge(c) => assert_eq!(c.digest, "xor"),
         other => panic!("{other:?}"),
     }
 }

@@ -272,6 +272,23 @@ fn the_units_say_what_the_engine_expects() {
         setting(&service, "SystemCallFilter"),
         ["@system-service", "~@privileged"]
     );
+    // The system-wide unit: root (no User=), which xfwd drops by itself;
+    // stopping it leaves the users' sessions alone.
+    let system = settings(&unit("xfwd-system.service"));
+    for (key, value) in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        (
+            "ExecStart",
+            "/usr/bin/xfwd --system-wide=yes --config=/etc/xfwd/xfwd.toml",
+        ),
+        ("KillMode", "process"),
+        ("RuntimeDirectory", "xfwd"),
+    ] {
+        assert_eq!(setting(&system, key), [value], "xfwd-system.service: {key}");
+    }
+    assert!(setting(&system, "User").is_empty());
+    assert!(setting(&system, "NoNewPrivileges").is_empty());
     let socket = settings(&unit("xfwd.socket"));
     assert_eq!(setting(&socket, "ListenStream"), ["14501"]);
     assert_eq!(setting(&socket, "FileDescriptorName"), ["tcp"]);
@@ -306,6 +323,9 @@ fn the_units_pass_systemd_analyze_verify() {
     assert!(service.contains(&format!("ExecStart={bin} --config=")));
     std::fs::write(dir.join("xfwd.service"), service).unwrap();
     std::fs::write(dir.join("xfwd.socket"), unit("xfwd.socket")).unwrap();
+    let system = unit("xfwd-system.service")
+        .replace("ExecStart=/usr/bin/xfwd ", &format!("ExecStart={bin} "));
+    std::fs::write(dir.join("xfwd-system.service"), system).unwrap();
     let man = dir.join("man");
     let out = xfwd(&["generate", "man", man.join("man1").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -313,6 +333,7 @@ fn the_units_pass_systemd_analyze_verify() {
         .arg("verify")
         .arg(dir.join("xfwd.service"))
         .arg(dir.join("xfwd.socket"))
+        .arg(dir.join("xfwd-system.service"))
         .env("MANPATH", &man)
         .env("SYSTEMD_LOG_COLOR", "0")
         .output()

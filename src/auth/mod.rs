@@ -14,8 +14,8 @@
 //!   [`peercred`].
 //! - [`challenge`]: one challenge and its answer; [`flow`]: a listener's
 //!   [`AuthChain`] and a connection's [`AuthFlow`].
-//! - [`targets`]: `tcp://user:pw@host:port/display` and friends, session
-//!   options.
+//! - [`targets`] (at home in `crate::sessions`, with routing):
+//!   `tcp://user:pw@host:port/display` and friends, session options.
 //! - [`throttle`]: delays after failures, the log line of each attempt.
 //!
 //! The items of the first engine ([`AuthModule`], [`make_challenge`],
@@ -37,7 +37,9 @@ pub mod peercred;
 pub mod secret;
 pub mod spec;
 pub mod sqlite;
-pub mod targets;
+/// Session targets live with routing (`crate::sessions::targets`); the auth
+/// modules that list them use them from here too.
+pub use crate::sessions::targets;
 pub mod throttle;
 
 pub use authenticator::{authenticator, AuthError, Authenticator, Method, Sessions, Targets};

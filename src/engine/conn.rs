@@ -127,13 +127,12 @@ async fn serve_inner(
             conn: conn_id,
             shard: shard.id,
         },
-        // (In system-wide mode the helper starts them: no launcher here.)
-        start_sessions: shared.config.start_sessions,
+        start_sessions: shared.launcher.is_some(),
         start_timeout: shared
             .launcher
             .as_ref()
             .map_or(crate::sessions::launch::DEFAULT_START_TIMEOUT, |l| {
-                l.timeout
+                l.timeout()
             }),
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());

@@ -85,11 +85,14 @@ pub(crate) struct Shared {
     /// Socket dirs searched for sessions: the configured ones, then xpra's
     /// defaults for this user.
     pub socket_dirs: Vec<PathBuf>,
+    /// Chooses and opens local sessions: this process's own (the cached
+    /// session directory), or in system-wide mode the privileged helper's
+    /// (docs/deployment.md).
+    pub connector: Arc<dyn crate::sessions::access::SessionConnector>,
     /// Starts sessions on demand (`--proxy-start-sessions=yes`).
-    pub launcher: Option<Arc<crate::sessions::launch::Launcher>>,
-    /// System-wide mode: the privileged helper reaches users' sessions
-    /// (docs/deployment.md); `None`: this process's own sessions.
-    pub helper: Option<Arc<crate::sessions::helper::client::HelperClient>>,
+    pub launcher: Option<Arc<dyn crate::sessions::access::SessionLauncher>>,
+    /// System-wide mode (the helper reaches users' sessions).
+    pub system_wide: bool,
     /// Who the proxy is, for the hellos sessions get.
     pub identity: Arc<crate::proxy::Identity>,
     /// The auth chain of each transport.
@@ -281,6 +284,7 @@ impl Server {
             ),
             blocking: pool.handle(),
             helper: options.helper,
+            directory: Arc::default(),
             accepting: stop.child_token(),
             stop,
             metrics,
@@ -406,7 +410,7 @@ impl Server {
     /// targets of auth data are not known here). Runs once at start.
     fn advise_without_sessions(&self) {
         let sh = &self.shared;
-        if sh.helper.is_some() {
+        if sh.system_wide {
             return;
         }
         // Sockets are only listed, not probed: connecting would show in

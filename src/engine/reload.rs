@@ -47,8 +47,11 @@ pub(crate) struct Lasting {
     pub throttle: SharedThrottle,
     pub admission: Arc<admission::Admission>,
     pub blocking: Blocking,
-    /// System-wide mode's helper (`Shared::helper`).
+    /// System-wide mode's helper.
     pub helper: Option<Arc<crate::sessions::helper::client::HelperClient>>,
+    /// The session directory, kept across reloads that keep its dirs (its
+    /// cache and watches).
+    pub directory: Arc<Mutex<Option<Arc<crate::sessions::directory::SessionDirectory>>>>,
     pub stop: tokio_util::sync::CancellationToken,
     pub accepting: tokio_util::sync::CancellationToken,
     pub metrics: Option<Arc<metrics::Metrics>>,
@@ -105,19 +108,12 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
     lasting
         .admission
         .set_limits(config.max_handshakes, config.max_handshakes_per_ip);
-    // System-wide mode starts sessions through the helper, as the user.
-    let launcher = (config.start_sessions && lasting.helper.is_none()).then(|| {
-        let mut l = crate::sessions::launch::Launcher::new(
-            socket_dirs.clone(),
-            lasting.hostname.clone(),
-            lasting.uid,
-        );
-        l.extra_args = config.start_args.clone();
-        Arc::new(l)
-    });
+    let (connector, launcher) = sessions_access(&config, &socket_dirs, lasting);
     let l = lasting.clone();
     Ok(Shared {
+        connector,
         launcher,
+        system_wide: l.helper.is_some(),
         config,
         hostname: l.hostname,
         uid: l.uid,
@@ -130,11 +126,59 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
         throttle: l.throttle,
         admission: l.admission,
         blocking: l.blocking,
-        helper: l.helper,
         stop: l.stop,
         accepting: l.accepting,
         metrics: l.metrics,
     })
+}
+
+type Access = (
+    Arc<dyn crate::sessions::access::SessionConnector>,
+    Option<Arc<dyn crate::sessions::access::SessionLauncher>>,
+);
+
+/// How this generation reaches local sessions: the helper (system-wide
+/// mode), or this process's session directory (the one of the generation
+/// before when the dirs are the same) and launcher.
+fn sessions_access(config: &Config, socket_dirs: &[PathBuf], lasting: &Lasting) -> Access {
+    use crate::sessions::access::{OwnSessions, SessionConnector, SessionLauncher};
+    use crate::sessions::directory::SessionDirectory;
+    use crate::sessions::launch::DEFAULT_START_TIMEOUT;
+    if let Some(client) = &lasting.helper {
+        let helper = Arc::new(crate::sessions::helper::client::HelperSessions {
+            client: client.clone(),
+            start_timeout: DEFAULT_START_TIMEOUT,
+        });
+        let launcher = config
+            .start_sessions
+            .then(|| helper.clone() as Arc<dyn SessionLauncher>);
+        return (helper as Arc<dyn SessionConnector>, launcher);
+    }
+    let directory = {
+        let mut kept = lasting.directory.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(d) if d.serves(socket_dirs, &lasting.hostname, lasting.uid) => d.clone(),
+            _ => {
+                let d = Arc::new(SessionDirectory::new(
+                    socket_dirs.to_vec(),
+                    lasting.hostname.clone(),
+                    lasting.uid,
+                ));
+                *kept = Some(d.clone());
+                d
+            }
+        }
+    };
+    let launcher = config.start_sessions.then(|| {
+        let mut l = crate::sessions::launch::Launcher::new(
+            socket_dirs.to_vec(),
+            lasting.hostname.clone(),
+            lasting.uid,
+        );
+        l.extra_args = config.start_args.clone();
+        Arc::new(l) as Arc<dyn SessionLauncher>
+    });
+    (Arc::new(OwnSessions { directory }), launcher)
 }
 
 /// The options of `new` that differ from `old` and that a reload cannot

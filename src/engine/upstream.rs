@@ -1,9 +1,10 @@
-//! The session side: choosing where a client goes, connecting there, and the
-//! hello the session gets (answering its challenge when the target carries a
-//! password).
+//! The session side: choosing where a client goes (`sessions::router`),
+//! opening it through the seams of `sessions::access` (this process's own
+//! sessions, or the privileged helper's in system-wide mode) or connecting
+//! to a target, and the hello the session gets (answering its challenge
+//! when the target carries a password).
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,59 +14,26 @@ use tokio::net::{TcpStream, UnixStream};
 use super::pump::ReadSizer;
 use super::stream::{Stream, WsStream};
 use super::Shared;
-use crate::auth::{Accepted, SessionOptions, Target, TargetKind, Targets};
+use crate::auth::{Accepted, Target, TargetKind};
 use crate::proxy::oneshot::MAX_LISTED;
 use crate::proxy::{ConnError, Destination, Plan, Reachable};
-use crate::sessions::helper::client::HelperClient;
-use crate::sessions::helper::{Refusal, Reply, Request};
+use crate::sessions::access::{Ids, Opened, Refusal};
 use crate::sessions::launch::{StartRequest, Started};
-use crate::sessions::user::SessionUser;
-use crate::sessions::{self, LocalSession};
+use crate::sessions::router::{self, Place};
+use crate::sessions::LocalSession;
 use crate::wire::views::Hello;
 use crate::wire::Value;
 
 /// How long connecting to a session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the session helper may take to connect or list (its own
-/// bound, and a little more).
-const HELPER_WAIT: Duration =
-    Duration::from_secs(crate::sessions::helper::OP_TIMEOUT.as_secs() + 1);
-
-fn discover(shared: &Shared) -> Vec<LocalSession> {
-    sessions::discover(&shared.socket_dirs, &shared.hostname, shared.uid)
-}
-
-async fn local(shared: &Arc<Shared>, wanted: Option<String>) -> Result<LocalSession, ConnError> {
-    let shared2 = shared.clone();
-    shared
-        .blocking
-        .run(move || sessions::choose(&discover(&shared2), wanted.as_deref()))
-        .await?
-        .map_err(|e| match e {
-            // The one refusal a start on demand answers.
-            sessions::RouteError::NoSessions => ConnError::NoSessions,
-            e => ConnError::Route(e.to_string()),
-        })
-}
-
-/// The user an accepted client's local sessions belong to (system-wide
-/// mode): its auth module's uid and gid, never root.
-fn session_user(accepted: &Accepted) -> Result<SessionUser, ConnError> {
-    let s = accepted.sessions.as_ref();
-    SessionUser::from_ids(s.and_then(|s| s.uid), s.and_then(|s| s.gid)).map_err(|e| {
-        tracing::info!(user = %accepted.username, "not served: {e}");
-        ConnError::Route(e.to_string())
-    })
-}
-
-fn from_refusal(r: Refusal, target: &str) -> ConnError {
+fn from_refusal(r: Refusal) -> ConnError {
     match r {
         Refusal::NoSessions => ConnError::NoSessions,
         Refusal::Route(s) | Refusal::User(s) => ConnError::Route(s),
         Refusal::Start(s) => ConnError::Start(s),
         Refusal::Connect(error) => ConnError::Upstream {
-            target: target.to_owned(),
+            target: "the session".to_owned(),
             error,
         },
         r @ (Refusal::Invalid(_) | Refusal::Failed(_)) => {
@@ -75,70 +43,123 @@ fn from_refusal(r: Refusal, target: &str) -> ConnError {
     }
 }
 
-/// Asks the helper (on the blocking pool: it waits for the answer) and
-/// takes the session socket that comes with a connection.
-async fn ask_helper(
-    shared: &Arc<Shared>,
-    helper: &Arc<HelperClient>,
-    request: Request,
-    timeout: Duration,
-) -> Result<(Reply, Option<Stream>), ConnError> {
-    let h = helper.clone();
-    let (reply, fd) = shared
-        .blocking
-        .run(move || h.call(&request, timeout))
-        .await?
-        .map_err(|e| {
-            tracing::warn!("{e}");
-            ConnError::Busy(e.to_string())
-        })?;
-    if let Reply::Refused { refusal } = reply {
-        return Err(from_refusal(refusal, "the session"));
+fn ids(accepted: &Accepted) -> Ids {
+    let s = accepted.sessions.as_ref();
+    Ids {
+        uid: s.and_then(|s| s.uid),
+        gid: s.and_then(|s| s.gid),
     }
-    let stream = match fd {
-        None => None,
-        Some(fd) => {
-            let std = std::os::unix::net::UnixStream::from(fd);
+}
+
+/// A session opened by a connector: its plan's local session, and its
+/// socket when the connector connected (the helper).
+fn opened(o: Opened) -> Result<(LocalSession, Option<Stream>), ConnError> {
+    match o {
+        Opened::Sockets(s) => Ok((s, None)),
+        Opened::Connected { display, socket } => {
+            let std = std::os::unix::net::UnixStream::from(socket);
             let unix = std
                 .set_nonblocking(true)
                 .and_then(|()| UnixStream::from_std(std))
                 .map_err(|e| ConnError::Upstream {
-                    target: "the session".into(),
+                    target: format!("session :{display}"),
                     error: e.to_string(),
                 })?;
-            Some(Stream::Unix(unix))
+            Ok((
+                LocalSession {
+                    display,
+                    sockets: Vec::new(),
+                },
+                Some(Stream::Unix(unix)),
+            ))
         }
-    };
-    Ok((reply, stream))
+    }
 }
 
-/// A local session for the client: found in this process's socket dirs,
-/// or (system-wide mode) chosen and connected by the helper as the user.
-async fn local_for(
-    shared: &Arc<Shared>,
+/// Chooses the destination for an accepted client; a local session comes
+/// opened (connected already when the helper connected as the user).
+pub(super) async fn route(
+    hello: &[Value],
     accepted: &Accepted,
-    wanted: Option<String>,
-) -> Result<(LocalSession, Option<Stream>), ConnError> {
-    let Some(helper) = &shared.helper else {
-        return Ok((local(shared, wanted).await?, None));
+    shared: &Arc<Shared>,
+) -> Result<(Plan, Option<Stream>), ConnError> {
+    let wanted = Hello::parse(hello)
+        .ok()
+        .and_then(|h| h.requested_display())
+        .map(str::to_owned);
+    let r =
+        router::route(accepted.sessions.as_ref(), wanted.as_deref()).map_err(ConnError::Route)?;
+    let (destination, stream) = match r.place {
+        Place::Target(t) => (Destination::Target(t), None),
+        Place::Local(display) => {
+            let connector = shared.connector.clone();
+            let ids = r.ids;
+            let o = shared
+                .blocking
+                .run(move || connector.open(ids, display.as_deref()))
+                .await?
+                .map_err(from_refusal)?;
+            let (local, stream) = opened(o)?;
+            (Destination::Local(local), stream)
+        }
     };
-    let user = session_user(accepted)?;
-    let request = Request::Connect {
-        user,
-        display: wanted.map(|w| w.trim_start_matches(':').to_owned()),
+    let plan = Plan {
+        destination,
+        username: r.username,
+        password: r.password,
+        caps: r.caps,
     };
-    match ask_helper(shared, helper, request, HELPER_WAIT).await? {
-        (Reply::Connected { display }, Some(stream)) => Ok((
-            LocalSession {
-                display,
-                sockets: Vec::new(),
-            },
-            Some(stream),
-        )),
-        (other, _) => Err(ConnError::Busy(format!(
-            "the session helper answered {other:?} to a connection"
-        ))),
+    Ok((plan, stream))
+}
+
+/// Starts a session for an accepted client (on the blocking pool: the
+/// launcher waits for xpra), and the plan to reach it, opened.
+pub(super) async fn start(
+    request: StartRequest,
+    accepted: &Accepted,
+    shared: &Arc<Shared>,
+) -> Result<Box<(Started, Plan, Option<Stream>)>, ConnError> {
+    let Some(launcher) = shared.launcher.clone() else {
+        return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
+    };
+    let ids = ids(accepted);
+    let (started, o) = shared
+        .blocking
+        .run(move || launcher.start(ids, &request))
+        .await?
+        .map_err(|e| {
+            tracing::info!("session start failed: {e}");
+            from_refusal(e)
+        })?;
+    let (local, stream) = opened(o)?;
+    let options = accepted.sessions.as_ref().map(|s| &s.session_options);
+    let plan = Plan {
+        destination: Destination::Local(local),
+        username: None,
+        password: options.and_then(|o| o.password().cloned()),
+        caps: options.map(|o| o.caps()).unwrap_or_default(),
+    };
+    Ok(Box::new((started, plan, stream)))
+}
+
+/// Where an accepted user may go, for `xpra info`: what [`route`] would
+/// choose from (the live local sessions, or the targets of the user's auth
+/// data), at most [`MAX_LISTED`].
+pub(super) async fn reachable(
+    accepted: &Accepted,
+    shared: &Arc<Shared>,
+) -> Result<Vec<Reachable>, ConnError> {
+    if let Some(list) = router::listed(accepted.sessions.as_ref(), MAX_LISTED) {
+        return Ok(list.into_iter().map(Reachable::target).collect());
     }
+    let connector = shared.connector.clone();
+    let ids = ids(accepted);
+    let live = shared
+        .blocking
+        .run(move || connector.live(ids, MAX_LISTED))
+        .await?
+        .map_err(from_refusal)?;
+    Ok(live.iter().map(|d| Reachable::local(d)).collect())
 }
 
 /// Connects to the first socket of a local session that answers. When none
@@ -161,185 +182,18 @@ async fn local_connect(session: &LocalSession, shared: &Arc<Shared>) -> Result<S
         )
     });
     if stale {
-        let shared2 = shared.clone();
+        let connector = shared.connector.clone();
         let display = session.display.clone();
-        let e = shared
+        let r = shared
             .blocking
-            .run(move || sessions::not_found(&discover(&shared2), &display))
+            .run(move || connector.stale(Ids::default(), &display))
             .await?;
-        return Err(ConnError::Route(e.to_string()));
+        return Err(from_refusal(r));
     }
     Err(ConnError::Upstream {
         target: format!("session :{}", session.display),
         error: last.map_or_else(|| "no socket".to_owned(), |e| e.to_string()),
     })
-}
-
-/// Chooses the destination for an accepted client; in system-wide mode
-/// the session's socket comes with it (the helper connected as the user).
-pub(super) async fn route(
-    hello: &[Value],
-    accepted: &Accepted,
-    shared: &Arc<Shared>,
-) -> Result<(Plan, Option<Stream>), ConnError> {
-    let wanted = Hello::parse(hello)
-        .ok()
-        .and_then(|h| h.requested_display())
-        .map(str::to_owned);
-    let sessions = accepted
-        .sessions
-        .as_ref()
-        .ok_or_else(|| ConnError::Route("no sessions found".into()))?;
-    let options: &SessionOptions = &sessions.session_options;
-    let caps = options.caps();
-    let target = sessions
-        .select(wanted.as_deref())
-        .map_err(|e| ConnError::Route(e.to_string()))?;
-    let routed = match target {
-        None => {
-            let (local, stream) = local_for(shared, accepted, wanted).await?;
-            let plan = Plan {
-                destination: Destination::Local(local),
-                username: None,
-                password: options.password().cloned(),
-                caps,
-            };
-            (plan, stream)
-        }
-        Some(t) => {
-            let (destination, stream) = match &t.kind {
-                TargetKind::Local { display } => {
-                    let (local, stream) =
-                        local_for(shared, accepted, Some(display.clone())).await?;
-                    (Destination::Local(local), stream)
-                }
-                _ => (Destination::Target(t.clone()), None),
-            };
-            let plan = Plan {
-                destination,
-                username: t.username().map(str::to_owned),
-                password: t.password().or(options.password()).cloned(),
-                caps,
-            };
-            (plan, stream)
-        }
-    };
-    Ok(routed)
-}
-
-/// Starts a session for an accepted client on the blocking pool (the
-/// launcher waits for xpra), and the plan to reach it; in system-wide mode
-/// the helper starts it as the user and connects.
-pub(super) async fn start(
-    request: StartRequest,
-    accepted: &Accepted,
-    shared: &Arc<Shared>,
-) -> Result<Box<(Started, Plan, Option<Stream>)>, ConnError> {
-    let options = accepted.sessions.as_ref().map(|s| &s.session_options);
-    let plan = |display: &str, sockets: Vec<PathBuf>| Plan {
-        destination: Destination::Local(LocalSession {
-            display: display.to_owned(),
-            sockets,
-        }),
-        username: None,
-        password: options.and_then(|o| o.password().cloned()),
-        caps: options.map(SessionOptions::caps).unwrap_or_default(),
-    };
-    if let Some(helper) = &shared.helper {
-        if !shared.config.start_sessions {
-            return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
-        }
-        let user = session_user(accepted)?;
-        let wait = Duration::from_secs(crate::sessions::launch::DEFAULT_START_TIMEOUT.as_secs())
-            + HELPER_WAIT;
-        let asked = Request::Start { user, request };
-        return match ask_helper(shared, helper, asked, wait).await {
-            Ok((
-                Reply::Started {
-                    display,
-                    socket,
-                    new,
-                },
-                Some(stream),
-            )) => {
-                let started = Started {
-                    display: display.clone(),
-                    socket,
-                    new,
-                };
-                let p = plan(&display, Vec::new());
-                Ok(Box::new((started, p, Some(stream))))
-            }
-            Ok((other, _)) => Err(ConnError::Busy(format!(
-                "the session helper answered {other:?} to a start"
-            ))),
-            Err(e) => {
-                tracing::info!("session start failed: {e}");
-                Err(e)
-            }
-        };
-    }
-    let Some(launcher) = shared.launcher.clone() else {
-        return Err(ConnError::Start(crate::proxy::START_DISABLED.into()));
-    };
-    let started = shared
-        .blocking
-        .run(move || launcher.start(&request))
-        .await?
-        .map_err(|e| {
-            tracing::info!("session start failed: {e}");
-            ConnError::Start(e.to_string())
-        })?;
-    let p = plan(&started.display, vec![started.socket.clone()]);
-    Ok(Box::new((started, p, None)))
-}
-
-/// Where an accepted user may go, for `xpra info`: what [`route`] would
-/// choose from (the live local sessions, or the targets of the user's auth
-/// data), at most [`MAX_LISTED`]. Probing local sockets blocks: on the
-/// blocking pool.
-pub(super) async fn reachable(
-    accepted: &Accepted,
-    shared: &Arc<Shared>,
-) -> Result<Vec<Reachable>, ConnError> {
-    let Some(sessions) = &accepted.sessions else {
-        return Ok(Vec::new());
-    };
-    match &sessions.targets {
-        Targets::Listed(list) => Ok(list
-            .iter()
-            .take(MAX_LISTED)
-            .map(Reachable::target)
-            .collect()),
-        Targets::Local if shared.helper.is_some() => {
-            let Some(helper) = &shared.helper else {
-                return Ok(Vec::new());
-            };
-            let user = session_user(accepted)?;
-            match ask_helper(shared, helper, Request::Live { user }, HELPER_WAIT).await? {
-                (Reply::Live { displays }, _) => Ok(displays
-                    .iter()
-                    .take(MAX_LISTED)
-                    .map(|d| Reachable::local(d))
-                    .collect()),
-                (other, _) => Err(ConnError::Busy(format!(
-                    "the session helper answered {other:?} to a listing"
-                ))),
-            }
-        }
-        Targets::Local => {
-            let shared2 = shared.clone();
-            let live = shared
-                .blocking
-                .run(move || {
-                    let mut found = discover(&shared2);
-                    found.truncate(MAX_LISTED);
-                    sessions::live(&found)
-                })
-                .await?;
-            Ok(live.iter().map(|s| Reachable::local(&s.display)).collect())
-        }
-    }
 }
 
 async fn resolve(host: String, port: u16, shared: &Shared) -> std::io::Result<SocketAddr> {

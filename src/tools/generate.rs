@@ -187,6 +187,10 @@ const DEFAULT_NOTES: &[(&str, &str)] = &[
         "bind-tcp",
         "`[\"127.0.0.1:14501\"]` when no listener is given (and systemd passes none)",
     ),
+    (
+        "auth",
+        "`[\"none\"]`; in system-wide mode (root) `[\"pam\"]`",
+    ),
     ("tcp-auth", "`auth`'s"),
     ("unix-auth", "`auth`'s"),
     ("ssl-auth", "`tcp-auth`'s"),
@@ -197,6 +201,9 @@ const DEFAULT_NOTES: &[(&str, &str)] = &[
         "xpra's (`/run/user/UID/xpra`, `/run/xpra`, `~/.xpra`)",
     ),
     ("cores", "the CPUs available"),
+    ("system-wide", "`\"yes\"` when started as root, else `\"no\"`"),
+    ("uid", "`\"nobody\"`"),
+    ("gid", "`nobody`'s group, else `\"nogroup\"`"),
     (
         "control-socket",
         "`control-PID.sock` in `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/xfwd/` (`/run/xfwd/` for root)",

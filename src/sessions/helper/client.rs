@@ -207,3 +207,117 @@ impl Drop for HelperClient {
         }
     }
 }
+
+/// The seams in system-wide mode: the helper chooses, connects and starts
+/// as the user (see [`crate::sessions::access`]).
+#[derive(Debug)]
+pub struct HelperSessions {
+    pub client: std::sync::Arc<HelperClient>,
+    /// `--proxy-start-sessions`.
+    pub start_timeout: Duration,
+}
+
+/// How long the helper may take to connect or list (its own bound, and a
+/// little more).
+const HELPER_WAIT: Duration = Duration::from_secs(super::OP_TIMEOUT.as_secs() + 1);
+
+impl HelperSessions {
+    fn ask(&self, request: &Request, wait: Duration) -> Result<(Reply, Option<OwnedFd>), Refusal> {
+        match self.client.call(request, wait) {
+            Ok((Reply::Refused { refusal }, _)) => Err(refusal),
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn user(ids: crate::sessions::access::Ids) -> Result<crate::sessions::user::SessionUser, Refusal> {
+    crate::sessions::user::SessionUser::from_ids(ids.uid, ids.gid)
+        .map_err(|e| Refusal::User(e.to_string()))
+}
+
+fn unexpected(what: &str, reply: &Reply) -> Refusal {
+    Refusal::Failed(format!("it answered {reply:?} to {what}"))
+}
+
+impl crate::sessions::access::SessionConnector for HelperSessions {
+    fn open(
+        &self,
+        ids: crate::sessions::access::Ids,
+        wanted: Option<&str>,
+    ) -> Result<crate::sessions::access::Opened, Refusal> {
+        let request = Request::Connect {
+            user: user(ids)?,
+            display: wanted.map(|w| w.trim_start_matches(':').to_owned()),
+        };
+        match self.ask(&request, HELPER_WAIT)? {
+            (Reply::Connected { display }, Some(socket)) => {
+                Ok(crate::sessions::access::Opened::Connected { display, socket })
+            }
+            (r, _) => Err(unexpected("a connection", &r)),
+        }
+    }
+
+    fn live(
+        &self,
+        ids: crate::sessions::access::Ids,
+        limit: usize,
+    ) -> Result<Vec<String>, Refusal> {
+        match self.ask(&Request::Live { user: user(ids)? }, HELPER_WAIT)? {
+            (Reply::Live { mut displays }, _) => {
+                displays.truncate(limit);
+                Ok(displays)
+            }
+            (r, _) => Err(unexpected("a listing", &r)),
+        }
+    }
+
+    fn stale(&self, _ids: crate::sessions::access::Ids, display: &str) -> Refusal {
+        // (The helper connects itself; its refusals say why.)
+        Refusal::Route(format!("session :{display} not found"))
+    }
+}
+
+impl crate::sessions::access::SessionLauncher for HelperSessions {
+    fn start(
+        &self,
+        ids: crate::sessions::access::Ids,
+        request: &crate::sessions::launch::StartRequest,
+    ) -> Result<
+        (
+            crate::sessions::launch::Started,
+            crate::sessions::access::Opened,
+        ),
+        Refusal,
+    > {
+        let asked = Request::Start {
+            user: user(ids)?,
+            request: request.clone(),
+        };
+        match self.ask(&asked, self.start_timeout + HELPER_WAIT)? {
+            (
+                Reply::Started {
+                    display,
+                    socket: path,
+                    new,
+                },
+                Some(socket),
+            ) => Ok((
+                crate::sessions::launch::Started {
+                    display: display.clone(),
+                    socket: path,
+                    new,
+                },
+                crate::sessions::access::Opened::Connected { display, socket },
+            )),
+            (r, _) => Err(unexpected("a start", &r)),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.start_timeout
+    }
+}

@@ -159,32 +159,7 @@ pub enum Reply {
     },
 }
 
-/// Why an operation did not happen; the texts go to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", content = "why", rename_all = "kebab-case")]
-pub enum Refusal {
-    /// The user has no session at all (a start on demand answers this).
-    #[error("no xpra sessions found")]
-    NoSessions,
-    /// No such session, or several and none named (the routing's reason).
-    #[error("{0}")]
-    Route(String),
-    /// The user cannot be served (root, no account).
-    #[error("{0}")]
-    User(String),
-    /// The session is there but did not take the connection.
-    #[error("{0}")]
-    Connect(String),
-    /// A start failed.
-    #[error("{0}")]
-    Start(String),
-    /// The request was not valid.
-    #[error("invalid request to the session helper: {0}")]
-    Invalid(String),
-    /// The helper could not do it (busy, a failed process).
-    #[error("the session helper failed: {0}")]
-    Failed(String),
-}
+pub use super::access::Refusal;
 
 impl Request {
     /// The user the operation acts for (PAM acts for nobody yet).

@@ -33,10 +33,7 @@ pub fn become_user(account: &Account) -> Result<(), String> {
 }
 
 fn route_refusal(e: RouteError) -> Refusal {
-    match e {
-        RouteError::NoSessions => Refusal::NoSessions,
-        e => Refusal::Route(e.to_string()),
-    }
+    e.into()
 }
 
 /// The account for `user`, switched to.

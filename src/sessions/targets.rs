@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use super::secret::Secret;
+use crate::auth::Secret;
 use crate::wire::Value;
 
 /// xpra's default TCP port.
