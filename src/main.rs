@@ -154,6 +154,9 @@ enum Command {
     /// socket as stdout).
     #[command(hide = true)]
     SessionHelperOp,
+    /// A user's agent of the helper (its channel is stdin).
+    #[command(hide = true)]
+    SessionHelperAgent,
 }
 
 /// Which running xfwd a control command talks to.
@@ -690,6 +693,10 @@ fn main() -> ExitCode {
         Some(Command::SessionHelperOp) => {
             init_logging(LogFormat::Text);
             ExitCode::from(xfwd::sessions::helper::op::run())
+        }
+        Some(Command::SessionHelperAgent) => {
+            init_logging(LogFormat::Text);
+            ExitCode::from(xfwd::sessions::helper::agent::run())
         }
         None if cli.check => check_config(cli.file.config.as_deref(), &matches),
         None => serve(

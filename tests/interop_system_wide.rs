@@ -7,7 +7,8 @@
 //! - a user asking for the other's display is refused with the same reason
 //!   as for a display that does not exist;
 //! - no thread of the serving process runs as root (the shards dropped to
-//!   `nobody`); only the helper keeps root;
+//!   `nobody`); only the helper keeps root; each user's connections are
+//!   made by an agent running as that user;
 //! - `xpra start tcp://user:pw@.../ --start=...` starts a session owned by
 //!   the user, whose command runs once; `--attach=no` is answered with the
 //!   display; the session outlives xfwd.
@@ -354,6 +355,26 @@ fn each_user_reaches_only_their_own_sessions_and_nothing_is_forwarded_as_root() 
     for (name, uids) in thread_uids(pid) {
         assert_eq!(uids, vec![nobody; 4], "thread {name} while relaying");
     }
+    // The helper answered through one agent per user, each running as its
+    // user (all four uids).
+    let helper = kids[0].0;
+    let agents: Vec<(u32, String)> = children(helper)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("session-helper-agent"))
+        .collect();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    let mut agent_uids: Vec<u32> = agents
+        .iter()
+        .map(|(p, _)| {
+            let uids = &thread_uids(*p)[0].1;
+            assert!(uids.iter().all(|u| *u == uids[0]), "{uids:?}");
+            uids[0]
+        })
+        .collect();
+    agent_uids.sort_unstable();
+    let mut want = vec![alice.uid, bob.uid];
+    want.sort_unstable();
+    assert_eq!(agent_uids, want);
     let log = xfwd.log();
     assert!(
         log.contains(&format!(

@@ -27,12 +27,16 @@
 //! helper's end is its stdin; nothing else can reach it). Each request is
 //! one JSON message carrying one descriptor: the write end of a fresh
 //! socket pair, on which the answer ([`Reply`], and the session's socket)
-//! comes back. Each operation runs in its own process (`xfwd
-//! session-helper-op`, hidden: the request on its stdin, the answer socket
-//! as its stdout), so a slow session, a slow PAM stack or a 30 s start
-//! never holds up another client, and an operation's change of identity
-//! cannot leak into the next one. The helper exits when xfwd's end of the
-//! channel closes.
+//! comes back. A user's connections and listings go to that user's
+//! [`agent`] (`xfwd session-helper-agent`, hidden: one process per user
+//! with recent clients, running as that user, with its own cached session
+//! directory; the helper starts it at the user's first client and closes
+//! it after a minute without one). Starts and PAM checks run each in a
+//! process of their own (`xfwd session-helper-op`, hidden: the request on
+//! its stdin, the answer socket as its stdout), so a slow PAM stack or a
+//! 30 s start never holds up another client, and an operation's change of
+//! identity cannot leak into the next one; so do connections when no agent
+//! can take them. The helper exits when xfwd's end of the channel closes.
 //!
 //! Sans-IO here: the messages, their bounds and their checks. The
 //! processes are [`serve`] (the helper), [`op`] (one operation) and
@@ -46,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use super::launch::StartRequest;
 use super::user::SessionUser;
 
+pub mod agent;
 pub mod client;
 pub mod op;
 pub mod serve;

@@ -5,7 +5,6 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 
 use super::client::send_message;
 use super::{encode, HelperConfig, OpInput, Refusal, Reply, Request, MAX_LISTED, MAX_MESSAGE};
@@ -37,14 +36,14 @@ fn route_refusal(e: RouteError) -> Refusal {
 }
 
 /// The account for `user`, switched to.
-fn as_user(user: SessionUser) -> Result<Account, Refusal> {
+pub(super) fn as_user(user: SessionUser) -> Result<Account, Refusal> {
     let account = Account::lookup(user).map_err(|e| Refusal::User(e.to_string()))?;
     become_user(&account)
         .map_err(|e| Refusal::Failed(format!("cannot become uid {}: {e}", user.uid)))?;
     Ok(account)
 }
 
-fn dirs(config: &HelperConfig, account: &Account) -> Vec<std::path::PathBuf> {
+pub(super) fn dirs(config: &HelperConfig, account: &Account) -> Vec<std::path::PathBuf> {
     user::socket_dirs(
         &config.socket_dirs,
         config.default_socket_dirs.as_deref(),
@@ -52,12 +51,31 @@ fn dirs(config: &HelperConfig, account: &Account) -> Vec<std::path::PathBuf> {
     )
 }
 
+/// Connects to `path` without waiting on a full backlog (the helper's
+/// processes never block on one session).
+fn connect_now(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let sock = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&SockAddr::unix(path)?) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(std::io::Error::other(
+                "the session is busy (its backlog is full)",
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    sock.set_nonblocking(false)?;
+    Ok(OwnedFd::from(sock))
+}
+
 /// Connects to the first socket of `session` that answers.
 fn connect(session: &LocalSession, others: &[LocalSession]) -> Result<OwnedFd, Refusal> {
     let mut last = None;
     for socket in &session.sockets {
-        match UnixStream::connect(socket) {
-            Ok(s) => return Ok(OwnedFd::from(s)),
+        match connect_now(socket) {
+            Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
     }
@@ -77,6 +95,32 @@ fn connect(session: &LocalSession, others: &[LocalSession]) -> Result<OwnedFd, R
     )))
 }
 
+/// A connection to the session `display` (or the only live one) among a
+/// user's sessions `found` (this process being that user).
+pub(super) fn connect_in(
+    found: &[LocalSession],
+    display: Option<&str>,
+) -> Result<(Reply, Option<OwnedFd>), Refusal> {
+    let chosen = sessions::choose(found, display).map_err(route_refusal)?;
+    let fd = connect(&chosen, found)?;
+    Ok((
+        Reply::Connected {
+            display: chosen.display,
+        },
+        Some(fd),
+    ))
+}
+
+/// The live ones among a user's sessions `found`.
+pub(super) fn live_in(found: &[LocalSession]) -> Reply {
+    let first = found.get(..MAX_LISTED.min(found.len())).unwrap_or_default();
+    let displays = sessions::live(first)
+        .into_iter()
+        .map(|s| s.display)
+        .collect();
+    Reply::Live { displays }
+}
+
 fn perform(input: OpInput) -> Result<(Reply, Option<OwnedFd>), Refusal> {
     input.request.check()?;
     let config = &input.config;
@@ -84,25 +128,12 @@ fn perform(input: OpInput) -> Result<(Reply, Option<OwnedFd>), Refusal> {
         Request::Connect { user, display } => {
             let account = as_user(user)?;
             let found = sessions::discover(&dirs(config, &account), &config.hostname, account.uid);
-            let chosen = sessions::choose(&found, display.as_deref()).map_err(route_refusal)?;
-            let fd = connect(&chosen, &found)?;
-            Ok((
-                Reply::Connected {
-                    display: chosen.display,
-                },
-                Some(fd),
-            ))
+            connect_in(&found, display.as_deref())
         }
         Request::Live { user } => {
             let account = as_user(user)?;
-            let mut found =
-                sessions::discover(&dirs(config, &account), &config.hostname, account.uid);
-            found.truncate(MAX_LISTED);
-            let displays = sessions::live(&found)
-                .into_iter()
-                .map(|s| s.display)
-                .collect();
-            Ok((Reply::Live { displays }, None))
+            let found = sessions::discover(&dirs(config, &account), &config.hostname, account.uid);
+            Ok((live_in(&found), None))
         }
         Request::Start { user, request } => {
             if !config.start_sessions {
@@ -116,14 +147,12 @@ fn perform(input: OpInput) -> Result<(Reply, Option<OwnedFd>), Refusal> {
             let started = launcher
                 .start(&request)
                 .map_err(|e| Refusal::Start(e.to_string()))?;
-            let fd = UnixStream::connect(&started.socket)
-                .map(OwnedFd::from)
-                .map_err(|e| {
-                    Refusal::Connect(format!(
-                        "cannot connect to the new session :{}: {e}",
-                        started.display
-                    ))
-                })?;
+            let fd = connect_now(&started.socket).map_err(|e| {
+                Refusal::Connect(format!(
+                    "cannot connect to the new session :{}: {e}",
+                    started.display
+                ))
+            })?;
             Ok((
                 Reply::Started {
                     display: started.display,

@@ -1,7 +1,8 @@
 //! The helper process (`xfwd session-helper`, root): reads requests from
-//! its channel (stdin), runs each as its own operation process, one start
-//! per user at a time, each within its bound; exits when the channel
-//! closes.
+//! its channel (stdin); hands a user's connections and listings to that
+//! user's agent, and runs everything else (starts, PAM) as an operation
+//! process of its own, one start per user at a time, each within its
+//! bound; exits when the channel closes.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -15,6 +16,7 @@ use super::{
     decode, encode, HelperConfig, OpInput, Refusal, Reply, Request, MAX_QUEUED_STARTS, MAX_RUNNING,
     OP_SUBCOMMAND, OP_TIMEOUT,
 };
+use crate::sessions::user::SessionUser;
 
 /// How often running operations are looked at while no request comes.
 const TICK: Duration = Duration::from_millis(200);
@@ -27,10 +29,47 @@ struct Running {
     start_of: Option<u32>,
 }
 
+/// A user's agent, as the helper holds it.
+struct Agent {
+    channel: OwnedFd,
+    child: Child,
+    last_used: Instant,
+}
+
+/// At most this many agents at once (users with recent clients); beyond,
+/// a connection runs as an operation of its own.
+const MAX_AGENTS: usize = 256;
+
 /// A request and where its answer goes.
 struct Pending {
     request: Request,
     reply: OwnedFd,
+}
+
+/// Sends a request and its answer socket to an agent without waiting (its
+/// queue is full only when it is stuck).
+fn send_now(
+    channel: std::os::fd::BorrowedFd<'_>,
+    bytes: &[u8],
+    reply: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds = [reply];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the answer socket"));
+    }
+    let n = rustix::net::sendmsg(
+        channel,
+        &[std::io::IoSlice::new(bytes)],
+        &mut cmsg,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if n != bytes.len() {
+        return Err(std::io::Error::other("message cut short"));
+    }
+    Ok(())
 }
 
 /// Answers `reply` directly (no operation ran).
@@ -47,6 +86,8 @@ struct Helper {
     running: Vec<Running>,
     /// Starts waiting, per uid, behind the one running.
     queued: HashMap<u32, VecDeque<Pending>>,
+    /// The users' agents.
+    agents: HashMap<SessionUser, Agent>,
 }
 
 impl Helper {
@@ -99,7 +140,72 @@ impl Helper {
                 return;
             }
         }
+        if let Request::Connect { user, .. } | Request::Live { user } = &request {
+            if self.forward(*user, bytes, &reply) {
+                return;
+            }
+        }
         self.run(Pending { request, reply });
+    }
+
+    /// Hands a request to its user's agent (started now if there is none);
+    /// false when no agent can take it.
+    fn forward(&mut self, user: SessionUser, bytes: &[u8], reply: &OwnedFd) -> bool {
+        if !self.agents.contains_key(&user) {
+            if self.agents.len() >= MAX_AGENTS {
+                return false;
+            }
+            match self.spawn_agent(user) {
+                Ok(a) => {
+                    self.agents.insert(user, a);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "session helper: cannot start an agent for uid {}: {e}",
+                        user.uid
+                    );
+                    return false;
+                }
+            }
+        }
+        let Some(agent) = self.agents.get_mut(&user) else {
+            return false;
+        };
+        match send_now(agent.channel.as_fd(), bytes, reply.as_fd()) {
+            Ok(()) => {
+                agent.last_used = Instant::now();
+                true
+            }
+            Err(e) => {
+                tracing::debug!("session helper: the agent of uid {} is gone: {e}", user.uid);
+                if let Some(mut a) = self.agents.remove(&user) {
+                    let _ = a.child.kill();
+                    let _ = a.child.wait();
+                }
+                false
+            }
+        }
+    }
+
+    fn spawn_agent(&self, user: SessionUser) -> std::io::Result<Agent> {
+        let (ours, theirs) = super::client::seqpacket_pair()?;
+        let child = Command::new(&self.program)
+            .arg(super::agent::AGENT_SUBCOMMAND)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let init = super::agent::AgentInit {
+            config: self.config.clone(),
+            user,
+        };
+        let bytes = encode(&init).map_err(std::io::Error::other)?;
+        send_message(ours.as_fd(), &bytes, &[])?;
+        Ok(Agent {
+            channel: ours,
+            child,
+            last_used: Instant::now(),
+        })
     }
 
     /// Starts the operation's process: the request on its stdin, the
@@ -181,6 +287,16 @@ impl Helper {
             Ok(None) => true,
             Err(_) => false,
         });
+        // Agents that ended, and those idle for long: their channel closes,
+        // they answer what is queued and exit.
+        self.agents.retain(|user, a| match a.child.try_wait() {
+            Ok(None) if a.last_used.elapsed() < super::agent::AGENT_IDLE => true,
+            Ok(None) => {
+                tracing::debug!(uid = user.uid, "session helper: an agent idle: closed");
+                false
+            }
+            _ => false,
+        });
         for uid in ended_starts {
             let next = self.queued.get_mut(&uid).and_then(VecDeque::pop_front);
             if self.queued.get(&uid).is_some_and(VecDeque::is_empty) {
@@ -223,6 +339,7 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
         program,
         running: Vec::new(),
         queued: HashMap::new(),
+        agents: HashMap::new(),
     };
     loop {
         match recv_message(channel.as_fd()) {
@@ -241,6 +358,8 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
         }
         helper.tick();
     }
+    // Agents: their channels close, they answer what is queued and exit.
+    helper.agents.clear();
     // Queued starts are not begun; running operations finish (a start's
     // session is the user's either way) within their bounds.
     for (_, q) in helper.queued.drain() {
