@@ -88,6 +88,8 @@ struct Helper {
     queued: HashMap<u32, VecDeque<Pending>>,
     /// The users' agents.
     agents: HashMap<SessionUser, Agent>,
+    /// Agents whose channel was closed, until they have exited (reaped).
+    closing: Vec<Child>,
 }
 
 impl Helper {
@@ -141,6 +143,12 @@ impl Helper {
             }
         }
         if let Request::Connect { user, .. } | Request::Live { user } = &request {
+            // No agent for a uid without an account: told so at once.
+            if !self.agents.contains_key(user) {
+                if let Err(e) = crate::sessions::user::Account::lookup(*user) {
+                    return refuse(&reply, Refusal::User(e.to_string()));
+                }
+            }
             if self.forward(*user, bytes, &reply) {
                 return;
             }
@@ -289,14 +297,24 @@ impl Helper {
         });
         // Agents that ended, and those idle for long: their channel closes,
         // they answer what is queued and exit.
+        let mut idle = Vec::new();
         self.agents.retain(|user, a| match a.child.try_wait() {
             Ok(None) if a.last_used.elapsed() < super::agent::AGENT_IDLE => true,
             Ok(None) => {
-                tracing::debug!(uid = user.uid, "session helper: an agent idle: closed");
-                false
+                idle.push(*user);
+                true
             }
             _ => false,
         });
+        for user in idle {
+            if let Some(a) = self.agents.remove(&user) {
+                tracing::debug!(uid = user.uid, "session helper: an agent idle: closed");
+                drop(a.channel);
+                self.closing.push(a.child);
+            }
+        }
+        self.closing
+            .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
         for uid in ended_starts {
             let next = self.queued.get_mut(&uid).and_then(VecDeque::pop_front);
             if self.queued.get(&uid).is_some_and(VecDeque::is_empty) {
@@ -340,6 +358,7 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
         running: Vec::new(),
         queued: HashMap::new(),
         agents: HashMap::new(),
+        closing: Vec::new(),
     };
     loop {
         match recv_message(channel.as_fd()) {
@@ -359,7 +378,10 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
         helper.tick();
     }
     // Agents: their channels close, they answer what is queued and exit.
-    helper.agents.clear();
+    for (_, a) in helper.agents.drain() {
+        drop(a.channel);
+        helper.closing.push(a.child);
+    }
     // Queued starts are not begun; running operations finish (a start's
     // session is the user's either way) within their bounds.
     for (_, q) in helper.queued.drain() {
@@ -367,8 +389,17 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
             refuse(&p.reply, Refusal::Start("the proxy is stopping".into()));
         }
     }
-    while !helper.running.is_empty() {
+    // (Agents get an operation's bound to answer and go.)
+    let agents_by = Instant::now() + OP_TIMEOUT;
+    while !helper.running.is_empty() || !helper.closing.is_empty() {
         helper.tick();
+        if Instant::now() >= agents_by {
+            for c in &mut helper.closing {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            helper.closing.clear();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     for path in &helper.config.remove_at_exit {
@@ -377,11 +408,14 @@ pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
     0
 }
 
-/// Removes a socket file xfwd made (only a socket: never another file that
-/// took its place).
+/// Removes a socket file xfwd made, once xfwd has ended: only a socket
+/// (never another file that took its place), and only when nothing
+/// listens on it any more (not one that another process, or systemd,
+/// holds: xfwd may have failed to bind it, or inherited it).
 fn remove_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+    let socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if socket && !crate::sessions::is_live(path) {
         let _ = std::fs::remove_file(path);
     }
 }
