@@ -161,9 +161,30 @@ impl Drop for User {
                 .status();
         }
         let _ = Command::new("pkill")
+            .args(["-TERM", "-u", &self.name])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("pkill")
             .args(["-KILL", "-u", &self.name])
             .status();
         std::thread::sleep(Duration::from_millis(300));
+        // A killed X server leaves its lock and socket: remove the user's,
+        // or later tests run out of displays.
+        if let Ok(entries) = std::fs::read_dir("/tmp") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(n) = name
+                    .strip_prefix(".X")
+                    .and_then(|r| r.strip_suffix("-lock"))
+                else {
+                    continue;
+                };
+                if e.metadata().is_ok_and(|m| m.uid() == self.uid) {
+                    let _ = std::fs::remove_file(e.path());
+                    let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{n}"));
+                }
+            }
+        }
         let _ = Command::new("userdel").args(["-r", &self.name]).output();
     }
 }
