@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod fdpass;
 pub mod privilege;
 pub mod process;
 pub mod proxy;

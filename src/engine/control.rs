@@ -546,7 +546,12 @@ async fn hand_over(mut stream: UnixStream, ctx: &Ctx, uid: u32, drain: Duration)
     let sent = tokio::time::timeout(
         WRITE_DEADLINE,
         stream.async_io(tokio::io::Interest::WRITABLE, || {
-            super::takeover::send_with_fds(stream.as_fd(), line.as_bytes(), &fds)
+            crate::fdpass::send_with_fds(
+                stream.as_fd(),
+                line.as_bytes(),
+                &fds,
+                rustix::net::SendFlags::empty(),
+            )
         }),
     )
     .await;

@@ -22,10 +22,10 @@
 //! cannot bind), it closes the control connection and the old one goes on
 //! as if nothing had happened.
 //!
-//! The descriptors travel with rustix's `sendmsg`/`recvmsg` (safe
-//! wrappers that give `OwnedFd`s).
+//! The descriptors travel with `crate::fdpass` (rustix's `sendmsg`) and
+//! rustix's `recvmsg` (safe wrappers that give `OwnedFd`s).
 
-use std::io::{BufRead, IoSlice, IoSliceMut, Read, Write};
+use std::io::{BufRead, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,10 +36,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 use super::control::{Request, Response};
 use super::inherit::{Inherited, InheritedTcp, InheritedUnix, Origin};
@@ -94,29 +91,6 @@ pub enum TakeoverError {
     Refused { path: PathBuf, why: String },
     #[error("--takeover: the running xfwd at {path} answered {why}")]
     Protocol { path: PathBuf, why: String },
-}
-
-/// Sends `line` with `fds` attached (a stream socket: the descriptors ride
-/// on the first bytes; the rest of the line follows plainly).
-pub(crate) fn send_with_fds(
-    socket: BorrowedFd<'_>,
-    line: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> std::io::Result<usize> {
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(std::io::Error::other(
-            "too many descriptors for one message",
-        ));
-    }
-    let n = rustix::net::sendmsg(
-        socket,
-        &[IoSlice::new(line)],
-        &mut cmsg,
-        SendFlags::NOSIGNAL,
-    )?;
-    Ok(n)
 }
 
 /// Reads one line (at most [`MAX_ANSWER`] bytes) and every descriptor that
@@ -428,7 +402,13 @@ mod tests {
         let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let line = format!("{{\"ok\":true,\"pad\":\"{}\"}}\n", "x".repeat(40_000));
         let sender = std::thread::spawn(move || {
-            let n = send_with_fds(a.as_fd(), line.as_bytes(), &[l1.as_fd(), l2.as_fd()]).unwrap();
+            let n = crate::fdpass::send_with_fds(
+                a.as_fd(),
+                line.as_bytes(),
+                &[l1.as_fd(), l2.as_fd()],
+                rustix::net::SendFlags::empty(),
+            )
+            .unwrap();
             // The rest of a long line, plainly.
             (&a).write_all(&line.as_bytes()[n..]).unwrap();
             (l1.local_addr().unwrap(), l2.local_addr().unwrap())

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{recv_message, send_message};
+use super::client::{first_message, recv_message, send_message};
 use super::op::{as_user, connect_in, dirs, live_in};
 use super::{decode, encode, HelperConfig, Refusal, Reply, Request};
 use crate::sessions::directory::SessionDirectory;
@@ -66,14 +66,8 @@ pub fn run() -> u8 {
             return 2;
         }
     };
-    let init: AgentInit = match recv_message(channel.as_fd()) {
-        Ok(Some((bytes, _))) => match decode(&bytes) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("session agent: invalid start: {e}");
-                return 2;
-            }
-        },
+    let init: AgentInit = match first_message(channel.as_fd()) {
+        Ok(Some(i)) => i,
         Ok(None) => return 0,
         Err(e) => {
             tracing::error!("session agent: {e}");
@@ -124,7 +118,7 @@ pub fn run() -> u8 {
             let fds: Vec<_> = fd.iter().map(AsFd::as_fd).collect();
             // The client may have given up (its bound passed): nothing to
             // tell.
-            let _ = send_message(reply.as_fd(), &bytes, &fds);
+            let _ = send_message(reply.as_fd(), &bytes, &fds, false);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! xfwd's side of the helper: starting it (as root, before the drop), and
 //! one request at a time per caller (blocking: the blocking pool runs it).
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -10,8 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
 };
 
 use super::{
@@ -51,25 +50,20 @@ pub(crate) fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// Sends one message with `fds` attached.
+/// Sends one message with `fds` attached, whole; `now`: without waiting
+/// for room in the peer's queue (full only when the peer is stuck).
 pub(crate) fn send_message(
     socket: BorrowedFd<'_>,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
+    now: bool,
 ) -> std::io::Result<()> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(std::io::Error::other(
-            "too many descriptors for one message",
-        ));
-    }
-    let n = rustix::net::sendmsg(
-        socket,
-        &[IoSlice::new(bytes)],
-        &mut cmsg,
-        SendFlags::NOSIGNAL,
-    )?;
+    let extra = if now {
+        rustix::net::SendFlags::DONTWAIT
+    } else {
+        rustix::net::SendFlags::empty()
+    };
+    let n = crate::fdpass::send_with_fds(socket, bytes, fds, extra)?;
     if n != bytes.len() {
         return Err(std::io::Error::other("message cut short"));
     }
@@ -107,6 +101,20 @@ pub(crate) fn recv_message(
     Ok(Some((buf, fds)))
 }
 
+/// The first message of a channel (the helper's configuration, an
+/// agent's start), decoded; `None` when the channel closed first.
+pub(crate) fn first_message<T: for<'de> serde::Deserialize<'de>>(
+    socket: BorrowedFd<'_>,
+) -> Result<Option<T>, String> {
+    match recv_message(socket) {
+        Ok(Some((bytes, _))) => decode(&bytes)
+            .map(Some)
+            .map_err(|e| format!("invalid start: {e}")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("cannot read its start: {e}")),
+    }
+}
+
 /// The running helper, as xfwd holds it.
 #[derive(Debug)]
 pub struct HelperClient {
@@ -138,7 +146,7 @@ impl HelperClient {
         )
         .map_err(|e| HelperError::Spawn(e.into()))?;
         let bytes = encode(config).map_err(HelperError::Protocol)?;
-        send_message(client.channel.as_fd(), &bytes, &[]).map_err(HelperError::Spawn)?;
+        send_message(client.channel.as_fd(), &bytes, &[], false).map_err(HelperError::Spawn)?;
         Ok(client)
     }
 
@@ -165,7 +173,7 @@ impl HelperClient {
             Some(timeout.max(Duration::from_millis(1))),
         )
         .map_err(std::io::Error::from)?;
-        send_message(self.channel.as_fd(), &bytes, &[theirs.as_fd()])?;
+        send_message(self.channel.as_fd(), &bytes, &[theirs.as_fd()], false)?;
         drop(theirs);
         let (bytes, mut fds) = match recv_message(mine.as_fd()) {
             Ok(Some(m)) => m,

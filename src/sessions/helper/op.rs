@@ -205,7 +205,7 @@ pub fn run() -> u8 {
         }
     };
     let fds: Vec<_> = fd.iter().map(AsFd::as_fd).collect();
-    if let Err(e) = send_message(answer, &bytes, &fds) {
+    if let Err(e) = send_message(answer, &bytes, &fds, false) {
         // The client gave up (its bound passed): nothing to tell.
         tracing::debug!("session helper operation: cannot answer: {e}");
         return 1;

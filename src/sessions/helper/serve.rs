@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::client::{recv_message, send_message};
+use super::client::{first_message, recv_message, send_message};
 use super::{
     decode, encode, HelperConfig, OpInput, Refusal, Reply, Request, MAX_QUEUED_STARTS, MAX_RUNNING,
     OP_SUBCOMMAND, OP_TIMEOUT,
@@ -46,36 +46,10 @@ struct Pending {
     reply: OwnedFd,
 }
 
-/// Sends a request and its answer socket to an agent without waiting (its
-/// queue is full only when it is stuck).
-fn send_now(
-    channel: std::os::fd::BorrowedFd<'_>,
-    bytes: &[u8],
-    reply: std::os::fd::BorrowedFd<'_>,
-) -> std::io::Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let fds = [reply];
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("no room for the answer socket"));
-    }
-    let n = rustix::net::sendmsg(
-        channel,
-        &[std::io::IoSlice::new(bytes)],
-        &mut cmsg,
-        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-    )?;
-    if n != bytes.len() {
-        return Err(std::io::Error::other("message cut short"));
-    }
-    Ok(())
-}
-
 /// Answers `reply` directly (no operation ran).
 fn refuse(reply: &OwnedFd, refusal: Refusal) {
     if let Ok(bytes) = encode(&Reply::Refused { refusal }) {
-        let _ = send_message(reply.as_fd(), &bytes, &[]);
+        let _ = send_message(reply.as_fd(), &bytes, &[], false);
     }
 }
 
@@ -179,7 +153,7 @@ impl Helper {
         let Some(agent) = self.agents.get_mut(&user) else {
             return false;
         };
-        match send_now(agent.channel.as_fd(), bytes, reply.as_fd()) {
+        match send_message(agent.channel.as_fd(), bytes, &[reply.as_fd()], true) {
             Ok(()) => {
                 agent.last_used = Instant::now();
                 true
@@ -208,7 +182,7 @@ impl Helper {
             user,
         };
         let bytes = encode(&init).map_err(std::io::Error::other)?;
-        send_message(ours.as_fd(), &bytes, &[])?;
+        send_message(ours.as_fd(), &bytes, &[], false)?;
         Ok(Agent {
             channel: ours,
             child,
@@ -329,17 +303,11 @@ impl Helper {
 
 /// The helper's body: the channel is stdin. Returns the exit status.
 pub fn serve(channel: OwnedFd, program: PathBuf) -> u8 {
-    let config: HelperConfig = match recv_message(channel.as_fd()) {
-        Ok(Some((bytes, _))) => match decode(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("session helper: invalid configuration: {e}");
-                return 2;
-            }
-        },
+    let config: HelperConfig = match first_message(channel.as_fd()) {
+        Ok(Some(c)) => c,
         Ok(None) => return 0,
         Err(e) => {
-            tracing::error!("session helper: cannot read its configuration: {e}");
+            tracing::error!("session helper: {e}");
             return 2;
         }
     };
