@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::xpra::hostname;
 use common::*;
 
 /// What every session xfwd starts here gets (the options tests' own
@@ -38,33 +39,6 @@ fn xfwd_starting(dir: &Path) -> Xfwd {
     args.extend(start_args(dir));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Xfwd::start(dir, &args)
-}
-
-/// `xpra start URI` (a client asking for a new session), output kept.
-fn xpra_start(uri: &str, client_display: u32, dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
-    let log = dir.join(format!("start-{client_display}-{}.log", extra.len()));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new("xpra")
-        .env("PATH", SYSTEM_PATH)
-        .arg("start")
-        .arg(uri)
-        .args(QUIET)
-        .args(["--tray=no", "--pulseaudio=no"])
-        .args(extra)
-        .env("DISPLAY", format!(":{client_display}"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    (Proc(child), log)
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// The live sessions in `dir` (xfwd's own discovery).
@@ -301,21 +275,7 @@ fn a_start_holds_up_no_other_client_and_its_failure_is_the_reason() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("start-slow");
     // A stand-in for xpra that waits for the test's word, then fails.
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let go = dir.join("go");
-    let fake = bin.join("xpra");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\n\
-             echo 'xpra: no X server here' >&2\nexit 1\n",
-            go.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (bin, go) = slow_failing_xpra(&dir, "'xpra: no X server here'");
     // One shard: the start and the other client share it.
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::xpra::hostname;
 use common::*;
 
 /// A throw-away system account with a password, removed (with its
@@ -189,13 +190,6 @@ impl Drop for User {
     }
 }
 
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// The (real, effective, saved, fs) uids of each thread of `pid`.
 fn thread_uids(pid: u32) -> Vec<(String, Vec<u32>)> {
     let mut out = Vec::new();
@@ -254,29 +248,6 @@ fn xterms_titled(title: &str) -> usize {
                     .is_ok_and(|c| text(&c).split('\0').any(|a| a == title))
         })
         .count()
-}
-
-/// `xpra start URI` (a client asking for a new session), output kept.
-fn xpra_start(uri: &str, client_display: u32, dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
-    let log = dir.join(format!("start-{client_display}-{}.log", extra.len()));
-    let out = std::fs::File::create(&log).unwrap();
-    // (xpra 3.1.3's `start` does not mark a 127.0.0.1 display as local,
-    // as `attach` does: it would not send the password PAM needs.)
-    let child = Command::new("xpra")
-        .env("PATH", SYSTEM_PATH)
-        .env("XPRA_ALLOW_UNENCRYPTED_PASSWORDS", "1")
-        .arg("start")
-        .arg(uri)
-        .args(QUIET)
-        .args(["--tray=no", "--pulseaudio=no"])
-        .args(extra)
-        .env("DISPLAY", format!(":{client_display}"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    (Proc(child), log)
 }
 
 /// xfwd as root in its default mode (system-wide), PAM on TCP, starting
@@ -532,24 +503,7 @@ fn a_slow_start_holds_up_no_other_client_and_its_failure_is_the_reason() {
     let dave = User::create("d");
     // A stand-in for xpra (the user runs it) that waits for the test's
     // word, then fails.
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let go = dir.join("go");
-    let fake = bin.join("xpra");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\n\
-             echo \"xpra: no X server for $(id -un)\" >&2\nexit 1\n",
-            go.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for p in [&dir, &bin] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (bin, go) = slow_failing_xpra(&dir, "\"xpra: no X server for $(id -un)\"");
     // One shard: the start and the other client share it.
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xfwd"));

@@ -411,3 +411,50 @@ pub fn certificate(dir: &Path) -> (String, String) {
         format!("--ssl-key={}", key.display()),
     )
 }
+
+/// `xpra start URI` (a client asking for a new session), output kept in a
+/// file. (xpra 3.1.3's `start` does not mark a 127.0.0.1 display as local,
+/// as `attach` does: without XPRA_ALLOW_UNENCRYPTED_PASSWORDS it would not
+/// send the password PAM needs.)
+pub fn xpra_start(uri: &str, client_display: u32, dir: &Path, extra: &[&str]) -> (Proc, PathBuf) {
+    let log = dir.join(format!("start-{client_display}-{}.log", extra.len()));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new("xpra")
+        .env("PATH", SYSTEM_PATH)
+        .env("XPRA_ALLOW_UNENCRYPTED_PASSWORDS", "1")
+        .arg("start")
+        .arg(uri)
+        .args(QUIET)
+        .args(["--tray=no", "--pulseaudio=no"])
+        .args(extra)
+        .env("DISPLAY", format!(":{client_display}"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (Proc(child), log)
+}
+
+/// A stand-in for xpra in `DIR/bin` (put it first on PATH) that waits for
+/// the file `DIR/go`, then prints `complaint` (shell words, expanded) to
+/// stderr and exits 1. Anyone may run it. Returns (bin, go).
+pub fn slow_failing_xpra(dir: &Path, complaint: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let go = dir.join("go");
+    let fake = bin.join("xpra");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\necho {complaint} >&2\nexit 1\n",
+            go.display()
+        ),
+    )
+    .unwrap();
+    for p in [dir, &bin, &fake] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (bin, go)
+}
