@@ -28,14 +28,20 @@ pub mod env;
 pub mod exec;
 pub mod file;
 pub mod flow;
+pub mod hosts;
+pub mod http_header;
 pub mod ids;
+pub mod kerberos;
+pub mod ldap;
 pub mod modules;
 pub mod multifile;
+pub mod otp;
 pub mod pam;
 pub mod peer;
 pub mod peercred;
 pub mod secret;
 pub mod spec;
+pub mod sql;
 pub mod sqlite;
 /// Session targets live with routing (`crate::sessions::targets`); the auth
 /// modules that list them use them from here too.

@@ -54,10 +54,26 @@ pub enum ModuleKind {
     Pam,
     /// Unix-socket peer credentials (`uid=`, `gid=`: `:`-separated lists).
     Peercred,
+    /// An LDAP simple bind as `username_format` (xpra's `ldap`).
+    Ldap,
+    /// An LDAP bind as the user name itself (xpra's `ldap3`).
+    Ldap3,
+    /// The password checked against a Kerberos KDC (`service=`, `realm=`).
+    KerberosPassword,
+    /// xpra's sqlite table and queries in a MySQL / MariaDB database (`uri=`).
+    Mysql,
+    /// xpra's sqlite table and queries in the database a URI names (`uri=`).
+    Sql,
+    /// TCP wrappers: `/etc/hosts.allow` and `/etc/hosts.deny` decide by address.
+    Hosts,
+    /// A time-based one-time password (RFC 6238; `secret=`, `valid-window=`).
+    Otp,
+    /// A header of the WebSocket upgrade request (`property=`, `value=`).
+    HttpHeader,
 }
 
 impl ModuleKind {
-    pub const ALL: [ModuleKind; 12] = [
+    pub const ALL: [ModuleKind; 20] = [
         ModuleKind::Allow,
         ModuleKind::None,
         ModuleKind::Reject,
@@ -70,6 +86,14 @@ impl ModuleKind {
         ModuleKind::Exec,
         ModuleKind::Pam,
         ModuleKind::Peercred,
+        ModuleKind::Ldap,
+        ModuleKind::Ldap3,
+        ModuleKind::KerberosPassword,
+        ModuleKind::Mysql,
+        ModuleKind::Sql,
+        ModuleKind::Hosts,
+        ModuleKind::Otp,
+        ModuleKind::HttpHeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +110,14 @@ impl ModuleKind {
             ModuleKind::Exec => "exec",
             ModuleKind::Pam => "pam",
             ModuleKind::Peercred => "peercred",
+            ModuleKind::Ldap => "ldap",
+            ModuleKind::Ldap3 => "ldap3",
+            ModuleKind::KerberosPassword => "kerberos-password",
+            ModuleKind::Mysql => "mysql",
+            ModuleKind::Sql => "sql",
+            ModuleKind::Hosts => "hosts",
+            ModuleKind::Otp => "otp",
+            ModuleKind::HttpHeader => "http-header",
         }
     }
 
@@ -112,6 +144,33 @@ impl ModuleKind {
             ModuleKind::Exec => &["command", "timeout", "require-challenge", "uid", "gid"],
             ModuleKind::Pam => &["service", "check-account", "check_account"],
             ModuleKind::Peercred => &["uid", "gid"],
+            ModuleKind::Ldap => &[
+                "host",
+                "port",
+                "tls",
+                "cacert",
+                "encoding",
+                "username_format",
+                "uid",
+                "gid",
+            ],
+            ModuleKind::Ldap3 => &[
+                "host",
+                "port",
+                "tls",
+                "cacert",
+                "ssl-version",
+                "ssl-validate",
+                "authentication",
+                "username",
+                "uid",
+                "gid",
+            ],
+            ModuleKind::KerberosPassword => &["service", "realm", "username", "uid", "gid"],
+            ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
+            ModuleKind::Hosts => &[],
+            ModuleKind::Otp => &["secret", "issuer-name", "valid-window"],
+            ModuleKind::HttpHeader => &["property", "value"],
         }
     }
 
@@ -127,6 +186,9 @@ impl ModuleKind {
                 | ModuleKind::File
                 | ModuleKind::Env
                 | ModuleKind::Exec
+                | ModuleKind::Ldap
+                | ModuleKind::Ldap3
+                | ModuleKind::KerberosPassword
         )
     }
 
@@ -166,7 +228,8 @@ pub struct AuthSpec {
 pub enum AuthSpecError {
     #[error(
         "unknown auth module {0:?} (available: allow, none, reject, fail, password, file, \
-         multifile, sqlite, env, exec, pam, sys, peercred)"
+         multifile, sqlite, env, exec, pam, sys, peercred, ldap, ldap3, kerberos-password, \
+         mysql, sql, hosts, otp, http-header)"
     )]
     UnknownModule(String),
     #[error("auth option {0:?} is not key=value")]
@@ -183,7 +246,7 @@ pub enum AuthSpecError {
 }
 
 /// Option keys whose values are secrets (not shown by `Debug`).
-const SECRET_KEYS: [&str; 2] = ["value", "password"];
+const SECRET_KEYS: [&str; 4] = ["value", "password", "secret", "uri"];
 
 impl std::fmt::Debug for AuthSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
