@@ -178,9 +178,10 @@ pub struct ServeArgs {
     #[serde(deserialize_with = "file::comma_list")]
     pub proxy_protocol_from: Vec<String>,
     /// Authentication for every listener without its own:
-    /// MODULE[,key=value...] (allow, none, reject, fail, file, multifile,
-    /// sqlite, env, exec, pam, peercred); repeat to chain modules (all must
-    /// pass).
+    /// MODULE[,key=value...] (allow, none, reject, fail, password, file,
+    /// multifile, sqlite, mysql, sql, env, exec, pam, peercred, ldap, ldap3,
+    /// kerberos-password, hosts, otp, http-header: docs/auth.md); repeat to
+    /// chain modules (all must pass).
     #[arg(long = "auth", value_name = "MODULE")]
     #[serde(deserialize_with = "file::one_or_many")]
     pub auth: Vec<String>,

@@ -77,6 +77,13 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// [`Method::Direct`] modules: `None` when this client passes, else why
+    /// not (for the access log). Default: [`Self::check_direct`].
+    fn direct_refusal(&self, username: &str, peer: &PeerInfo) -> Result<Option<String>, AuthError> {
+        Ok((!self.check_direct(username, peer)?)
+            .then(|| format!("{} refused the client", self.kind())))
+    }
+
     /// [`Method::Stored`] modules: the passwords `username` may use
     /// (`None` or empty: unknown user or no password).
     fn lookup(&self, _username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {

@@ -287,15 +287,9 @@ impl AuthFlow {
             };
             let user = self.client.username.clone();
             match module.method() {
-                Method::Direct => match module.check_direct(&user, &self.peer) {
-                    Ok(true) => self.pass(None),
-                    Ok(false) => {
-                        return self.refuse(
-                            RefuseCause::Credentials,
-                            REFUSED,
-                            format!("{} refused the client", module.kind()),
-                        )
-                    }
+                Method::Direct => match module.direct_refusal(&user, &self.peer) {
+                    Ok(None) => self.pass(None),
+                    Ok(Some(why)) => return self.refuse(RefuseCause::Credentials, REFUSED, why),
                     Err(e) => return self.refuse(RefuseCause::Error, REFUSED, e.to_string()),
                 },
                 method => {

@@ -3,6 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::transport::http::Headers;
 
 /// The transport a client came in on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -48,6 +51,13 @@ pub struct PeerInfo {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub pid: Option<i32>,
+    /// The address the connection really came from when a trusted PROXY
+    /// protocol front replaced `remote` with its client's (the front's
+    /// address); `None` without such a front.
+    pub via: Option<SocketAddr>,
+    /// The request headers of a WebSocket upgrade (`ws`, `wss`), for the
+    /// `http-header` module.
+    pub http_headers: Option<Arc<Headers>>,
 }
 
 impl PeerInfo {
@@ -72,6 +82,12 @@ impl PeerInfo {
             pid: creds.map(|c| c.2),
             ..PeerInfo::default()
         }
+    }
+
+    /// The address of the host at the other end of the socket (the front
+    /// itself behind a PROXY protocol front).
+    pub fn immediate(&self) -> Option<SocketAddr> {
+        self.via.or(self.remote)
     }
 
     /// The source address the throttle keys on.

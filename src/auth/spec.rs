@@ -168,9 +168,9 @@ impl ModuleKind {
             ],
             ModuleKind::KerberosPassword => &["service", "realm", "username", "uid", "gid"],
             ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
-            ModuleKind::Hosts => &[],
+            ModuleKind::Hosts => &["daemon", "hosts-allow", "hosts-deny"],
             ModuleKind::Otp => &["secret", "issuer-name", "valid-window"],
-            ModuleKind::HttpHeader => &["property", "value"],
+            ModuleKind::HttpHeader => &["property", "value", "trusted-from", "username-header"],
         }
     }
 

@@ -152,6 +152,7 @@ async fn proxy_header(s: &mut TcpStream, peer: &mut PeerInfo, v2: bool) -> Resul
         return Err("malformed PROXY protocol header".into());
     }
     if let Some(src) = h.source {
+        peer.via = peer.remote;
         peer.remote = Some(src);
     }
     Ok(())
@@ -268,6 +269,7 @@ async fn http_front(
                     } else {
                         Transport::Ws
                     };
+                    peer.http_headers = Some(Arc::new(req.headers));
                     let ws = WsStream::server(stream, rest);
                     Front::Xpra(Stream::Ws(Box::new(ws)), BytesMut::new(), peer)
                 }

@@ -752,7 +752,12 @@ impl Connection {
                     // Before any authentication, as xpra does.
                     return self.answer_version(full, now);
                 }
-                let flow = AuthFlow::new(self.cfg.chain.clone(), client, self.peer.clone());
+                // The upgrade request's headers go to the flow alone: the
+                // connection does not keep them once auth has started.
+                let headers = self.peer.http_headers.take();
+                let mut peer = self.peer.clone();
+                peer.http_headers = headers;
+                let flow = AuthFlow::new(self.cfg.chain.clone(), client, peer);
                 self.hello = items;
                 self.run_auth(Box::new(flow), None, now);
             }
