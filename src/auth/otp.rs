@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use totp_rs::{Algorithm, Builder, Totp};
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, TOTP};
 
 use super::authenticator::{AuthError, Authenticator, Method};
 use super::peer::PeerInfo;
@@ -28,7 +29,7 @@ use super::spec::{AuthSpec, AuthSpecError, ModuleKind};
 /// Seconds per code (RFC 6238's default, pyotp's).
 pub const STEP: u64 = 30;
 /// Digits per code.
-pub const DIGITS: u8 = 6;
+pub const DIGITS: usize = 6;
 /// Largest `valid-window` (each side): a wider one is a static password.
 pub const MAX_WINDOW: u8 = 10;
 /// Users whose last accepted step is remembered (older entries expire
@@ -37,7 +38,7 @@ const MAX_REMEMBERED: usize = 65_536;
 
 /// The `otp` module.
 pub struct OtpAuth {
-    totp: Totp,
+    totp: TOTP,
     window: u8,
     prompt: String,
     /// Per user: the last time step a code was accepted for.
@@ -81,9 +82,7 @@ pub fn secret_bytes(text: &str) -> Vec<u8> {
 
 /// RFC 4648 base32 without padding; `None` when `t` is not base32.
 fn base32_decode(t: &str) -> Option<Vec<u8>> {
-    totp_rs::Secret::try_from_base32(t)
-        .ok()
-        .map(|s| s.as_bytes().to_vec())
+    totp_rs::Secret::Encoded(t.to_owned()).to_bytes().ok()
 }
 
 impl OtpAuth {
@@ -107,13 +106,7 @@ impl OtpAuth {
         };
         // Short secrets are allowed, as pyotp allows them (RFC 4226
         // recommends 160 bits: the docs say so).
-        let totp = Builder::new()
-            .with_algorithm(Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_skew(0)
-            .with_step_duration(STEP)
-            .with_secret(secret_bytes(secret))
-            .build_noncompliant();
+        let totp = TOTP::new_unchecked(Algorithm::SHA1, DIGITS, 0, STEP, secret_bytes(secret));
         Ok(OtpAuth {
             totp,
             window,
@@ -124,25 +117,25 @@ impl OtpAuth {
 
     /// The code for `unix_time` (what the user's app shows then).
     pub fn code_at(&self, unix_time: u64) -> String {
-        self.totp.generate(unix_time).to_string()
+        self.totp.generate(unix_time)
     }
 
     /// Whether `code` is right for `username` at `unix_time`, and not
     /// used before (the accepted step is remembered).
     pub fn check_at(&self, username: &str, code: &[u8], unix_time: u64) -> bool {
         let code = trim_ascii(code);
-        if code.len() != usize::from(DIGITS) || !code.iter().all(u8::is_ascii_digit) {
+        if code.len() != DIGITS || !code.iter().all(u8::is_ascii_digit) {
             return false;
         }
-        let Ok(code) = std::str::from_utf8(code) else {
-            return false;
-        };
         let now = unix_time / STEP;
         let w = u64::from(self.window);
         // The newest step of the window that matches.
         let matched = (now.saturating_sub(w)..=now.saturating_add(w))
             .rev()
-            .find(|&step| self.totp.check(code, step.saturating_mul(STEP)) == Some(step));
+            .find(|&step| {
+                let expected = self.totp.generate(step.saturating_mul(STEP));
+                bool::from(expected.as_bytes().ct_eq(code))
+            });
         let Some(step) = matched else {
             return false;
         };
