@@ -345,6 +345,16 @@ fn passwords_checked_by_a_real_kdc() {
         "verify=no, wrong",
     );
     assert_eq!(r.cause, RefuseCause::Credentials, "{r:?}");
+    // unverified, another realm's KDC is not asked (it would decide alone)
+    let r = refused(
+        login_with(&unverified, "alice@SILENT.TEST", "secret"),
+        "verify=no, another realm",
+    );
+    assert_eq!(r.cause, RefuseCause::Credentials, "{r:?}");
+    accepted(
+        login_with(&unverified, &format!("alice@{REALM}"), "secret"),
+        "verify=no, user@REALM",
+    );
 
     // a KDC that accepts the connection and never answers: the timeout
     let silent = chain("kerberos-password,realm=SILENT.TEST,verify=no,timeout=1");

@@ -31,7 +31,9 @@
 //! `/etc/krb5.keytab`); with an empty `service`, any `host/...` key of the
 //! keytab (pykerberos would look for an empty principal name and fail).
 //! `verify=no` (xfwd's) skips the verification: a password-only check, as
-//! upstream pykerberos without the verification does; it is warned about.
+//! upstream pykerberos without the verification does; it is warned about,
+//! and only principals of the module's realm may log in then (`user@REALM`
+//! of another realm would be checked by a KDC the client chose).
 //!
 //! libkrb5 is MIT Kerberos' `libkrb5.so.3` (Debian: libkrb5-3), loaded
 //! when the module is built (xfwd starts and runs without it; only this
@@ -136,6 +138,12 @@ fn principal_name(user: &str, realm: Option<&str>) -> Option<String> {
         Some(r) if !user.contains('@') => format!("{user}@{r}"),
         _ => user.to_owned(),
     })
+}
+
+/// Whether the unparsed principal `name` is of `realm` (the part after
+/// its last `@`; a realm with an escaped `@` never matches: refused).
+fn in_realm(name: &str, realm: &str) -> bool {
+    name.rsplit_once('@').is_some_and(|(_, r)| r == realm)
 }
 
 /// The file behind a keytab name (`FILE:path`, `WRFILE:path` or a bare
@@ -321,6 +329,24 @@ impl Config {
         let who = ctx
             .unparse(&client)
             .unwrap_or_else(|| principal.to_string_lossy().into_owned());
+        if self.verify.is_none() {
+            // Unverified, a KDC of the user's choosing would decide: only
+            // the module's realm (verified, the keytab's key decides, and
+            // cross-realm trust works).
+            let expected = match &self.realm {
+                Some(r) => r.clone(),
+                None => ctx
+                    .default_realm()
+                    .map_err(|e| kerr(format!("no default realm: {}", e.message)))?,
+            };
+            if !in_realm(&who, &expected) {
+                tracing::info!(
+                    target: "xfwd::auth",
+                    "kerberos-password: {who} is not of realm {expected} (verify=no: no other realm)"
+                );
+                return Ok(false);
+            }
+        }
         let mut creds = match ctx.init_creds(&client, password) {
             Ok(c) => c,
             Err(e) => {
@@ -845,6 +871,15 @@ mod tests {
         assert_eq!(classify(REALM_CANT_RESOLVE), Failure::Unreachable);
         assert_eq!(classify(-1765328347), Failure::Other); // clock skew
         assert_eq!(classify(2), Failure::Other); // ENOENT
+    }
+
+    #[test]
+    fn realms_compared() {
+        assert!(in_realm("alice@XFWD.TEST", "XFWD.TEST"));
+        assert!(in_realm("a/b@XFWD.TEST", "XFWD.TEST"));
+        assert!(!in_realm("alice@EVIL.TEST", "XFWD.TEST"));
+        assert!(!in_realm("alice@XFWD.TEST.EVIL", "XFWD.TEST"));
+        assert!(!in_realm("alice", "XFWD.TEST"));
     }
 
     #[test]
