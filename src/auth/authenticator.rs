@@ -43,6 +43,10 @@ pub enum AuthError {
     Exec { command: String, message: String },
     #[error("pam: {0}")]
     Pam(String),
+    /// libkrb5 missing, the KDC unreachable or silent, its answer not
+    /// verified with the keytab (not a wrong password: that is `Ok(false)`).
+    #[error("kerberos: {0}")]
+    Kerberos(String),
     #[error(transparent)]
     Spec(#[from] super::spec::AuthSpecError),
     #[error("{0}")]

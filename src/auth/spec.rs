@@ -58,7 +58,8 @@ pub enum ModuleKind {
     Ldap,
     /// An LDAP bind as the user name itself (xpra's `ldap3`).
     Ldap3,
-    /// The password checked against a Kerberos KDC (`service=`, `realm=`).
+    /// The password checked against a Kerberos KDC (`service=`, `realm=`,
+    /// `keytab=`: the KDC verified).
     KerberosPassword,
     /// xpra's sqlite table and queries in a MySQL / MariaDB database (`uri=`).
     Mysql,
@@ -166,7 +167,10 @@ impl ModuleKind {
                 "uid",
                 "gid",
             ],
-            ModuleKind::KerberosPassword => &["service", "realm", "username", "uid", "gid"],
+            // keytab, verify, timeout: xfwd's (KDC verification, a bound).
+            ModuleKind::KerberosPassword => &[
+                "service", "realm", "username", "keytab", "verify", "timeout", "uid", "gid",
+            ],
             ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
             ModuleKind::Hosts => &["daemon", "hosts-allow", "hosts-deny"],
             ModuleKind::Otp => &["secret", "issuer-name", "valid-window"],
@@ -345,6 +349,17 @@ impl AuthSpec {
                 _ => Ok(()),
             },
             ModuleKind::Password if empty("value") => Err(self.bad("needs value=PASSWORD")),
+            ModuleKind::KerberosPassword => match self.option("timeout") {
+                Some(t) if !t.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
+                    Err(self.bad(format!("timeout {t:?} is not a positive number of seconds")))
+                }
+                _ => match self.option("verify") {
+                    Some(v) if super::targets::parse_bool(v).is_none() => {
+                        Err(self.bad(format!("verify {v:?} is not yes or no")))
+                    }
+                    _ => Ok(()),
+                },
+            },
             _ => Ok(()),
         }
     }
