@@ -167,7 +167,9 @@ impl ModuleKind {
                 "gid",
             ],
             ModuleKind::KerberosPassword => &["service", "realm", "username", "uid", "gid"],
-            ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
+            ModuleKind::Mysql | ModuleKind::Sql => {
+                &["uri", "password_query", "sessions_query", "timeout"]
+            }
             ModuleKind::Hosts => &[],
             ModuleKind::Otp => &["secret", "issuer-name", "valid-window"],
             ModuleKind::HttpHeader => &["property", "value"],
@@ -345,6 +347,13 @@ impl AuthSpec {
                 _ => Ok(()),
             },
             ModuleKind::Password if empty("value") => Err(self.bad("needs value=PASSWORD")),
+            ModuleKind::Mysql | ModuleKind::Sql if empty("uri") => Err(self.bad("needs uri=URI")),
+            ModuleKind::Mysql | ModuleKind::Sql => match self.option("timeout") {
+                Some(t) if !t.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
+                    Err(self.bad(format!("timeout {t:?} is not a number of seconds")))
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
