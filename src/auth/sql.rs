@@ -64,7 +64,12 @@ pub(crate) fn build(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthError
         None => DEFAULT_TIMEOUT,
         Some(t) => match t.trim().parse::<u64>() {
             Ok(n) if n > 0 => Duration::from_secs(n),
-            _ => return Err(bad(spec, format!("timeout {t:?} is not a number of seconds"))),
+            _ => {
+                return Err(bad(
+                    spec,
+                    format!("timeout {t:?} is not a number of seconds"),
+                ))
+            }
         },
     };
     match Backend::of(spec.kind, uri).map_err(|m| bad(spec, m))? {
@@ -118,10 +123,10 @@ impl Backend {
                 "uri scheme {s:?} is not MySQL's (mysql://USER:PASSWORD@HOST:PORT/DATABASE)"
             )),
             (_, Some("sqlite")) => sqlite_path(uri).map(Backend::Sqlite),
-            (_, Some("postgresql" | "postgres")) => {
-                Err("PostgreSQL databases are not supported yet (mysql:// and sqlite:/// are)"
-                    .to_owned())
-            }
+            (_, Some("postgresql" | "postgres")) => Err(
+                "PostgreSQL databases are not supported yet (mysql:// and sqlite:/// are)"
+                    .to_owned(),
+            ),
             (_, Some(s)) => Err(format!(
                 "unsupported database {s:?} in uri (mysql:// or sqlite:/// are)"
             )),
@@ -133,6 +138,9 @@ impl Backend {
 /// SQLAlchemy's `sqlite:///relative/path`, `sqlite:////absolute/path`.
 fn sqlite_path(uri: &str) -> Result<String, String> {
     let rest = uri.split_once("://").map_or("", |(_, r)| r);
+    if rest.is_empty() {
+        return Err("sqlite uri names no file (an in-memory database has no users)".into());
+    }
     let Some(path) = rest.strip_prefix('/') else {
         return Err("sqlite uri names a host: write sqlite:///PATH or sqlite:////ABSOLUTE".into());
     };
@@ -231,8 +239,8 @@ impl MysqlServer {
     }
 
     fn opts(&self, timeout: Duration) -> Result<Opts, String> {
-        let constraints = PoolConstraints::new(0, POOL_MAX)
-            .ok_or_else(|| "bad pool constraints".to_owned())?;
+        let constraints =
+            PoolConstraints::new(0, POOL_MAX).ok_or_else(|| "bad pool constraints".to_owned())?;
         Ok(OptsBuilder::new()
             .ip_or_hostname(Some(self.host.clone()))
             .tcp_port(self.port)
@@ -320,7 +328,11 @@ fn value(c: &Cell) -> Value {
 }
 
 impl MysqlAuth {
-    fn new(spec: &AuthSpec, server: MysqlServer, timeout: Duration) -> Result<MysqlAuth, AuthError> {
+    fn new(
+        spec: &AuthSpec,
+        server: MysqlServer,
+        timeout: Duration,
+    ) -> Result<MysqlAuth, AuthError> {
         let opts = server.opts(timeout).map_err(|m| bad(spec, m))?;
         // min 0 connections: this connects to nothing yet
         let pool = Pool::new(opts).map_err(|e| AuthError::Database {
@@ -376,7 +388,11 @@ impl MysqlAuth {
             for row in conn.exec_iter(&stmt, params)? {
                 let row = row?;
                 if rows.len() < limit {
-                    rows.push((0..row.len()).map(|i| row.as_ref(i).map_or(Cell::Null, cell)).collect());
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| row.as_ref(i).map_or(Cell::Null, cell))
+                            .collect(),
+                    );
                 }
             }
             Ok(Rows { names, rows })
@@ -454,7 +470,10 @@ mod tests {
 
         let s = server("mysql://localhost");
         assert_eq!((s.host.as_str(), s.port), ("localhost", 3306));
-        assert_eq!((s.user, s.password, s.database.as_str()), (None, None, "xpra"));
+        assert_eq!(
+            (s.user, s.password, s.database.as_str()),
+            (None, None, "xpra")
+        );
         let s = server("mariadb://u@[::1]:3310/");
         assert_eq!((s.host.as_str(), s.port), ("::1", 3310));
         assert_eq!(s.to_string(), "[::1]:3310/xpra");
@@ -465,7 +484,10 @@ mod tests {
         assert_eq!((s.host.as_str(), s.database.as_str()), ("localhost", "x"));
         // xpra's pattern: no scheme
         let s = server("root:pw@10.0.0.1/users");
-        assert_eq!((s.host.as_str(), s.database.as_str()), ("10.0.0.1", "users"));
+        assert_eq!(
+            (s.host.as_str(), s.database.as_str()),
+            ("10.0.0.1", "users")
+        );
         assert_eq!(s.password.as_deref(), Some("pw"));
 
         for bad in [
@@ -511,7 +533,10 @@ mod tests {
         let a = build(&spec).unwrap();
         assert_eq!(a.kind(), ModuleKind::Mysql);
         assert!(!format!("{a:?}").contains("pw"));
-        let e = a.lookup("foo", &PeerInfo::default()).unwrap_err().to_string();
+        let e = a
+            .lookup("foo", &PeerInfo::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("127.0.0.1:9/xpra"), "{e}");
         assert!(!e.contains("pw@"), "{e}");
 
@@ -534,8 +559,29 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_never_answers_times_out() {
+        // accepts the connection, never sends MySQL's greeting
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spec = AuthSpec::parse(&format!(
+            "mysql,uri=mysql://u:pw@127.0.0.1:{port}/xpra,timeout=1"
+        ))
+        .unwrap();
+        let a = build(&spec).unwrap();
+        let e = a
+            .lookup("foo", &PeerInfo::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("127.0.0.1:{port}/xpra")), "{e}");
+        drop(listener);
+    }
+
+    #[test]
     fn mysql_values() {
-        assert_eq!(cell(&Value::Bytes(b"abc".to_vec())), Cell::Text("abc".into()));
+        assert_eq!(
+            cell(&Value::Bytes(b"abc".to_vec())),
+            Cell::Text("abc".into())
+        );
         assert_eq!(cell(&Value::Bytes(vec![0xff])), Cell::Bytes(vec![0xff]));
         assert_eq!(cell(&Value::UInt(5)), Cell::Int(5));
         assert_eq!(cell(&Value::NULL), Cell::Null);
@@ -543,6 +589,9 @@ mod tests {
             cell(&Value::Date(2026, 1, 2, 3, 4, 5, 0)),
             Cell::Text("2026-01-02 03:04:05".into())
         );
-        assert_eq!(value(&Cell::Text("pw".into())), Value::Bytes(b"pw".to_vec()));
+        assert_eq!(
+            value(&Cell::Text("pw".into())),
+            Value::Bytes(b"pw".to_vec())
+        );
     }
 }
