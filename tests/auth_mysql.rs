@@ -472,3 +472,76 @@ fn xpra_client_through_mysql_to_the_session_of_its_row() {
         "the database password reached the log:\n{log}"
     );
 }
+
+#[test]
+fn xfwd_auth_mysql_manages_the_table() {
+    let Some(db) = Mariadb::start("tool") else {
+        return;
+    };
+    db.sql(&format!(
+        "CREATE DATABASE tooldb; \
+         CREATE USER 'admin'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; \
+         GRANT ALL ON tooldb.* TO 'admin'@'127.0.0.1';"
+    ));
+    let uri = format!(
+        "mysql://admin:{DB_PASSWORD_IN_URI}@127.0.0.1:{}/tooldb",
+        db.port
+    );
+    let tool = |args: &[&str]| {
+        let mut all = vec!["auth", "mysql", uri.as_str()];
+        all.extend_from_slice(args);
+        let out = common::run_xfwd(&all);
+        let text = common::text(&out.stdout);
+        let err = common::text(&out.stderr);
+        assert!(
+            !err.contains(DB_PASSWORD) && !err.contains(DB_PASSWORD_IN_URI),
+            "{err}"
+        );
+        (out.status.code(), text, err)
+    };
+    assert_eq!(tool(&["create"]).0, Some(0));
+    let (rc, _, err) = tool(&["create"]);
+    assert_eq!(rc, Some(1), "the table exists already");
+    assert!(err.contains("tooldb"), "{err}");
+    assert_eq!(tool(&["list"]).1, "no rows found\n");
+    let add = [
+        "add",
+        "foo",
+        "bar",
+        "nobody",
+        "nobody",
+        "tcp://127.0.0.1:10100/",
+    ];
+    assert_eq!(tool(&add).0, Some(0));
+    let add = ["add", "moo", "cow", "0", "0", ":7", "", "compression=0"];
+    assert_eq!(tool(&add).0, Some(0));
+    let (rc, list, _) = tool(&["list"]);
+    assert_eq!(rc, Some(0));
+    assert!(list.starts_with("2 rows found:\n"), "{list}");
+    assert!(list.contains("| tcp://127.0.0.1:10100/|"), "{list}");
+    let (rc, out, _) = tool(&["authenticate", "moo", "cow"]);
+    assert_eq!(rc, Some(0));
+    assert!(
+        out.starts_with("success, found sessions: (0, 0, [':7']"),
+        "{out}"
+    );
+    assert_eq!(tool(&["authenticate", "moo", "bar"]).0, Some(1));
+    // what the tool wrote, the module reads
+    let mysql = chain(&format!("mysql,uri={uri}"));
+    assert_eq!(
+        displays(&accepted(login(&mysql, "foo", "bar"))),
+        ["tcp://127.0.0.1:10100/"]
+    );
+    assert_eq!(tool(&["remove", "foo", "nope"]).0, Some(0));
+    assert!(tool(&["list"]).1.starts_with("2 rows found:"));
+    assert_eq!(tool(&["remove", "foo"]).0, Some(0));
+    assert!(tool(&["list"]).1.starts_with("1 rows found:"));
+    refused(login(&mysql, "foo", "bar"), RefuseCause::Credentials);
+    // usage as xpra's tool prints it
+    let (rc, out, _) = tool(&["add", "x"]);
+    assert_eq!(rc, Some(1));
+    assert!(
+        out.starts_with("invalid number of arguments\nusage:\n"),
+        "{out}"
+    );
+}

@@ -447,6 +447,121 @@ impl Authenticator for MysqlAuth {
     }
 }
 
+/// The table management of xpra's `mysql_auth.py` (create, add, remove,
+/// list; `authenticate` through [`MysqlDb::authenticator`]), for
+/// `xfwd auth mysql`. One connection per command, with the timeouts.
+pub struct MysqlDb {
+    uri: String,
+    server: MysqlServer,
+}
+
+impl std::fmt::Debug for MysqlDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlDb")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl MysqlDb {
+    /// The database a `mysql` module `uri` names.
+    pub fn new(uri: &str) -> Result<MysqlDb, AuthError> {
+        let spec = AuthSpec::of(ModuleKind::Mysql);
+        match Backend::of(ModuleKind::Mysql, uri).map_err(|m| bad(&spec, m))? {
+            Backend::Mysql => {}
+            Backend::Sqlite(_) => return Err(bad(&spec, "not a MySQL uri")),
+        }
+        Ok(MysqlDb {
+            uri: uri.to_owned(),
+            server: MysqlServer::parse(uri).map_err(|m| bad(&spec, m))?,
+        })
+    }
+
+    pub fn server(&self) -> &MysqlServer {
+        &self.server
+    }
+
+    fn error(&self, e: mysql::Error) -> AuthError {
+        AuthError::Database {
+            backend: "mysql",
+            server: self.server.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn exec(&self, sql: &str, params: Vec<Value>) -> Result<u64, AuthError> {
+        let spec = AuthSpec::of(ModuleKind::Mysql);
+        let opts = self
+            .server
+            .opts(DEFAULT_TIMEOUT)
+            .map_err(|m| bad(&spec, m))?;
+        let run = || -> Result<u64, mysql::Error> {
+            let mut conn = mysql::Conn::new(opts)?;
+            let params = if params.is_empty() {
+                Params::Empty
+            } else {
+                Params::Positional(params)
+            };
+            conn.exec_drop(sql, params)?;
+            Ok(conn.affected_rows())
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    /// `create`: xpra's table.
+    pub fn create(&self) -> Result<(), AuthError> {
+        self.exec(sql_rows::CREATE_SQL, Vec::new()).map(|_| ())
+    }
+
+    /// `add username password [uid gid displays env_options session_options]`.
+    pub fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
+        let values = sql_rows::new_user(fields)?.map(Value::from).to_vec();
+        self.exec(sql_rows::INSERT_SQL, values).map(|_| ())
+    }
+
+    /// `remove username [password]`: the number of rows removed.
+    pub fn remove_user(&self, username: &str, password: Option<&str>) -> Result<u64, AuthError> {
+        match password.filter(|p| !p.is_empty()) {
+            Some(p) => self.exec(
+                sql_rows::DELETE_PASSWORD_SQL,
+                vec![Value::from(username), Value::from(p)],
+            ),
+            None => self.exec(sql_rows::DELETE_SQL, vec![Value::from(username)]),
+        }
+    }
+
+    /// Every row of the table.
+    pub fn rows(&self) -> Result<Vec<[Cell; 7]>, AuthError> {
+        let spec = AuthSpec::of(ModuleKind::Mysql);
+        let opts = self
+            .server
+            .opts(DEFAULT_TIMEOUT)
+            .map_err(|m| bad(&spec, m))?;
+        let sql = format!("SELECT {} FROM users", sql_rows::COLUMNS.join(", "));
+        let run = || -> Result<Vec<[Cell; 7]>, mysql::Error> {
+            let mut conn = mysql::Conn::new(opts)?;
+            let rows: Vec<mysql::Row> = conn.query(sql)?;
+            Ok(rows
+                .iter()
+                .map(|r| std::array::from_fn(|i| r.as_ref(i).map_or(Cell::Null, cell)))
+                .collect())
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    /// `list`: the text xpra's tool prints.
+    pub fn list_text(&self) -> Result<String, AuthError> {
+        Ok(sql_rows::format_list(&self.rows()?))
+    }
+
+    /// The `mysql` module on this database (for `authenticate`).
+    pub fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError> {
+        let mut spec = AuthSpec::of(ModuleKind::Mysql);
+        spec.options.push(("uri".to_owned(), self.uri.clone()));
+        build(&spec)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -17,7 +17,7 @@
 //!   positions). uid and gid go through
 //!   `parse_uid` / `parse_gid` (xpra's mysql module keeps them raw).
 
-use super::authenticator::Sessions;
+use super::authenticator::{AuthError, Sessions};
 use super::ids::{parse_gid, parse_uid};
 use super::secret::Secret;
 use super::targets::parse_simple_dict;
@@ -141,6 +141,68 @@ pub fn sessions_from_row(names: &[String], row: &[Cell]) -> Sessions {
     let env = parse_simple_dict(&col("env_options", 3), ';');
     let session = parse_simple_dict(&col("session_options", 4), ';');
     Sessions::listed(parse_uid(&uid), parse_gid(&gid), &displays, env, &session)
+}
+
+/// The management tools' statements (`?` placeholders).
+pub const INSERT_SQL: &str = "INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)";
+pub const DELETE_SQL: &str = "DELETE FROM users WHERE username=?";
+pub const DELETE_PASSWORD_SQL: &str = "DELETE FROM users WHERE username=? AND password=?";
+
+/// The row `add username password [uid gid displays env_options
+/// session_options]` inserts: uid and gid default to the caller's,
+/// the other fields to "" (xpra's tools).
+pub fn new_user(fields: &[&str]) -> Result<[String; 7], AuthError> {
+    if !(2..=7).contains(&fields.len()) {
+        return Err(AuthError::Other("add takes 2 to 7 fields".into()));
+    }
+    let uid = nix::unistd::getuid().as_raw().to_string();
+    let gid = nix::unistd::getgid().as_raw().to_string();
+    let defaults = ["", "", uid.as_str(), gid.as_str(), "", "", ""];
+    Ok(std::array::from_fn(|i| {
+        fields.get(i).copied().unwrap_or(defaults[i]).to_owned()
+    }))
+}
+
+/// xpra's `list_users` output: `no rows found`, or the row count and a
+/// table with right-aligned columns.
+pub fn format_list(rows: &[[Cell; 7]]) -> String {
+    if rows.is_empty() {
+        return "no rows found\n".to_owned();
+    }
+    let width = |s: &str| s.chars().count();
+    let mut sizes: Vec<usize> = COLUMNS.iter().map(|c| c.len() + 1).collect();
+    let texts: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(Cell::text).collect())
+        .collect();
+    for row in &texts {
+        for (i, v) in row.iter().enumerate() {
+            sizes[i] = sizes[i].max(width(v) + 1);
+        }
+    }
+    let total: usize = sizes.iter().sum::<usize>() + COLUMNS.len() + 1;
+    let fmt = |values: &[String]| -> String {
+        let mut s = String::from("|");
+        for (i, v) in values.iter().enumerate() {
+            let pad = sizes[i].saturating_sub(width(v));
+            s.push_str(&" ".repeat(pad));
+            s.push_str(v);
+            s.push('|');
+        }
+        s
+    };
+    let rule = "-".repeat(total);
+    let header: Vec<String> = COLUMNS.iter().map(|c| c.replace('_', " ")).collect();
+    let mut out = format!(
+        "{} rows found:\n{rule}\n{}\n{rule}\n",
+        rows.len(),
+        fmt(&header)
+    );
+    for row in &texts {
+        out.push_str(&fmt(row));
+        out.push('\n');
+    }
+    out
 }
 
 /// A query with `?` placeholders: each `%s` (mysql-connector's pyformat,

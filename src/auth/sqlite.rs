@@ -238,21 +238,10 @@ impl SqliteDb {
     /// `add username password [uid gid displays env_options session_options]`
     /// (uid and gid default to the caller's, displays and options to "").
     pub fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
-        if !(2..=7).contains(&fields.len()) {
-            return Err(AuthError::Other("add takes 2 to 7 fields".into()));
-        }
-        let uid = nix::unistd::getuid().as_raw().to_string();
-        let gid = nix::unistd::getgid().as_raw().to_string();
-        let defaults = ["", "", uid.as_str(), gid.as_str(), "", "", ""];
-        let values: Vec<&str> = (0..7)
-            .map(|i| fields.get(i).copied().unwrap_or(defaults[i]))
-            .collect();
+        let values = sql_rows::new_user(fields)?;
         let c = self.connect(false)?;
-        c.execute(
-            "INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)",
-            params_from_iter(values),
-        )
-        .map_err(|e| sql_err(&self.path, e))?;
+        c.execute(sql_rows::INSERT_SQL, params_from_iter(values))
+            .map_err(|e| sql_err(&self.path, e))?;
         Ok(())
     }
 
@@ -261,11 +250,8 @@ impl SqliteDb {
     pub fn remove_user(&self, username: &str, password: Option<&str>) -> Result<usize, AuthError> {
         let c = self.connect(false)?;
         let n = match password.filter(|p| !p.is_empty()) {
-            Some(p) => c.execute(
-                "DELETE FROM users WHERE username=? AND password=?",
-                [username, p],
-            ),
-            None => c.execute("DELETE FROM users WHERE username=?", [username]),
+            Some(p) => c.execute(sql_rows::DELETE_PASSWORD_SQL, [username, p]),
+            None => c.execute(sql_rows::DELETE_SQL, [username]),
         }
         .map_err(|e| sql_err(&self.path, e))?;
         Ok(n)
@@ -299,46 +285,10 @@ impl SqliteDb {
     }
 }
 
-/// xpra's `list_users` output: `no rows found`, or the row count and a
-/// table with right-aligned columns.
+/// xpra's `list_users` output (see [`sql_rows::format_list`]).
 pub fn format_list(rows: &[UserRow]) -> String {
-    if rows.is_empty() {
-        return "no rows found\n".to_owned();
-    }
-    let width = |s: &str| s.chars().count();
-    let mut sizes: Vec<usize> = COLUMNS.iter().map(|c| c.len() + 1).collect();
-    let texts: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(value_text).collect())
-        .collect();
-    for row in &texts {
-        for (i, v) in row.iter().enumerate() {
-            sizes[i] = sizes[i].max(width(v) + 1);
-        }
-    }
-    let total: usize = sizes.iter().sum::<usize>() + COLUMNS.len() + 1;
-    let fmt = |values: &[String]| -> String {
-        let mut s = String::from("|");
-        for (i, v) in values.iter().enumerate() {
-            let pad = sizes[i].saturating_sub(width(v));
-            s.push_str(&" ".repeat(pad));
-            s.push_str(v);
-            s.push('|');
-        }
-        s
-    };
-    let rule = "-".repeat(total);
-    let header: Vec<String> = COLUMNS.iter().map(|c| c.replace('_', " ")).collect();
-    let mut out = format!(
-        "{} rows found:\n{rule}\n{}\n{rule}\n",
-        rows.len(),
-        fmt(&header)
-    );
-    for row in &texts {
-        out.push_str(&fmt(row));
-        out.push('\n');
-    }
-    out
+    let rows: Vec<[Cell; 7]> = rows.iter().map(|r| r.each_ref().map(cell)).collect();
+    sql_rows::format_list(&rows)
 }
 
 #[cfg(test)]
