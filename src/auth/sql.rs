@@ -26,7 +26,9 @@
 //! login fails while it is (the client is told "authentication failed",
 //! the log says which server and why, never its password), and a pooled
 //! connection is checked (`ping`) before reuse, so the first login after
-//! the server is back works. No TLS to the database server (yet): the
+//! the server is back works. (The pool opens connections one at a time:
+//! while a server that does not answer makes one login wait its timeout,
+//! the others wait behind it, each bounded by that timeout.) No TLS to the database server (yet): the
 //! queries and their answers (xpra's table holds the passwords themselves)
 //! cross the network unencrypted, so use a server on this host or on a
 //! trusted network.
