@@ -27,8 +27,8 @@
 //! the log says which server and why, never its password), and a pooled
 //! connection is checked (`ping`) before reuse, so the first login after
 //! the server is back works. (The pool opens connections one at a time:
-//! while a server that does not answer makes one login wait its timeout,
-//! the others wait behind it, each bounded by that timeout.) No TLS to the database server (yet): the
+//! against a server that does not answer, logins queue, each connect
+//! bounded by the timeout, so the n-th waits at most n timeouts.) No TLS to the database server (yet): the
 //! queries and their answers (xpra's table holds the passwords themselves)
 //! cross the network unencrypted, so use a server on this host or on a
 //! trusted network.
