@@ -200,6 +200,16 @@ enum AuthCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Manage xpra's user table in a MySQL / MariaDB database, as xpra's
+    /// mysql_auth.py does: URI create | URI list | URI add USERNAME PASSWORD
+    /// [UID GID DISPLAYS ENV_OPTIONS SESSION_OPTIONS] | URI remove USERNAME
+    /// [PASSWORD] | URI authenticate USERNAME PASSWORD
+    /// (URI: mysql://USER:PASSWORD@HOST:PORT/DATABASE)
+    Mysql {
+        /// URI COMMAND [ARGUMENTS...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -669,6 +679,13 @@ fn main() -> ExitCode {
         Some(Command::Auth {
             command: AuthCommand::Sqlite { args },
         }) => ExitCode::from(xfwd::tools::auth_sqlite::run(
+            &args,
+            &mut io::stdout(),
+            &mut io::stderr(),
+        )),
+        Some(Command::Auth {
+            command: AuthCommand::Mysql { args },
+        }) => ExitCode::from(xfwd::tools::auth_mysql::run(
             &args,
             &mut io::stdout(),
             &mut io::stderr(),

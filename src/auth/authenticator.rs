@@ -39,6 +39,14 @@ pub enum AuthError {
     },
     #[error("sqlite {path}: {message}")]
     Sqlite { path: String, message: String },
+    /// A database server (`backend`: `mysql`, ...) at `server`
+    /// (`HOST:PORT/DATABASE`, never with a password) failed or is down.
+    #[error("{backend} server {server}: {message}")]
+    Database {
+        backend: &'static str,
+        server: String,
+        message: String,
+    },
     #[error("exec {command}: {message}")]
     Exec { command: String, message: String },
     #[error("pam: {0}")]

@@ -43,6 +43,7 @@ pub mod peercred;
 pub mod secret;
 pub mod spec;
 pub mod sql;
+pub mod sql_rows;
 pub mod sqlite;
 /// Session targets live with routing (`crate::sessions::targets`); the auth
 /// modules that list them use them from here too.

@@ -171,7 +171,9 @@ impl ModuleKind {
             ModuleKind::KerberosPassword => &[
                 "service", "realm", "username", "keytab", "verify", "timeout", "uid", "gid",
             ],
-            ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
+            ModuleKind::Mysql | ModuleKind::Sql => {
+                &["uri", "password_query", "sessions_query", "timeout"]
+            }
             ModuleKind::Hosts => &["daemon", "hosts-allow", "hosts-deny"],
             ModuleKind::Otp => &["secret", "issuer-name", "valid-window"],
             ModuleKind::HttpHeader => &["property", "value", "trusted-from", "username-header"],
@@ -359,6 +361,13 @@ impl AuthSpec {
                     }
                     _ => Ok(()),
                 },
+            },
+            ModuleKind::Mysql | ModuleKind::Sql if empty("uri") => Err(self.bad("needs uri=URI")),
+            ModuleKind::Mysql | ModuleKind::Sql => match self.option("timeout") {
+                Some(t) if !t.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
+                    Err(self.bad(format!("timeout {t:?} is not a number of seconds")))
+                }
+                _ => Ok(()),
             },
             _ => Ok(()),
         }

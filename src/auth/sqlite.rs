@@ -13,9 +13,9 @@
 //! xpra splits module options on `,`, so a custom query given on the
 //! command line cannot contain one.
 //!
-//! Differences from xpra, both on the safe side: a NULL password matches
-//! nothing (xpra compares with the text `"None"`), and a text password
-//! that is not latin-1 also matches its UTF-8 bytes (xpra cannot encode it).
+//! The parts every SQL module shares (the table, the default queries,
+//! which password matched, the sessions row, xpra's quirks and where xfwd
+//! differs) live in [`super::sql_rows`].
 
 use std::path::{Path, PathBuf};
 
@@ -23,30 +23,15 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 
 use super::authenticator::{resolve_path, AuthError, Authenticator, Method, Sessions};
-use super::ids::{parse_gid, parse_uid};
 use super::peer::PeerInfo;
 use super::secret::Secret;
 use super::spec::{AuthSpec, ModuleKind};
-use super::targets::parse_simple_dict;
+use super::sql_rows::{self, Cell, COLUMNS};
 
-/// xpra's table, exactly as `sqlite_auth.py create` makes it.
-pub const CREATE_SQL: &str = "CREATE TABLE users (username VARCHAR(255) NOT NULL, password VARCHAR(255), uid VARCHAR(63), gid VARCHAR(63), displays VARCHAR(8191), env_options VARCHAR(8191), session_options VARCHAR(8191))";
-/// xpra's default password query.
-pub const DEFAULT_PASSWORD_QUERY: &str = "SELECT password FROM users WHERE username=(?)";
-/// xpra's default sessions query.
-pub const DEFAULT_SESSIONS_QUERY: &str = "SELECT uid, gid, displays, env_options, session_options FROM users WHERE username=(?) AND password=(?)";
+pub use super::sql_rows::{CREATE_SQL, DEFAULT_PASSWORD_QUERY, DEFAULT_SESSIONS_QUERY};
+
 /// The default database file name.
 pub const DEFAULT_FILENAME: &str = "sqlite.sdb";
-
-const COLUMNS: [&str; 7] = [
-    "username",
-    "password",
-    "uid",
-    "gid",
-    "displays",
-    "env_options",
-    "session_options",
-];
 
 /// The `sqlite` module.
 #[derive(Debug)]
@@ -55,6 +40,8 @@ pub struct SqliteAuth {
     password_query: String,
     sessions_query: String,
     prompt: String,
+    /// `sqlite`, or `sql` for `sql,uri=sqlite:///...`.
+    kind: ModuleKind,
 }
 
 fn sql_err(path: &Path, e: impl std::fmt::Display) -> AuthError {
@@ -64,46 +51,30 @@ fn sql_err(path: &Path, e: impl std::fmt::Display) -> AuthError {
     }
 }
 
-/// Python's `str()` of a column value.
-pub fn value_text(v: &SqlValue) -> String {
+/// A sqlite value as the shared SQL code sees it.
+pub fn cell(v: &SqlValue) -> Cell {
     match v {
-        SqlValue::Null => "None".to_owned(),
-        SqlValue::Integer(i) => i.to_string(),
-        SqlValue::Real(f) => {
-            if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-                format!("{f:.1}")
-            } else {
-                f.to_string()
-            }
-        }
-        SqlValue::Text(t) => t.clone(),
-        SqlValue::Blob(b) => {
-            let mut s = String::from("b'");
-            for &c in b {
-                match c {
-                    b'\\' => s.push_str("\\\\"),
-                    b'\'' => s.push_str("\\'"),
-                    b'\n' => s.push_str("\\n"),
-                    b'\r' => s.push_str("\\r"),
-                    b'\t' => s.push_str("\\t"),
-                    0x20..=0x7e => s.push(char::from(c)),
-                    _ => s.push_str(&format!("\\x{c:02x}")),
-                }
-            }
-            s.push('\'');
-            s
-        }
+        SqlValue::Null => Cell::Null,
+        SqlValue::Integer(i) => Cell::Int(*i),
+        SqlValue::Real(f) => Cell::Real(*f),
+        SqlValue::Text(t) => Cell::Text(t.clone()),
+        SqlValue::Blob(b) => Cell::Bytes(b.clone()),
     }
 }
 
-/// The byte forms a stored password may take (none for NULL).
-fn password_candidates(v: &SqlValue) -> Vec<Secret> {
-    match v {
-        SqlValue::Null => Vec::new(),
-        SqlValue::Blob(b) if b.is_empty() => Vec::new(),
-        SqlValue::Blob(b) => vec![Secret::from(b.as_slice())],
-        other => Secret::text_candidates(&value_text(other)),
+fn sql_value(c: &Cell) -> SqlValue {
+    match c {
+        Cell::Null => SqlValue::Null,
+        Cell::Int(i) => SqlValue::Integer(*i),
+        Cell::Real(f) => SqlValue::Real(*f),
+        Cell::Text(t) => SqlValue::Text(t.clone()),
+        Cell::Bytes(b) => SqlValue::Blob(b.clone()),
     }
+}
+
+/// Python's `str()` of a column value.
+pub fn value_text(v: &SqlValue) -> String {
+    cell(v).text()
 }
 
 impl SqliteAuth {
@@ -112,18 +83,35 @@ impl SqliteAuth {
             .option("filename")
             .filter(|f| !f.is_empty())
             .unwrap_or(DEFAULT_FILENAME);
-        Ok(SqliteAuth {
-            path: resolve_path(spec, name),
-            password_query: spec
-                .option("password_query")
+        Ok(SqliteAuth::with(
+            resolve_path(spec, name),
+            spec.option("password_query")
                 .unwrap_or(DEFAULT_PASSWORD_QUERY)
                 .to_owned(),
-            sessions_query: spec
-                .option("sessions_query")
+            spec.option("sessions_query")
                 .unwrap_or(DEFAULT_SESSIONS_QUERY)
                 .to_owned(),
-            prompt: spec.prompt().to_owned(),
-        })
+            spec.prompt().to_owned(),
+            ModuleKind::Sqlite,
+        ))
+    }
+
+    /// The module for a database file, with its queries (`?`
+    /// placeholders), as module `kind` (`sql,uri=sqlite:///...` is `sql`).
+    pub(crate) fn with(
+        path: PathBuf,
+        password_query: String,
+        sessions_query: String,
+        prompt: String,
+        kind: ModuleKind,
+    ) -> SqliteAuth {
+        SqliteAuth {
+            path,
+            password_query,
+            sessions_query,
+            prompt,
+            kind,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -145,7 +133,7 @@ impl SqliteAuth {
     }
 
     /// The first column of every row `password_query` returns.
-    fn password_values(&self, username: &str) -> Result<Vec<SqlValue>, AuthError> {
+    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
         let c = self.open()?;
         let mut stmt = c
             .prepare(&self.password_query)
@@ -155,16 +143,13 @@ impl SqliteAuth {
         let rows = stmt
             .query_map(params_from_iter(params), |r| r.get::<_, SqlValue>(0))
             .map_err(|e| sql_err(&self.path, e))?;
-        rows.collect::<Result<Vec<_>, _>>()
+        rows.map(|r| r.map(|v| cell(&v)))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| sql_err(&self.path, e))
     }
 
-    /// The sessions row for `username` and the stored `password` text.
-    fn session_row(
-        &self,
-        username: &str,
-        password: &SqlValue,
-    ) -> Result<Option<Sessions>, AuthError> {
+    /// The sessions row for `username` and the stored `password`.
+    fn session_row(&self, username: &str, password: &Cell) -> Result<Option<Sessions>, AuthError> {
         let c = self.open()?;
         let mut stmt = c
             .prepare(&self.sessions_query)
@@ -175,7 +160,7 @@ impl SqliteAuth {
             .map(|s| (*s).to_owned())
             .collect();
         let n = stmt.parameter_count();
-        let params: Vec<SqlValue> = [SqlValue::Text(username.to_owned()), password.clone()]
+        let params: Vec<SqlValue> = [SqlValue::Text(username.to_owned()), sql_value(password)]
             .into_iter()
             .take(n)
             .collect();
@@ -185,34 +170,16 @@ impl SqliteAuth {
         let Some(row) = rows.next().map_err(|e| sql_err(&self.path, e))? else {
             return Ok(None);
         };
-        let col = |name: &str, pos: usize| -> Option<SqlValue> {
-            let idx = names.iter().position(|c| c == name).unwrap_or(pos);
-            row.get::<_, SqlValue>(idx).ok()
-        };
-        let text = |v: Option<SqlValue>| -> String {
-            match v {
-                None | Some(SqlValue::Null) => String::new(),
-                Some(v) => value_text(&v),
-            }
-        };
-        let uid = text(col("uid", 0));
-        let gid = text(col("gid", 1));
-        let displays = text(col("displays", 2));
-        let env = parse_simple_dict(&text(col("env_options", 3)), ';');
-        let session = parse_simple_dict(&text(col("session_options", 4)), ';');
-        Ok(Some(Sessions::listed(
-            parse_uid(&uid),
-            parse_gid(&gid),
-            &displays,
-            env,
-            &session,
-        )))
+        let cells: Vec<Cell> = (0..names.len())
+            .map(|i| row.get::<_, SqlValue>(i).map_or(Cell::Null, |v| cell(&v)))
+            .collect();
+        Ok(Some(sql_rows::sessions_from_row(&names, &cells)))
     }
 }
 
 impl Authenticator for SqliteAuth {
     fn kind(&self) -> ModuleKind {
-        ModuleKind::Sqlite
+        self.kind
     }
     fn method(&self) -> Method {
         Method::Stored
@@ -221,12 +188,7 @@ impl Authenticator for SqliteAuth {
         &self.prompt
     }
     fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        let pws: Vec<Secret> = self
-            .password_values(username)?
-            .iter()
-            .flat_map(password_candidates)
-            .collect();
-        Ok((!pws.is_empty()).then_some(pws))
+        Ok(sql_rows::passwords(&self.password_values(username)?))
     }
     fn sessions(
         &self,
@@ -236,10 +198,7 @@ impl Authenticator for SqliteAuth {
     ) -> Result<Option<Sessions>, AuthError> {
         // the sessions query takes the password as stored: find its row
         let values = self.password_values(username)?;
-        let stored = values
-            .iter()
-            .find(|v| matched.is_some_and(|m| password_candidates(v).iter().any(|c| c == m)));
-        match stored {
+        match sql_rows::stored_password(&values, matched) {
             Some(v) => self.session_row(username, v),
             None => Ok(None),
         }
@@ -279,21 +238,10 @@ impl SqliteDb {
     /// `add username password [uid gid displays env_options session_options]`
     /// (uid and gid default to the caller's, displays and options to "").
     pub fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
-        if !(2..=7).contains(&fields.len()) {
-            return Err(AuthError::Other("add takes 2 to 7 fields".into()));
-        }
-        let uid = nix::unistd::getuid().as_raw().to_string();
-        let gid = nix::unistd::getgid().as_raw().to_string();
-        let defaults = ["", "", uid.as_str(), gid.as_str(), "", "", ""];
-        let values: Vec<&str> = (0..7)
-            .map(|i| fields.get(i).copied().unwrap_or(defaults[i]))
-            .collect();
+        let values = sql_rows::new_user(fields)?;
         let c = self.connect(false)?;
-        c.execute(
-            "INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)",
-            params_from_iter(values),
-        )
-        .map_err(|e| sql_err(&self.path, e))?;
+        c.execute(sql_rows::INSERT_SQL, params_from_iter(values))
+            .map_err(|e| sql_err(&self.path, e))?;
         Ok(())
     }
 
@@ -302,11 +250,8 @@ impl SqliteDb {
     pub fn remove_user(&self, username: &str, password: Option<&str>) -> Result<usize, AuthError> {
         let c = self.connect(false)?;
         let n = match password.filter(|p| !p.is_empty()) {
-            Some(p) => c.execute(
-                "DELETE FROM users WHERE username=? AND password=?",
-                [username, p],
-            ),
-            None => c.execute("DELETE FROM users WHERE username=?", [username]),
+            Some(p) => c.execute(sql_rows::DELETE_PASSWORD_SQL, [username, p]),
+            None => c.execute(sql_rows::DELETE_SQL, [username]),
         }
         .map_err(|e| sql_err(&self.path, e))?;
         Ok(n)
@@ -340,46 +285,10 @@ impl SqliteDb {
     }
 }
 
-/// xpra's `list_users` output: `no rows found`, or the row count and a
-/// table with right-aligned columns.
+/// xpra's `list_users` output (see [`sql_rows::format_list`]).
 pub fn format_list(rows: &[UserRow]) -> String {
-    if rows.is_empty() {
-        return "no rows found\n".to_owned();
-    }
-    let width = |s: &str| s.chars().count();
-    let mut sizes: Vec<usize> = COLUMNS.iter().map(|c| c.len() + 1).collect();
-    let texts: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(value_text).collect())
-        .collect();
-    for row in &texts {
-        for (i, v) in row.iter().enumerate() {
-            sizes[i] = sizes[i].max(width(v) + 1);
-        }
-    }
-    let total: usize = sizes.iter().sum::<usize>() + COLUMNS.len() + 1;
-    let fmt = |values: &[String]| -> String {
-        let mut s = String::from("|");
-        for (i, v) in values.iter().enumerate() {
-            let pad = sizes[i].saturating_sub(width(v));
-            s.push_str(&" ".repeat(pad));
-            s.push_str(v);
-            s.push('|');
-        }
-        s
-    };
-    let rule = "-".repeat(total);
-    let header: Vec<String> = COLUMNS.iter().map(|c| c.replace('_', " ")).collect();
-    let mut out = format!(
-        "{} rows found:\n{rule}\n{}\n{rule}\n",
-        rows.len(),
-        fmt(&header)
-    );
-    for row in &texts {
-        out.push_str(&fmt(row));
-        out.push('\n');
-    }
-    out
+    let rows: Vec<[Cell; 7]> = rows.iter().map(|r| r.each_ref().map(cell)).collect();
+    sql_rows::format_list(&rows)
 }
 
 #[cfg(test)]

@@ -17,74 +17,151 @@
 //! than `create` do not create a missing file.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use crate::auth::sqlite::{SqliteAuth, SqliteDb};
-use crate::auth::{AuthSpec, Authenticator, ModuleKind, PeerInfo, Secret, Targets};
+use crate::auth::{AuthError, AuthSpec, Authenticator, ModuleKind, PeerInfo, Secret, Targets};
 
-const PROG: &str = "xfwd auth sqlite";
+/// A user database the `xfwd auth` tools manage (sqlite's file, mysql's
+/// server), with xpra's commands.
+pub(crate) trait UserDb {
+    fn create(&self) -> Result<(), AuthError>;
+    fn add_user(&self, fields: &[&str]) -> Result<(), AuthError>;
+    fn remove_user(&self, username: &str, password: Option<&str>) -> Result<(), AuthError>;
+    fn list_text(&self) -> Result<String, AuthError>;
+    /// The auth module on this database (for `authenticate`).
+    fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError>;
+}
 
-fn usage(out: &mut dyn Write, msg: &str) -> u8 {
+/// Opens the database a tool's first argument names.
+pub(crate) type Opener<'a> = &'a dyn Fn(&str) -> Result<Box<dyn UserDb>, AuthError>;
+
+/// A tool: its name and what its first argument is (xpra's usage text).
+pub(crate) struct Tool {
+    pub prog: &'static str,
+    pub what: &'static str,
+}
+
+struct Sqlite(String);
+
+impl UserDb for Sqlite {
+    fn create(&self) -> Result<(), AuthError> {
+        SqliteDb::new(&self.0).create()
+    }
+    fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
+        SqliteDb::new(&self.0).add_user(fields)
+    }
+    fn remove_user(&self, username: &str, password: Option<&str>) -> Result<(), AuthError> {
+        SqliteDb::new(&self.0)
+            .remove_user(username, password)
+            .map(|_| ())
+    }
+    fn list_text(&self) -> Result<String, AuthError> {
+        SqliteDb::new(&self.0).list_text()
+    }
+    fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError> {
+        let mut spec = AuthSpec::of(ModuleKind::Sqlite);
+        spec.options.push(("filename".to_owned(), self.0.clone()));
+        Ok(Arc::new(SqliteAuth::new(&spec)?))
+    }
+}
+
+const SQLITE: Tool = Tool {
+    prog: "xfwd auth sqlite",
+    what: "filename",
+};
+
+fn usage(tool: &Tool, out: &mut dyn Write, msg: &str) -> u8 {
+    let Tool { prog, what } = tool;
     let _ = writeln!(out, "{msg}");
     let _ = writeln!(out, "usage:");
-    let _ = writeln!(out, " {PROG} filename create");
-    let _ = writeln!(out, " {PROG} filename list");
+    let _ = writeln!(out, " {prog} {what} create");
+    let _ = writeln!(out, " {prog} {what} list");
     let _ = writeln!(
         out,
-        " {PROG} filename add username password [uid, gid, displays, env_options, session_options]"
+        " {prog} {what} add username password [uid, gid, displays, env_options, session_options]"
     );
-    let _ = writeln!(out, " {PROG} filename remove username [password]");
-    let _ = writeln!(out, " {PROG} filename authenticate username password");
+    let _ = writeln!(out, " {prog} {what} remove username [password]");
+    let _ = writeln!(out, " {prog} {what} authenticate username password");
     1
 }
 
 /// Runs the tool; `args` are `FILE COMMAND ARGS...`. Returns the exit
 /// status.
 pub fn run(args: &[String], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    run_tool(
+        &SQLITE,
+        &|f: &str| Ok(Box::new(Sqlite(f.to_owned())) as Box<dyn UserDb>),
+        args,
+        out,
+        err,
+    )
+}
+
+/// Runs `tool` on the database `open` makes of the first argument.
+pub(crate) fn run_tool(
+    tool: &Tool,
+    open: Opener<'_>,
+    args: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     // xpra counts argv with the script name first
     let l = args.len() + 1;
     if l < 3 {
-        return usage(out, "invalid number of arguments");
+        return usage(tool, out, "invalid number of arguments");
     }
-    let file = &args[0];
     let cmd = args[1].as_str();
     let rest: Vec<&str> = args[2..].iter().map(String::as_str).collect();
-    let db = SqliteDb::new(file);
+    let valid = match cmd {
+        "create" | "list" => l == 3,
+        "add" => (5..=10).contains(&l),
+        "remove" => l == 4 || l == 5,
+        "authenticate" => l == 5,
+        other => return usage(tool, out, &format!("invalid command '{other}'")),
+    };
+    if !valid {
+        return usage(tool, out, "invalid number of arguments");
+    }
+    let prog = tool.prog;
+    let db = match open(&args[0]) {
+        Ok(db) => db,
+        Err(e) => {
+            let _ = writeln!(err, "{prog}: {e}");
+            return 1;
+        }
+    };
     let result = match cmd {
-        "create" if l == 3 => db.create().map(|_| ()),
-        "add" if (5..=10).contains(&l) => db.add_user(&rest),
-        "remove" if l == 4 || l == 5 => db.remove_user(rest[0], rest.get(1).copied()).map(|_| ()),
-        "list" if l == 3 => db.list_text().map(|t| {
+        "create" => db.create(),
+        "add" => db.add_user(&rest),
+        "remove" => db.remove_user(rest[0], rest.get(1).copied()),
+        "list" => db.list_text().map(|t| {
             let _ = out.write_all(t.as_bytes());
         }),
-        "authenticate" if l == 5 => return authenticate(file, rest[0], rest[1], out, err),
-        "create" | "add" | "remove" | "list" | "authenticate" => {
-            return usage(out, "invalid number of arguments")
-        }
-        other => return usage(out, &format!("invalid command '{other}'")),
+        _ => return authenticate(prog, db.as_ref(), rest[0], rest[1], out, err),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let _ = writeln!(err, "{PROG}: {e}");
+            let _ = writeln!(err, "{prog}: {e}");
             1
         }
     }
 }
 
 fn authenticate(
-    file: &str,
+    prog: &str,
+    db: &dyn UserDb,
     username: &str,
     password: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let mut spec = AuthSpec::of(ModuleKind::Sqlite);
-    spec.options.push(("filename".to_owned(), file.to_owned()));
     let fail = |err: &mut dyn Write, msg: String| {
-        let _ = writeln!(err, "{PROG}: {msg}");
+        let _ = writeln!(err, "{prog}: {msg}");
         1
     };
-    let a = match SqliteAuth::new(&spec) {
+    let a = match db.authenticator() {
         Ok(a) => a,
         Err(e) => return fail(err, e.to_string()),
     };

@@ -458,3 +458,55 @@ pub fn slow_failing_xpra(dir: &Path, complaint: &str) -> (PathBuf, PathBuf) {
     }
     (bin, go)
 }
+
+/// `--password-file=DIR/NAME` holding `pw`.
+pub fn password_file(dir: &Path, name: &str, pw: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, pw).unwrap();
+    format!("--password-file={}", p.display())
+}
+
+/// Attaches `user` with `password` and waits for the session's xterm on
+/// a fresh client display.
+pub fn attach_and_see_xterm(port: u16, user: &str, password: &str, dir: &Path, from: u32) {
+    let display = free_display(from);
+    let _x = xvfb(display);
+    let pwf = password_file(dir, &format!("{user}.pw"), password);
+    let (mut client, log) = attach_uri(
+        &format!("tcp://{user}@127.0.0.1:{port}/"),
+        display,
+        dir,
+        &[],
+        &[&pwf],
+    );
+    wait_until(
+        &format!("{user}'s xterm on :{display}"),
+        Duration::from_secs(45),
+        || windows(display).contains("xterm"),
+    );
+    let title = windows(display);
+    eprintln!(
+        "{user}: {}",
+        title.lines().find(|l| l.contains("xterm")).unwrap_or("")
+    );
+    assert!(client_kill(&mut client), "{}", read(&log));
+}
+
+pub fn wrong_password_fails(port: u16, user: &str, dir: &Path, from: u32) {
+    let display = free_display(from);
+    let _x = xvfb(display);
+    let pwf = password_file(dir, "wrong.pw", "not-it");
+    let (mut client, log) = attach_uri(
+        &format!("tcp://{user}@127.0.0.1:{port}/"),
+        display,
+        dir,
+        &[],
+        &[&pwf],
+    );
+    assert!(
+        wait_exit(&mut client, Duration::from_secs(40)),
+        "client still running"
+    );
+    let text = read(&log);
+    assert!(text.contains("authentication failed"), "{text}");
+}
