@@ -11,7 +11,7 @@
 //!   module from a spec.
 //! - modules: [`modules`] (allow, none, reject, fail, password), [`file`],
 //!   [`multifile`], [`sqlite`], [`env`], [`exec`], [`pam`] (feature `pam`),
-//!   [`peercred`].
+//!   [`peercred`], [`ldap`] (ldap, ldap3).
 //! - [`challenge`]: one challenge and its answer; [`flow`]: a listener's
 //!   [`AuthChain`] and a connection's [`AuthFlow`].
 //! - [`targets`] (at home in `crate::sessions`, with routing):

@@ -153,6 +153,13 @@ impl ModuleKind {
                 "username_format",
                 "uid",
                 "gid",
+                // xfwd's: a format with commas, the domain, ids from the
+                // directory, the deadline (src/auth/ldap.rs)
+                "username_format_file",
+                "domain",
+                "uid_attribute",
+                "gid_attribute",
+                "timeout",
             ],
             ModuleKind::Ldap3 => &[
                 "host",
@@ -165,6 +172,9 @@ impl ModuleKind {
                 "username",
                 "uid",
                 "gid",
+                "uid_attribute",
+                "gid_attribute",
+                "timeout",
             ],
             ModuleKind::KerberosPassword => &["service", "realm", "username", "uid", "gid"],
             ModuleKind::Mysql | ModuleKind::Sql => &["uri", "password_query", "sessions_query"],
@@ -345,6 +355,7 @@ impl AuthSpec {
                 _ => Ok(()),
             },
             ModuleKind::Password if empty("value") => Err(self.bad("needs value=PASSWORD")),
+            ModuleKind::Ldap | ModuleKind::Ldap3 => super::ldap::validate(self),
             _ => Ok(()),
         }
     }
