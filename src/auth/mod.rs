@@ -12,7 +12,9 @@
 //! - modules: [`modules`] (allow, none, reject, fail, password), [`file`],
 //!   [`multifile`], [`sqlite`], [`env`], [`exec`], [`pam`] (feature `pam`),
 //!   [`peercred`], [`kerberos`] (`kerberos-password`: the system's libkrb5,
-//!   loaded at run time).
+//!   loaded at run time), [`ldap`] (ldap, ldap3), [`sql`] (mysql, sql),
+//!   [`hosts`] (TCP wrappers: the system's libwrap, loaded at run time),
+//!   [`otp`], [`http_header`].
 //! - [`challenge`]: one challenge and its answer; [`flow`]: a listener's
 //!   [`AuthChain`] and a connection's [`AuthFlow`].
 //! - [`targets`] (at home in `crate::sessions`, with routing):

@@ -154,6 +154,13 @@ impl ModuleKind {
                 "username_format",
                 "uid",
                 "gid",
+                // xfwd's: a format with commas, the domain, ids from the
+                // directory, the deadline (src/auth/ldap.rs)
+                "username_format_file",
+                "domain",
+                "uid_attribute",
+                "gid_attribute",
+                "timeout",
             ],
             ModuleKind::Ldap3 => &[
                 "host",
@@ -166,6 +173,9 @@ impl ModuleKind {
                 "username",
                 "uid",
                 "gid",
+                "uid_attribute",
+                "gid_attribute",
+                "timeout",
             ],
             // keytab, verify, timeout: xfwd's (KDC verification, a bound).
             ModuleKind::KerberosPassword => &[
@@ -369,6 +379,7 @@ impl AuthSpec {
                 }
                 _ => Ok(()),
             },
+            ModuleKind::Ldap | ModuleKind::Ldap3 => super::ldap::validate(self),
             _ => Ok(()),
         }
     }
