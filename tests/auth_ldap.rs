@@ -547,8 +547,8 @@ fn server_down_then_back() {
     refused_credentials(login(&spec, "alice", "wrong"));
 }
 
-/// A real `xpra attach` through xfwd (`--tcp-auth=ldap,...` on loopback:
-/// xor is allowed there) to a real `xpra start` session.
+/// A real `xpra attach` through xfwd over TLS (`--ssl-auth=ldap,...`; the
+/// client checks xfwd's certificate) to a real `xpra start` session.
 #[test]
 fn xpra_client_through_xfwd_with_ldap() {
     if !slapd_present() || !common::tools_present() {
@@ -559,13 +559,21 @@ fn xpra_client_through_xfwd_with_ldap() {
     let dir = common::scratch("ldap-xpra");
     let f = s.format_file(&format!("uid=%username,ou=people,{SUFFIX}"));
     let session = common::Session::start(common::free_display(251), &dir);
+    let (cert, key) = common::certificate(&dir);
+    let auth = format!(
+        "ldap,host=127.0.0.1,port={},username_format_file={f}",
+        s.port
+    );
     let xfwd = common::Xfwd::start(
         &dir,
-        &[&format!(
-            "--tcp-auth=ldap,host=127.0.0.1,port={},username_format_file={f}",
-            s.port
-        )],
+        &[
+            &cert,
+            &key,
+            &format!("--tcp-auth={auth}"),
+            &format!("--ssl-auth={auth}"),
+        ],
     );
+    let ca = format!("--ssl-ca-certs={}", dir.join("cert.pem").display());
     let pw = |name: &str, pw: &str| {
         let p = dir.join(name);
         std::fs::write(&p, pw).unwrap();
@@ -575,11 +583,11 @@ fn xpra_client_through_xfwd_with_ldap() {
     let _x = common::xvfb(display);
 
     let (mut client, log) = common::attach_uri(
-        &format!("tcp://alice@127.0.0.1:{}/", xfwd.port),
+        &format!("ssl://alice@127.0.0.1:{}/", xfwd.port),
         display,
         &dir,
         &[],
-        &[&pw("alice.pw", ALICE_PW)],
+        &[&pw("alice.pw", ALICE_PW), &ca],
     );
     common::wait_until(
         &format!("alice's xterm on :{display}"),
@@ -593,11 +601,11 @@ fn xpra_client_through_xfwd_with_ldap() {
     assert!(common::client_kill(&mut client), "{}", common::read(&log));
 
     let (mut client, log) = common::attach_uri(
-        &format!("tcp://alice@127.0.0.1:{}/", xfwd.port),
+        &format!("ssl://alice@127.0.0.1:{}/", xfwd.port),
         display,
         &dir,
         &[],
-        &[&pw("wrong.pw", "not-it")],
+        &[&pw("wrong.pw", "not-it"), &ca],
     );
     assert!(
         common::wait_exit(&mut client, Duration::from_secs(40)),

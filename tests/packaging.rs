@@ -117,6 +117,7 @@ fn man_pages_one_per_subcommand() {
     assert_eq!(
         pages,
         [
+            "xfwd-auth-mysql.1",
             "xfwd-auth-sqlite.1",
             "xfwd-auth.1",
             "xfwd-check-config.1",
