@@ -313,6 +313,34 @@ fn chains_must_all_pass_and_the_first_sessions_win() {
         "tcp://h:1/"
     );
     refused(run(&c, "foo", tcp(), &[b"bar", b"bar"]));
+    // otp (a gate: it knows nothing of the user) before multifile: the
+    // row's sessions, not otp's (xfwd's own account)
+    let otp = xfwd::auth::otp::OtpAuth::new(
+        &AuthSpec::parse("otp,secret=JBSWY3DPEHPK3PXP,valid-window=1").unwrap(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = otp.code_at(now);
+    let c = chain(
+        &["otp,secret=JBSWY3DPEHPK3PXP,valid-window=1", &multi],
+        AuthPolicy::default(),
+    );
+    let a = accepted(run(&c, "foo", unix(me, my_gid), &[code.as_bytes(), b"bar"]));
+    assert_eq!(a.modules, vec![ModuleKind::Otp, ModuleKind::Multifile]);
+    let s = a.sessions.unwrap();
+    assert_eq!((s.uid, s.gid), (Some(1), Some(1)));
+    assert_eq!(s.select(None).unwrap().unwrap().to_string(), "tcp://h:1/");
+    // a gate alone: its (xfwd's own account's) local sessions
+    let c = chain(
+        &["otp,secret=JBSWY3DPEHPK3PXP,valid-window=1"],
+        AuthPolicy::default(),
+    );
+    let a = accepted(run(&c, "bar", unix(me, my_gid), &[code.as_bytes()]));
+    assert_eq!(a.sessions.unwrap().uid, Some(me));
+
     // reject in a chain: no sessions from it, but nothing passes anyway
     refused(run(
         &chain(&["allow", "reject"], AuthPolicy::default()),

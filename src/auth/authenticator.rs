@@ -112,6 +112,15 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// Whether the module only decides whether a client may pass, and knows
+    /// nothing of the user (hosts, otp, http-header without
+    /// `username-header`): in a chain, the other modules' sessions come
+    /// first (xpra would take this one's if it came first: its account,
+    /// root in system-wide mode).
+    fn is_gate(&self) -> bool {
+        false
+    }
+
     /// After every module of the chain passed: the sessions this module
     /// offers the user (xpra's `get_sessions`). `matched` is the stored
     /// password that matched, for [`Method::Stored`] modules. The first

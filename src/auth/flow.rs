@@ -464,7 +464,13 @@ impl AuthFlow {
     fn finish(&mut self) -> Step {
         let user = self.client.username.clone();
         let mut sessions = None;
-        for (i, m) in self.chain.modules.iter().enumerate() {
+        // Modules that only let a client through or not (hosts, otp ...)
+        // decide last: `hosts` before `pam` still sends the user to their
+        // own account's sessions.
+        let mut order: Vec<(usize, &Arc<dyn Authenticator>)> =
+            self.chain.modules.iter().enumerate().collect();
+        order.sort_by_key(|(_, m)| m.is_gate());
+        for (i, m) in order {
             let matched = self.matched.get(i).and_then(Option::as_ref);
             match m.sessions(&user, &self.peer, matched) {
                 Ok(Some(mut s)) => {

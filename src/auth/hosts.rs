@@ -204,6 +204,10 @@ impl Authenticator for HostsAuth {
         ModuleKind::Hosts
     }
 
+    fn is_gate(&self) -> bool {
+        true
+    }
+
     fn method(&self) -> Method {
         Method::Direct
     }

@@ -108,6 +108,10 @@ impl Authenticator for HttpHeaderAuth {
         ModuleKind::HttpHeader
     }
 
+    fn is_gate(&self) -> bool {
+        self.username_header.is_none()
+    }
+
     fn method(&self) -> Method {
         Method::Direct
     }

@@ -185,6 +185,10 @@ impl Authenticator for OtpAuth {
         ModuleKind::Otp
     }
 
+    fn is_gate(&self) -> bool {
+        true
+    }
+
     fn method(&self) -> Method {
         Method::Plaintext
     }
