@@ -10,13 +10,16 @@
 //!   and open a user's session) and `SessionLauncher` (start one), for this
 //!   process's own sessions or, in system-wide mode, through the
 //!   privileged [`helper`], which acts as each [`user`];
-//! - [`launch`]: `xpra start` for sessions started on demand.
+//! - [`launch`]: `xpra start` for sessions started on demand;
+//! - [`balance`]: session host pools, the load a node knows of
+//!   ([`balance::LoadView`]).
 //!
 //! The engine (`engine/upstream.rs`) only connects: to a chosen local
 //! session's sockets, to a target, or takes the socket the helper
 //! connected.
 
 pub mod access;
+pub mod balance;
 pub mod directory;
 pub mod discovery;
 pub mod helper;

@@ -104,6 +104,19 @@ pub enum TargetError {
 }
 
 impl Target {
+    /// The session host's key for load counts (`HOST:PORT`, or the socket
+    /// path); `None` for a local display.
+    pub fn host_key(&self) -> Option<String> {
+        match &self.kind {
+            TargetKind::Tcp { host, port }
+            | TargetKind::Ssl { host, port }
+            | TargetKind::Ws { host, port }
+            | TargetKind::Wss { host, port } => Some(format!("{host}:{port}")),
+            TargetKind::Unix { path } => Some(path.display().to_string()),
+            TargetKind::Local { .. } => None,
+        }
+    }
+
     /// Parses one display string as xpra's `parse_display_name` does for
     /// the types xfwd can connect to.
     pub fn parse(s: &str) -> Result<Target, TargetError> {
