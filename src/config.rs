@@ -37,6 +37,8 @@ pub enum ConfigError {
     NoCores,
     #[error("--bind-metrics={0}: an xpra listener is there too; give the metrics their own port")]
     MetricsOnListener(SocketAddr),
+    #[error("--session-pool: {0}")]
+    Pool(#[from] crate::sessions::balance::PoolError),
 }
 
 impl ConfigError {
@@ -51,6 +53,7 @@ impl ConfigError {
             ConfigError::NoCertificate => None,
             ConfigError::NoCores => Some("cores"),
             ConfigError::MetricsOnListener(_) => Some("bind-metrics"),
+            ConfigError::Pool(_) => Some("session-pool"),
         }
     }
 }
@@ -219,6 +222,16 @@ pub struct ServeArgs {
     )]
     #[serde(deserialize_with = "file::some_comma_list")]
     pub socket_dirs: Option<Vec<PathBuf>>,
+    /// A pool of session hosts, NAME=URI[,URI...] (repeatable; URIs as in
+    /// a user's `displays`: tcp://HOST:PORT/, ssl://, ws://, wss://,
+    /// socket:PATH). A user whose auth data names `pool:NAME` goes to one
+    /// of its hosts: their sticky host, else the one with the fewest
+    /// connections; a host that fails is skipped for 10 to 60 s. In a
+    /// config file also a table: `[session-pool]` with `NAME = [URI, ...]`.
+    /// See docs/scale-out.md.
+    #[arg(long = "session-pool", value_name = "NAME=URI,...")]
+    #[serde(alias = "session-pools", deserialize_with = "file::pools")]
+    pub session_pool: Vec<String>,
     /// Start a session (`xpra start`, as the user xfwd runs as) for a
     /// client that asks for one (`xpra start tcp://...`), or that finds no
     /// session to attach to: yes or no. Default no.
@@ -341,6 +354,15 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Where Prometheus metrics are served (`--bind-metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Session host pools (`--session-pool`), by name.
+    pub pools: Vec<crate::sessions::balance::SessionPool>,
+}
+
+impl Config {
+    /// The pool called `name`.
+    pub fn pool(&self, name: &str) -> Option<&crate::sessions::balance::SessionPool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
 }
 
 impl Config {
@@ -551,6 +573,7 @@ impl ServeArgs {
                 Some(default_control_dir().join(format!("control-{}.sock", std::process::id())))
             }
         };
+        let pools = crate::sessions::balance::parse_pools(&self.session_pool)?;
         let cores = match self.cores {
             Some(0) => return Err(ConfigError::NoCores),
             Some(n) => n,
@@ -592,6 +615,7 @@ impl ServeArgs {
             ping,
             control_socket,
             metrics,
+            pools,
         })
     }
 }

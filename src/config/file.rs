@@ -139,7 +139,12 @@ pub fn parse(path: &Path, text: &str) -> Result<(ServeArgs, BTreeMap<String, usi
     if let Ok(table) = toml::de::DeTable::parse(text) {
         for (key, _) in table.get_ref() {
             let (line, _) = position(text, key.span().start);
-            lines.insert(key.get_ref().to_string(), line);
+            let name = match key.get_ref().as_ref() {
+                // the table's other name
+                "session-pools" => "session-pool".to_owned(),
+                k => k.to_owned(),
+            };
+            lines.insert(name, line);
         }
     }
     Ok((args, lines))
@@ -455,6 +460,54 @@ where
     d.deserialize_any(ListVisitor::<T>(true, PhantomData))
 }
 
+/// `--session-pool` in a file: `NAME=URI,...` strings (one, or an array),
+/// or a table of pools, `NAME = [URI, ...]` (or `NAME = "URI,URI"`).
+pub(crate) fn pools<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    d.deserialize_any(PoolsVisitor)
+}
+
+struct PoolsVisitor;
+
+impl<'de> Visitor<'de> for PoolsVisitor {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of pools (NAME = [URI, ...]), or NAME=URI,... strings")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+        Ok(vec![s.to_owned()])
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<String>()? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut out = Vec::new();
+        while let Some((name, uris)) = map.next_entry::<String, OneOrMany>()? {
+            out.push(format!("{name}={}", uris.0.join(",")));
+        }
+        Ok(out)
+    }
+}
+
+/// A pool's hosts in a file's table: an array of URIs, or one string.
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_or_many::<D, String>(d).map(OneOrMany)
+    }
+}
+
 /// [`comma_list`] for an optional list (`--socket-dirs`).
 pub(crate) fn some_comma_list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
 where
@@ -556,6 +609,47 @@ cores = 3
         let l = layered("tcp-auth = \"allow\"\nbind = \"/tmp/x.sock\"", &[]).unwrap();
         assert_eq!(l.args.tcp_auth, ["allow"]);
         assert_eq!(l.args.bind, [PathBuf::from("/tmp/x.sock")]);
+    }
+
+    #[test]
+    fn pools_as_strings_or_a_table() {
+        let l = layered(
+            "session-pool = [\"gpu=tcp://a:1/,tcp://b:1/\"]",
+            &["--cores=1"],
+        )
+        .unwrap();
+        let c = l.into_config().unwrap();
+        assert_eq!(c.pools.len(), 1);
+        assert_eq!(c.pool("gpu").unwrap().members.len(), 2);
+        for name in ["session-pool", "session-pools"] {
+            let text = format!(
+                "cores = 1\n[{name}]\ngpu = [\"tcp://a:1/\", \"tcp://b:1/\"]\ncpu = \"tcp://c:1/\"\n"
+            );
+            let c = layered(&text, &[]).unwrap().into_config().unwrap();
+            assert_eq!(c.pool("gpu").unwrap().members.len(), 2, "{name}");
+            assert_eq!(c.pool("cpu").unwrap().members.len(), 1, "{name}");
+        }
+        // A bad pool names its line.
+        let e = layered("cores = 1\n[session-pools]\ngpu = [\":100\"]\n", &[])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("test.toml:2: --session-pool: "),
+            "{e}"
+        );
+        // The flag replaces the file's pools.
+        let l = layered(
+            "cores = 1\n[session-pool]\ngpu = \"tcp://a:1/\"\n",
+            &["--session-pool=cpu=tcp://c:1/"],
+        )
+        .unwrap();
+        let c = l.into_config().unwrap();
+        assert!(c.pool("gpu").is_none() && c.pool("cpu").is_some());
+        // Printed, the pools read back.
+        let printed = l.to_toml(&c).unwrap();
+        let again = layered(&printed, &[]).unwrap().into_config().unwrap();
+        assert_eq!(again.pools, c.pools);
     }
 
     #[test]

@@ -26,11 +26,13 @@ use super::registry::{Entry, Registered};
 pub(super) use super::stream::Stream;
 use super::upstream;
 use super::{ShardCtx, Shared};
-use crate::auth::PeerInfo;
+use crate::auth::{PeerInfo, Target};
 use crate::proxy::link::{Link, LinkEnd, LinkId, Stalls};
 use crate::proxy::{
-    Action, ConnConfig, ConnError, Connection, Event, Phase, PumpEnd, RelayEnd, RelayStart, Side,
+    Action, ConnConfig, ConnError, Connection, Destination, Event, Phase, PumpEnd, RelayEnd,
+    RelayStart, Side,
 };
+use crate::sessions::balance::LoadGuard;
 
 /// How long one write of the proxy's own packets may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -149,6 +151,7 @@ async fn serve_inner(
         entry: registered.entry.clone(),
         metrics,
         opened: None,
+        load: None,
     }
     .run()
     .await;
@@ -190,7 +193,9 @@ enum JobDone {
     /// (system-wide mode: the helper connects as the user while routing
     /// or starting); the next `Connect` takes it.
     Opened(Event, Option<Stream>),
-    Connected(Stream),
+    /// The session's socket; for a pool, the member it reaches. The
+    /// guard counts the connection on its host while it lives.
+    Connected(Stream, Option<Target>, Option<LoadGuard>),
 }
 
 type Job = Pin<Box<dyn Future<Output = JobDone>>>;
@@ -213,6 +218,9 @@ struct Driver {
     /// The session's socket, connected while routing (see
     /// [`JobDone::Opened`]).
     opened: Option<Stream>,
+    /// Counts this connection on its session host (`LocalLoad`) while
+    /// connected.
+    load: Option<LoadGuard>,
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, b: &Bytes) -> bool {
@@ -238,11 +246,12 @@ impl Driver {
             let wants_client = self.core.wants_client_data();
             let wants_session = self.core.wants_session_data() && self.session.is_some();
             let wake = self.core.poll_timeout().map(Instant::from_std);
-            let (client, session, job, opened) = (
+            let (client, session, job, opened, load) = (
                 &mut self.client,
                 &mut self.session,
                 &mut self.job,
                 &mut self.opened,
+                &mut self.load,
             );
             let event = tokio::select! {
                 biased;
@@ -263,9 +272,16 @@ impl Driver {
                             *opened = s;
                             e
                         }
-                        JobDone::Connected(s) => {
+                        JobDone::Connected(s, member, guard) => {
                             *session = Some(Half::new(s));
-                            Event::Connected
+                            *load = guard;
+                            match member {
+                                Some(m) => {
+                                    self.entry.set_target(Some(format!("session {m}")));
+                                    Event::ConnectedTo(m)
+                                }
+                                None => Event::Connected,
+                            }
                         }
                     }
                 }
@@ -350,13 +366,29 @@ impl Driver {
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
                 if let Some(s) = self.opened.take() {
-                    self.job = Some(Box::pin(async move { JobDone::Connected(s) }));
+                    self.job = Some(Box::pin(async move { JobDone::Connected(s, None, None) }));
                     return false;
                 }
                 let shared = self.shared.clone();
+                let user = self.core.user().map(str::to_owned);
                 self.job = Some(Box::pin(async move {
                     match upstream::connect(&plan, &shared).await {
-                        Ok(s) => JobDone::Connected(s),
+                        Ok((s, member)) => {
+                            let host = match (&member, &plan.destination) {
+                                (Some(m), _) | (None, Destination::Target(m)) => m.host_key(),
+                                _ => None,
+                            };
+                            if let (Some(m), Some(h), Destination::Pool { name, .. }) =
+                                (&member, &host, &plan.destination)
+                            {
+                                tracing::info!(pool = %name, host = %m, "pool host chosen");
+                                if let Some(u) = &user {
+                                    shared.load.remember(u, name, h);
+                                }
+                            }
+                            let guard = host.map(|h| shared.local_load.track(&h));
+                            JobDone::Connected(s, member, guard)
+                        }
                         Err(ConnError::Upstream { error, .. }) => {
                             JobDone::Event(Event::ConnectFailed(error))
                         }

@@ -113,7 +113,7 @@ impl From<&ConnError> for HandshakeResult {
             ConnError::Route(_) | ConnError::NoSessions => HandshakeResult::Route,
             // A start that failed: the session could not be had.
             ConnError::Start(_) => HandshakeResult::Upstream,
-            ConnError::Upstream { .. } => HandshakeResult::Upstream,
+            ConnError::Upstream { .. } | ConnError::PoolDown(_) => HandshakeResult::Upstream,
             ConnError::Timeout => HandshakeResult::Timeout,
             ConnError::Stopping => HandshakeResult::Stopping,
             ConnError::Busy(_) => HandshakeResult::Busy,

@@ -119,6 +119,14 @@ pub(crate) struct Shared {
     /// Cancelled when the server stops, or earlier, when a new xfwd has
     /// taken the listening sockets over: the accept loops end.
     pub accepting: CancellationToken,
+    /// What this node knows of the session hosts' load, for pools: this
+    /// node's count (`local_load`), and with a cluster registry every
+    /// node's. Kept across reloads.
+    pub load: Arc<dyn crate::sessions::balance::LoadView>,
+    /// This node's live connections per session host (every shard's).
+    pub local_load: Arc<crate::sessions::balance::LocalLoad>,
+    /// The pools' hosts that failed lately (passive health).
+    pub health: Arc<crate::sessions::balance::PoolHealth>,
 }
 
 /// One transport's auth chain.
@@ -266,6 +274,7 @@ impl Server {
             Arc::new(metrics::Metrics::new(&modules))
         });
         let stop = CancellationToken::new();
+        let local_load = crate::sessions::balance::LocalLoad::new();
         let lasting = reload::Lasting {
             identity: Arc::new(crate::proxy::Identity {
                 hostname: hostname.clone(),
@@ -288,6 +297,12 @@ impl Server {
             accepting: stop.child_token(),
             stop,
             metrics,
+            // TODO(issue 16, cluster registry): with --cluster-db, `load`
+            // becomes the cluster's view wrapping `local_load` (every live
+            // node's counts and sticky hosts).
+            load: local_load.clone(),
+            local_load,
+            health: Arc::default(),
         };
         let shared = Arc::new(reload::build(config, &lasting)?);
         let current = Arc::new(reload::Current::new(shared.clone()));

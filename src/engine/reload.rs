@@ -6,7 +6,9 @@
 //! What a reload can change: authentication (the modules, their files and
 //! databases: every chain is built again), the TLS certificate and key,
 //! `--html`, `--tcp-proxy`, `--proxy-protocol-from`, session directories,
-//! timeouts, pings and handshake limits, `ssl://` target verification.
+//! timeouts, pings and handshake limits, `ssl://` target verification,
+//! session host pools (`--session-pool`: the hosts' counts, health and
+//! sticky users carry over).
 //! What it cannot (the listening sockets, the number of shards, the control
 //! socket and the metrics endpoint: [`fixed_changes`]) must stay as it is: a new
 //! configuration that changes one of them is refused whole, with the
@@ -55,6 +57,12 @@ pub(crate) struct Lasting {
     pub stop: tokio_util::sync::CancellationToken,
     pub accepting: tokio_util::sync::CancellationToken,
     pub metrics: Option<Arc<metrics::Metrics>>,
+    /// Session host pools: the load seen, this node's counts, the hosts'
+    /// health (the pools themselves are configuration: a reload changes
+    /// them; counts and health carry over).
+    pub load: Arc<dyn crate::sessions::balance::LoadView>,
+    pub local_load: Arc<crate::sessions::balance::LocalLoad>,
+    pub health: Arc<crate::sessions::balance::PoolHealth>,
 }
 
 /// Builds what connections use from `config`.
@@ -129,6 +137,9 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
         stop: l.stop,
         accepting: l.accepting,
         metrics: l.metrics,
+        load: l.load,
+        local_load: l.local_load,
+        health: l.health,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::auth::{Accepted, Target, TargetKind};
 use crate::proxy::oneshot::MAX_LISTED;
 use crate::proxy::{ConnError, Destination, Plan, Reachable};
 use crate::sessions::access::{Ids, Opened, Refusal};
+use crate::sessions::balance;
 use crate::sessions::launch::{StartRequest, Started};
 use crate::sessions::router::{self, Place};
 use crate::sessions::LocalSession;
@@ -26,6 +27,10 @@ use crate::wire::Value;
 
 /// How long connecting to a session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to one host of a pool may take (name lookup, TCP,
+/// TLS and WebSocket included) before the next is tried.
+pub(super) const POOL_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn from_refusal(r: Refusal) -> ConnError {
     match r {
@@ -87,10 +92,38 @@ pub(super) async fn route(
         .ok()
         .and_then(|h| h.requested_display())
         .map(str::to_owned);
-    let r =
-        router::route(accepted.sessions.as_ref(), wanted.as_deref()).map_err(ConnError::Route)?;
+    let r = router::route(
+        accepted.sessions.as_ref(),
+        wanted.as_deref(),
+        &shared.config.pools,
+    )
+    .map_err(ConnError::Route)?;
     let (destination, stream) = match r.place {
         Place::Target(t) => (Destination::Target(t), None),
+        Place::Pool(pool) => {
+            let members = {
+                let health = shared.health.lock();
+                balance::order(
+                    &pool,
+                    &accepted.username,
+                    shared.load.as_ref(),
+                    &health,
+                    std::time::Instant::now(),
+                )
+            };
+            tracing::debug!(
+                pool = %pool.name,
+                order = %members.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+                "pool hosts in the order tried"
+            );
+            (
+                Destination::Pool {
+                    name: pool.name,
+                    members,
+                },
+                None,
+            )
+        }
         Place::Local(display) => {
             let connector = shared.connector.clone();
             let ids = r.ids;
@@ -276,6 +309,7 @@ async fn connect_target(t: &Target, shared: &Shared) -> std::io::Result<Stream> 
             websocket(s, host, *port).await
         }
         TargetKind::Local { .. } => Err(std::io::Error::other("unresolved local target")),
+        TargetKind::Pool { .. } => Err(std::io::Error::other("unresolved pool target")),
     }
 }
 
@@ -287,17 +321,61 @@ async fn unix(path: &std::path::Path) -> std::io::Result<Stream> {
 }
 
 /// Opens the connection to the plan's destination (the hello and the
-/// session's challenge are the core's business).
-pub(super) async fn connect(plan: &Plan, shared: &Arc<Shared>) -> Result<Stream, ConnError> {
+/// session's challenge are the core's business); for a pool, the member
+/// connected too.
+pub(super) async fn connect(
+    plan: &Plan,
+    shared: &Arc<Shared>,
+) -> Result<(Stream, Option<Target>), ConnError> {
     match &plan.destination {
-        Destination::Local(s) => local_connect(s, shared).await,
-        Destination::Target(t) => {
-            connect_target(t, shared)
-                .await
-                .map_err(|e| ConnError::Upstream {
-                    target: plan.destination.describe(),
-                    error: e.to_string(),
-                })
-        }
+        Destination::Local(s) => Ok((local_connect(s, shared).await?, None)),
+        Destination::Target(t) => connect_target(t, shared)
+            .await
+            .map(|s| (s, None))
+            .map_err(|e| ConnError::Upstream {
+                target: plan.destination.describe(),
+                error: e.to_string(),
+            }),
+        Destination::Pool { name, members } => pool_connect(name, members, shared).await,
     }
+}
+
+/// Tries the pool's members in turn (in [`balance::order`]'s order): the
+/// first that connects within [`POOL_CONNECT_TIMEOUT`] serves; each that
+/// fails is marked down in the health table (skipped for a while by the
+/// next users).
+async fn pool_connect(
+    name: &str,
+    members: &[Target],
+    shared: &Arc<Shared>,
+) -> Result<(Stream, Option<Target>), ConnError> {
+    for member in members {
+        let key = member.host_key().unwrap_or_default();
+        let error = match tokio::time::timeout(POOL_CONNECT_TIMEOUT, connect_target(member, shared))
+            .await
+        {
+            Ok(Ok(stream)) => {
+                let was_down = {
+                    let mut health = shared.health.lock();
+                    let was = health.is_down(&key, std::time::Instant::now());
+                    health.succeeded(&key);
+                    was
+                };
+                if was_down {
+                    tracing::info!(pool = name, host = %member, "pool host is back");
+                }
+                return Ok((stream, Some(member.clone())));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no connection within {} s", POOL_CONNECT_TIMEOUT.as_secs()),
+        };
+        let backoff = shared.health.lock().failed(&key, std::time::Instant::now());
+        tracing::warn!(
+            pool = name,
+            host = %member,
+            "pool host failed: {error}; tried after the others for {} s",
+            backoff.as_secs()
+        );
+    }
+    Err(ConnError::PoolDown(name.to_owned()))
 }

@@ -19,7 +19,7 @@ use super::oneshot::{self, Reachable, Request};
 use super::plan::{upstream_hello, Destination, Plan};
 use crate::auth::flow::{Accepted, AuthFlow, ClientAuth, Step};
 use crate::auth::throttle::{log_attempt, Attempt, AttemptResult};
-use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle, Targets};
+use crate::auth::{client_answer, Answer, AuthChain, PeerInfo, SharedThrottle, Target, Targets};
 use crate::sessions::launch::{StartReason, StartRequest, Started};
 use crate::wire::frame::{Limits, Record};
 use crate::wire::header::{Encoder, Header, Rules, HEADER_LEN};
@@ -204,6 +204,10 @@ pub enum Event {
     SessionsListed(Result<Vec<Reachable>, ConnError>),
     /// The connection of [`Action::Connect`] is open.
     Connected,
+    /// The connection of [`Action::Connect`] to a pool is open, to this
+    /// member: the plan names it from now on (logs, `xfwd list`), and its
+    /// credentials answer its challenge.
+    ConnectedTo(Target),
     ConnectFailed(String),
     /// Writing to a side failed.
     SendFailed(Side),
@@ -589,6 +593,20 @@ impl Connection {
                     self.on_connected(now);
                 }
             }
+            Event::ConnectedTo(member) => {
+                if self.phase == Phase::Connecting {
+                    if let Some(plan) = &mut self.plan {
+                        if let Some(u) = member.username() {
+                            plan.username = Some(u.to_owned());
+                        }
+                        if let Some(p) = member.password() {
+                            plan.password = Some(p.clone());
+                        }
+                        plan.destination = Destination::Target(member);
+                    }
+                    self.on_connected(now);
+                }
+            }
             Event::ConnectFailed(error) => {
                 if self.phase == Phase::Connecting {
                     let e = self.upstream_error(&error);
@@ -909,7 +927,7 @@ impl Connection {
             let display = match (&started, &plan.destination) {
                 (Some(s), _) => Some(s.display.clone()),
                 (None, Destination::Local(l)) => Some(l.display.clone()),
-                (None, Destination::Target(_)) => None,
+                (None, Destination::Target(_) | Destination::Pool { .. }) => None,
             };
             if let Some(display) = display {
                 let mut caps = vec![(Value::from("display"), Value::from(format!(":{display}")))];

@@ -50,6 +50,9 @@ pub enum ConnError {
     /// handshake.
     #[error("cannot connect to {target}: {error}")]
     Upstream { target: String, error: String },
+    /// Every host of a session host pool failed (each is logged).
+    #[error("no live host in pool {0}")]
+    PoolDown(String),
     #[error("handshake timeout")]
     Timeout,
     #[error("server shutdown")]
@@ -81,7 +84,7 @@ impl ConnError {
             | ConnError::NoSessions
             | ConnError::Request(_) => Side::Client,
             ConnError::Start(_) => Side::Proxy,
-            ConnError::Upstream { .. } => Side::Session,
+            ConnError::Upstream { .. } | ConnError::PoolDown(_) => Side::Session,
             ConnError::Stopping | ConnError::AdminStop | ConnError::Busy(_) => Side::Proxy,
         }
     }

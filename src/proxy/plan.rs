@@ -14,6 +14,10 @@ pub enum Destination {
     Local(LocalSession),
     /// A target the auth data names.
     Target(Target),
+    /// A pool of session hosts: its members in the order they are tried
+    /// (`sessions::balance::order`). Once one is connected, the core's
+    /// plan names it ([`Destination::Target`]).
+    Pool { name: String, members: Vec<Target> },
 }
 
 impl Destination {
@@ -22,6 +26,7 @@ impl Destination {
         match self {
             Destination::Local(s) => format!("session :{}", s.display),
             Destination::Target(t) => format!("session {t}"),
+            Destination::Pool { name, .. } => format!("pool {name}"),
         }
     }
 }

@@ -8,7 +8,10 @@
 //!   a session's Unix socket (`socket://user:password@/PATH` carries
 //!   credentials);
 //! - `:100` or `100`: a local session by display number, found in the
-//!   socket directories.
+//!   socket directories;
+//! - `pool:NAME`: a session host pool of the configuration
+//!   (`--session-pool=NAME=URI,...`): one of its hosts, chosen when the
+//!   user connects (`sessions::balance`).
 //!
 //! Credentials in a target answer the target server's own challenge. They
 //! never appear in `Debug` or `Display` output.
@@ -51,6 +54,23 @@ pub enum TargetKind {
     Local {
         display: String,
     },
+    /// A session host pool of the configuration, by name (`pool:NAME`).
+    Pool {
+        name: String,
+    },
+}
+
+/// The longest pool name.
+pub const MAX_POOL_NAME: usize = 64;
+
+/// Whether `name` may name a session host pool: 1 to [`MAX_POOL_NAME`]
+/// ASCII letters, digits, `-`, `_` or `.`.
+pub fn is_pool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_POOL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl TargetKind {
@@ -62,6 +82,7 @@ impl TargetKind {
             TargetKind::Wss { .. } => "wss",
             TargetKind::Unix { .. } => "socket",
             TargetKind::Local { .. } => "local",
+            TargetKind::Pool { .. } => "pool",
         }
     }
 
@@ -95,7 +116,7 @@ pub struct Target {
 pub enum TargetError {
     #[error("empty target")]
     Empty,
-    #[error("unsupported target type {0:?} (supported: tcp, ssl, ws, wss, socket/unix, :DISPLAY)")]
+    #[error("unsupported target type {0:?} (supported: tcp, ssl, ws, wss, socket/unix, :DISPLAY, pool:NAME)")]
     Unsupported(String),
     #[error("invalid target: {0}")]
     Invalid(&'static str),
@@ -105,7 +126,8 @@ pub enum TargetError {
 
 impl Target {
     /// The session host's key for load counts (`HOST:PORT`, or the socket
-    /// path); `None` for a local display.
+    /// path); `None` for a local display and for a pool (its hosts have
+    /// their own).
     pub fn host_key(&self) -> Option<String> {
         match &self.kind {
             TargetKind::Tcp { host, port }
@@ -113,7 +135,15 @@ impl Target {
             | TargetKind::Ws { host, port }
             | TargetKind::Wss { host, port } => Some(format!("{host}:{port}")),
             TargetKind::Unix { path } => Some(path.display().to_string()),
-            TargetKind::Local { .. } => None,
+            TargetKind::Local { .. } | TargetKind::Pool { .. } => None,
+        }
+    }
+
+    /// The pool this target names (`pool:NAME`).
+    pub fn pool(&self) -> Option<&str> {
+        match &self.kind {
+            TargetKind::Pool { name } => Some(name),
+            _ => None,
         }
     }
 
@@ -159,6 +189,23 @@ impl Target {
             return Err(TargetError::Invalid("bad protocol separator"));
         };
         match protocol {
+            "pool" => {
+                let name = after.trim_end_matches('/');
+                if !is_pool_name(name) {
+                    return Err(TargetError::Invalid(
+                        "a pool name is 1 to 64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                Ok(Target {
+                    kind: TargetKind::Pool {
+                        name: name.to_owned(),
+                    },
+                    display: None,
+                    username: None,
+                    password: None,
+                    raw,
+                })
+            }
             "socket" | "unix" => {
                 // socket:/path, socket:///path, socket://user:pw@/path
                 let (user, pass, path) = match after.rfind('@') {
@@ -237,6 +284,12 @@ impl Target {
         }
     }
 
+    /// The entry as written, credentials included: for the effective
+    /// configuration (`xfwd --print-config`), never for logs.
+    pub fn raw_uri(&self) -> &str {
+        std::str::from_utf8(self.raw.as_bytes()).unwrap_or("")
+    }
+
     /// The user name to log in to the target with (xpra sends it upstream
     /// in place of the client's).
     pub fn username(&self) -> Option<&str> {
@@ -269,6 +322,7 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             TargetKind::Local { display } => write!(f, "{display}"),
+            TargetKind::Pool { name } => write!(f, "pool:{name}"),
             TargetKind::Unix { path } => write!(f, "socket://{}", path.display()),
             k => {
                 let (host, port) = k.host_port().unwrap_or(("", 0));
@@ -698,6 +752,39 @@ mod tests {
         );
         assert_eq!(p("100").display.as_deref(), Some(":100"));
         assert!(Target::parse("socket:").is_err());
+    }
+
+    #[test]
+    fn pool_names() {
+        for s in ["pool:gpu", "pool://gpu", "pool:gpu/", " pool:a-b_c.1 "] {
+            let t = Target::parse(s).unwrap();
+            let name = s.trim().trim_start_matches("pool:").trim_matches('/');
+            assert_eq!(
+                t.kind,
+                TargetKind::Pool {
+                    name: name.to_owned()
+                },
+                "{s}"
+            );
+            assert_eq!(t.pool(), Some(name));
+            assert_eq!(t.host_key(), None);
+            assert_eq!(t.to_string(), format!("pool:{name}"));
+            assert_eq!(t.kind.scheme(), "pool");
+        }
+        for s in ["pool:", "pool:a b", "pool:x/y", "pool:é"] {
+            assert!(
+                matches!(Target::parse(s), Err(TargetError::Invalid(_))),
+                "{s}"
+            );
+        }
+        assert!(Target::parse(&format!("pool:{}", "a".repeat(65))).is_err());
+        // The only entry is chosen; one among several is named as written.
+        let (ts, bad) = parse_list("pool:gpu");
+        assert!(bad.is_empty());
+        assert_eq!(select(&ts, None).unwrap().pool(), Some("gpu"));
+        let (ts, _) = parse_list("pool:gpu,tcp://h:1/");
+        assert_eq!(select(&ts, Some("pool:gpu")).unwrap().pool(), Some("gpu"));
+        assert!(Target::parse("tcp://h:1/").unwrap().pool().is_none());
     }
 
     #[test]

@@ -1,0 +1,363 @@
+//! Session host pools (issue 16): users whose auth data names `pool:gpu`
+//! spread over the pool's hosts by least connections, go back to the host
+//! of their session, skip a host that is down, and are told when none is
+//! live. Against the xfwd binary, with fake session hosts on TCP (they
+//! say who they are in their hello) and, for the main case, real xpra
+//! 3.1.3 sessions listening on TCP with real `xpra attach` clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::xpra::{dict, Peer};
+use common::{scratch, wait_until, Xfwd};
+use xfwd::engine::registry::ConnInfo;
+use xfwd::wire::views::Challenge;
+use xfwd::wire::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_xfwd");
+
+/// A fake session host on TCP: answers the hello with its name
+/// (`session-host`), then echoes, until stopped (the listener closes and
+/// every connection is cut, as when a host goes down).
+struct FakeHost {
+    name: &'static str,
+    port: u16,
+    live: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeHost {
+    fn start(name: &'static str) -> FakeHost {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let live = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (l2, s2, c2) = (live.clone(), stop.clone(), conns.clone());
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                let s = match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                s.set_nonblocking(false).unwrap();
+                c2.lock().unwrap().push(s.try_clone().unwrap());
+                let live = l2.clone();
+                std::thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    let mut p = Peer::new(s);
+                    if p.recv().is_none() {
+                        return;
+                    }
+                    live.fetch_add(1, Ordering::SeqCst);
+                    let hello = [
+                        Value::from("hello"),
+                        dict(vec![
+                            ("version", Value::from("3.1.3")),
+                            ("session-host", Value::from(name)),
+                        ]),
+                    ];
+                    if p.try_send(&hello).is_ok() {
+                        while let Some(pk) = p.recv() {
+                            if p.try_send(&pk.items).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            // the listener closes here
+        });
+        FakeHost {
+            name,
+            port,
+            live,
+            stop,
+            conns,
+            thread: Some(thread),
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("tcp://127.0.0.1:{}/", self.port)
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// The host goes down: nothing listens on its port any more, and its
+    /// connections are cut.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        wait_until(
+            &format!("{}'s sessions gone", self.name),
+            Duration::from_secs(10),
+            || self.live() == 0,
+        );
+    }
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn hello(user: &str, extra: Vec<(&str, Value)>) -> Vec<Value> {
+    let mut c = vec![
+        ("version", Value::from("3.1.3")),
+        ("username", Value::from(user)),
+        ("digest", Value::List(vec!["hmac+sha256".into()])),
+        ("salt-digest", Value::List(vec!["hmac+sha256".into()])),
+    ];
+    c.extend(extra);
+    vec![Value::from("hello"), dict(c)]
+}
+
+fn cap<'a>(items: &'a [Value], key: &str) -> Option<&'a Value> {
+    match items.get(1) {
+        Some(Value::Dict(d)) => d
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// `user` logs in (password `pw-USER`) through xfwd: the session host's
+/// name and the live connection, or the reason the client was told.
+fn login(port: u16, user: &str) -> Result<(String, Peer<TcpStream>), String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let mut c = Peer::new(s);
+    c.send(hello(user, vec![]));
+    let ch = c.recv().expect("a challenge");
+    assert_eq!(ch.packet_type(), Some("challenge"), "{ch:?}");
+    let challenge = Challenge::parse(&ch.items).unwrap();
+    let a = xfwd::auth::client_answer(&challenge, format!("pw-{user}").as_bytes()).unwrap();
+    let response = String::from_utf8(a.response.as_bytes().to_vec()).unwrap();
+    c.send(hello(
+        user,
+        vec![
+            ("challenge_response", Value::from(response)),
+            (
+                "challenge_client_salt",
+                Value::Bytes(Bytes::from(a.client_salt.unwrap())),
+            ),
+        ],
+    ));
+    let p = c.recv().expect("an answer");
+    match p.packet_type() {
+        Some("hello") => {
+            let host = cap(&p.items, "session-host")
+                .and_then(Value::as_str)
+                .expect("the host's name")
+                .to_owned();
+            // Relayed both ways.
+            c.send(vec![Value::from("echo-me"), Value::Int(7)]);
+            let back = c.recv().expect("the echo");
+            assert_eq!(back.packet_type(), Some("echo-me"));
+            Ok((host, c))
+        }
+        Some("disconnect") => Err(p
+            .items
+            .iter()
+            .skip(1)
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")),
+        other => panic!("unexpected {other:?}: {p:?}"),
+    }
+}
+
+fn list_json(socket: &Path) -> Vec<ConnInfo> {
+    let o = Command::new(BIN)
+        .args(["list", "--json", "--control-socket"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A multifile auth file: each user with password `pw-USER` and these
+/// displays.
+fn users(dir: &Path, users: &[(&str, &str)]) -> String {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let text: String = users
+        .iter()
+        .map(|(u, displays)| format!("{u}|pw-{u}|{uid}|{gid}|{displays}||\n"))
+        .collect();
+    let f = dir.join("users.txt");
+    std::fs::write(&f, text).unwrap();
+    format!("--tcp-auth=multifile,filename={}", f.display())
+}
+
+#[test]
+fn pooled_users_spread_stick_and_fail_over() {
+    let dir = scratch("pools-fake");
+    let mut a = FakeHost::start("a");
+    let mut b = FakeHost::start("b");
+    let names: Vec<String> = (1..=12).map(|i| format!("u{i}")).collect();
+    let mut table: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pool:gpu")).collect();
+    table.push(("lost", "pool:nope"));
+    let auth = users(&dir, &table);
+    let socket = dir.join("control.sock");
+    let xfwd = Xfwd::start(
+        &dir,
+        &[
+            &auth,
+            &format!("--session-pool=gpu={},{}", a.uri(), b.uri()),
+            "--ping-interval=0",
+            &format!("--control-socket={}", socket.display()),
+        ],
+    );
+    let port = xfwd.port;
+
+    // Four users: least connections puts two on each host.
+    let mut conns: BTreeMap<String, (String, Peer<TcpStream>)> = BTreeMap::new();
+    for u in &names[..4] {
+        let c = login(port, u).unwrap();
+        conns.insert(u.clone(), c);
+    }
+    let on = |conns: &BTreeMap<String, (String, Peer<TcpStream>)>, h: &str| {
+        conns.values().filter(|(host, _)| host == h).count()
+    };
+    assert_eq!((on(&conns, "a"), on(&conns, "b")), (2, 2), "{:?}", {
+        conns.iter().map(|(u, (h, _))| (u, h)).collect::<Vec<_>>()
+    });
+    assert_eq!((a.live(), b.live()), (2, 2));
+
+    // `xfwd list` shows the host each pooled connection was given.
+    let listed = list_json(&socket);
+    for (u, (h, _)) in &conns {
+        let port = if h == "a" { a.port } else { b.port };
+        let info = listed
+            .iter()
+            .find(|i| i.user.as_deref() == Some(u))
+            .expect("listed");
+        assert_eq!(
+            info.target.as_deref(),
+            Some(format!("session tcp://127.0.0.1:{port}/").as_str()),
+            "{info:?}"
+        );
+    }
+
+    // Sticky: u1 leaves, and so does everyone on the other host; u1
+    // comes back to its own host, though it is now the busier one.
+    let (home, c) = conns.remove("u1").unwrap();
+    drop(c);
+    conns.retain(|_, (h, _)| *h == home);
+    let gone = |u: &str| {
+        !list_json(&socket)
+            .iter()
+            .any(|i| i.user.as_deref() == Some(u))
+    };
+    wait_until("the others gone", Duration::from_secs(10), || {
+        list_json(&socket).len() == 1
+    });
+    let (home_host, other_host) = if home == "a" { (&a, &b) } else { (&b, &a) };
+    assert_eq!((home_host.live(), other_host.live()), (1, 0));
+    let (h, c1) = login(port, "u1").unwrap();
+    assert_eq!(h, home, "u1 goes back to the host of its session");
+    // A newcomer goes to the idle host.
+    let (h, c5) = login(port, "u5").unwrap();
+    assert_ne!(h, home);
+    conns.insert("u1".into(), (home.clone(), c1));
+    conns.insert("u5".into(), (h, c5));
+    assert!(!gone("u1"));
+
+    // One host goes down: every new user goes to the other one, nobody is
+    // told an error; u1 (whose host it may be) too.
+    let (down_name, up_name) = ("a", "b");
+    a.stop();
+    conns.retain(|_, (h, _)| h != down_name);
+    for u in &names[5..10] {
+        let (h, c) = login(port, u).unwrap_or_else(|e| panic!("{u} refused: {e}"));
+        assert_eq!(h, up_name, "{u}");
+        conns.insert(u.clone(), (h, c));
+    }
+    drop(conns.remove("u1"));
+    wait_until("u1 gone", Duration::from_secs(10), || gone("u1"));
+    let (h, c) = login(port, "u1").unwrap();
+    assert_eq!(h, up_name);
+    conns.insert("u1".into(), (h, c));
+    assert!(xfwd.log().contains("pool host failed"), "{}", xfwd.log());
+
+    // An unknown pool is named.
+    assert_eq!(
+        login(port, "lost").map(|(h, _)| h).unwrap_err(),
+        "no such session pool: nope"
+    );
+
+    // All hosts down: the client is told.
+    b.stop();
+    conns.clear();
+    let e = login(port, "u11").map(|(h, _)| h).unwrap_err();
+    assert_eq!(e, "no live host in pool gpu");
+    // (and again, with both marked down: still tried, still told)
+    let e = login(port, "u12").map(|(h, _)| h).unwrap_err();
+    assert_eq!(e, "no live host in pool gpu");
+}
+
+#[test]
+fn a_config_file_defines_pools_as_a_table() {
+    let dir = scratch("pools-toml");
+    let a = FakeHost::start("a");
+    let auth = users(&dir, &[("t1", "pool:gpu")]);
+    let f = dir.join("xfwd.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "ping-interval = 0\n[session-pools]\ngpu = [\"{}\"]\n",
+            a.uri()
+        ),
+    )
+    .unwrap();
+    let xfwd = Xfwd::start(&dir, &[&auth, &format!("--config={}", f.display())]);
+    let (h, _c) = login(xfwd.port, "t1").unwrap();
+    assert_eq!(h, "a");
+    // A bad pool is refused at start, naming the option.
+    let o = Command::new(BIN)
+        .args([
+            "--system-wide=no",
+            "--check-config",
+            "--session-pool=gpu=:100",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(text.contains("--session-pool"), "{text}");
+}
