@@ -234,12 +234,14 @@ fn pooled_users_spread_stick_and_fail_over() {
     table.push(("lost", "pool:nope"));
     let auth = users(&dir, &table);
     let socket = dir.join("control.sock");
+    let metrics_port = common::free_port();
     let xfwd = Xfwd::start(
         &dir,
         &[
             &auth,
             &format!("--session-pool=gpu={},{}", a.uri(), b.uri()),
             "--ping-interval=0",
+            &format!("--bind-metrics=127.0.0.1:{metrics_port}"),
             &format!("--control-socket={}", socket.display()),
         ],
     );
@@ -314,6 +316,7 @@ fn pooled_users_spread_stick_and_fail_over() {
     assert_eq!(h, up_name);
     conns.insert("u1".into(), (h, c));
     assert!(xfwd.log().contains("pool host failed"), "{}", xfwd.log());
+    assert_eq!(hosts_down(metrics_port), Some(1));
 
     // An unknown pool is named.
     assert_eq!(
@@ -329,6 +332,21 @@ fn pooled_users_spread_stick_and_fail_over() {
     // (and again, with both marked down: still tried, still told)
     let e = login(port, "u12").map(|(h, _)| h).unwrap_err();
     assert_eq!(e, "no live host in pool gpu");
+    assert_eq!(hosts_down(metrics_port), Some(2));
+}
+
+/// `xfwd_pool_hosts_down{pool="gpu"}` in a scrape.
+fn hosts_down(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .find_map(|l| l.strip_prefix("xfwd_pool_hosts_down{pool=\"gpu\"} "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]
@@ -360,4 +378,134 @@ fn a_config_file_defines_pools_as_a_table() {
     let text = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(text.contains("--session-pool"), "{text}");
+}
+
+/// `xpra attach` as `user` through xfwd, kept running: its client display
+/// (an Xvfb) shows the session's xterm.
+struct Attached {
+    client: common::Proc,
+    log: std::path::PathBuf,
+    _x: common::Proc,
+}
+
+fn attach(port: u16, user: &str, dir: &Path, from: u32) -> Attached {
+    let display = common::free_display(from);
+    let x = common::xvfb(display);
+    let pwf = common::password_file(dir, &format!("{user}.pw"), &format!("pw-{user}"));
+    let (client, log) = common::attach_uri(
+        &format!("tcp://{user}@127.0.0.1:{port}/"),
+        display,
+        dir,
+        &[],
+        &[&pwf],
+    );
+    wait_until(
+        &format!("{user}'s xterm on :{display}"),
+        Duration::from_secs(45),
+        || common::windows(display).contains("xterm"),
+    );
+    Attached { client, log, _x: x }
+}
+
+/// The target `xfwd list` shows for `user`'s relayed connection.
+fn target_of(socket: &Path, user: &str) -> String {
+    let mut found = None;
+    wait_until(&format!("{user} relayed"), Duration::from_secs(20), || {
+        found = list_json(socket)
+            .into_iter()
+            .find(|i| i.user.as_deref() == Some(user) && i.phase == "relaying")
+            .and_then(|i| i.target);
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn real_xpra_sessions_as_a_pool() {
+    if !common::tools_present() {
+        return;
+    }
+    let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("pools-xpra");
+    let (p1, p2) = (common::free_port(), common::free_port());
+    let s1 = common::Session::start_with(
+        common::free_display(261),
+        &dir,
+        &[&format!("--bind-tcp=127.0.0.1:{p1}"), "--tcp-auth=none"],
+    );
+    let s2 = common::Session::start_with(
+        common::free_display(s1.display + 1),
+        &dir,
+        &[&format!("--bind-tcp=127.0.0.1:{p2}"), "--tcp-auth=none"],
+    );
+    let host1 = format!("session tcp://127.0.0.1:{p1}/");
+    let host2 = format!("session tcp://127.0.0.1:{p2}/");
+    let auth = users(
+        &dir,
+        &[
+            ("alice", "pool:gpu"),
+            ("bob", "pool:gpu"),
+            ("carol", "pool:gpu"),
+            ("dave", "pool:gpu"),
+        ],
+    );
+    let socket = dir.join("control.sock");
+    let xfwd = Xfwd::start(
+        &dir,
+        &[
+            &auth,
+            &format!("--session-pool=gpu=tcp://127.0.0.1:{p1}/,tcp://127.0.0.1:{p2}/"),
+            &format!("--control-socket={}", socket.display()),
+        ],
+    );
+    let from = s2.display + 1;
+    // Two users: one on each host (least connections).
+    let alice = attach(xfwd.port, "alice", &dir, from);
+    let on_alice = target_of(&socket, "alice");
+    let bob = attach(xfwd.port, "bob", &dir, from);
+    let on_bob = target_of(&socket, "bob");
+    assert_ne!(on_alice, on_bob, "the users spread over both hosts");
+    for t in [&on_alice, &on_bob] {
+        assert!(*t == host1 || *t == host2, "{t}");
+    }
+    // Alice's host stops: a new user goes to the other host, with no
+    // error; alice, attaching again, too.
+    let (down, up) = if on_alice == host1 {
+        (&s1, &host2)
+    } else {
+        (&s2, &host1)
+    };
+    down.stop();
+    let mut alice = alice;
+    assert!(
+        common::wait_exit(&mut alice.client, Duration::from_secs(30)),
+        "alice's client is told its session went: {}",
+        common::read(&alice.log)
+    );
+    let carol = attach(xfwd.port, "carol", &dir, from);
+    assert_eq!(&target_of(&socket, "carol"), up);
+    drop(carol);
+    let alice = attach(xfwd.port, "alice", &dir, from);
+    assert_eq!(&target_of(&socket, "alice"), up);
+    drop(alice);
+    drop(bob);
+    // Both hosts stopped: the client is told none is live.
+    s1.stop();
+    s2.stop();
+    let display = common::free_display(from);
+    let _x = common::xvfb(display);
+    let pwf = common::password_file(&dir, "dave.pw", "pw-dave");
+    let (mut dave, log) = common::attach_uri(
+        &format!("tcp://dave@127.0.0.1:{}/", xfwd.port),
+        display,
+        &dir,
+        &[],
+        &[&pwf],
+    );
+    assert!(
+        common::wait_exit(&mut dave, Duration::from_secs(40)),
+        "dave's client still running"
+    );
+    let text = common::read(&log);
+    assert!(text.contains("no live host in pool gpu"), "{text}");
 }

@@ -185,6 +185,11 @@ struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModuleLabels {
     shard: u32,
     module: &'static str,
@@ -226,6 +231,7 @@ pub struct Metrics {
     packets: Family<DirectionLabels, HotCounter>,
     auth_failures: Family<ModuleLabels, Counter>,
     rtt: HistogramFamily<SideLabels>,
+    pool_hosts_down: Family<PoolLabels, Gauge>,
     /// The modules of the configured auth chains (their failure series are
     /// there from the start, at 0).
     modules: Vec<ModuleKind>,
@@ -265,6 +271,7 @@ impl Metrics {
         let packets = Family::default();
         let auth_failures = Family::default();
         let rtt: HistogramFamily<SideLabels> = Family::new_with_constructor(rtt_histogram);
+        let pool_hosts_down = Family::default();
         registry.register(
             "connections_open",
             "Client connections open (accepted and not closed yet)",
@@ -308,6 +315,11 @@ impl Metrics {
             Unit::Seconds,
             rtt.clone(),
         );
+        registry.register(
+            "pool_hosts_down",
+            "Hosts of a session host pool passed over as down, as of the pool's last connection attempt",
+            pool_hosts_down.clone(),
+        );
         let mut modules = modules.to_vec();
         modules.sort_by_key(|m| m.name());
         modules.dedup();
@@ -321,8 +333,19 @@ impl Metrics {
             packets,
             auth_failures,
             rtt,
+            pool_hosts_down,
             modules,
         }
+    }
+
+    /// `pool` has `down` hosts passed over now (pool names are the
+    /// configuration's: a bounded set).
+    pub fn pool_hosts_down(&self, pool: &str, down: usize) {
+        self.pool_hosts_down
+            .get_or_create(&PoolLabels {
+                pool: pool.to_owned(),
+            })
+            .set(i64::try_from(down).unwrap_or(i64::MAX));
     }
 
     /// The handle of shard `id`: every label set resolved now.

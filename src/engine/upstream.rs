@@ -349,6 +349,15 @@ async fn pool_connect(
     members: &[Target],
     shared: &Arc<Shared>,
 ) -> Result<(Stream, Option<Target>), ConnError> {
+    let gauge = |shared: &Shared| {
+        if let Some(m) = &shared.metrics {
+            let down = shared
+                .health
+                .lock()
+                .down_count(members, std::time::Instant::now());
+            m.pool_hosts_down(name, down);
+        }
+    };
     for member in members {
         let key = member.host_key().unwrap_or_default();
         let error = match tokio::time::timeout(POOL_CONNECT_TIMEOUT, connect_target(member, shared))
@@ -364,6 +373,7 @@ async fn pool_connect(
                 if was_down {
                     tracing::info!(pool = name, host = %member, "pool host is back");
                 }
+                gauge(shared);
                 return Ok((stream, Some(member.clone())));
             }
             Ok(Err(e)) => e.to_string(),
@@ -377,5 +387,6 @@ async fn pool_connect(
             backoff.as_secs()
         );
     }
+    gauge(shared);
     Err(ConnError::PoolDown(name.to_owned()))
 }
