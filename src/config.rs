@@ -232,6 +232,12 @@ pub struct ServeArgs {
     #[arg(long = "session-pool", value_name = "NAME=URI,...")]
     #[serde(alias = "session-pools", deserialize_with = "file::pools")]
     pub session_pool: Vec<String>,
+    /// Seconds between active health checks of the pools' hosts (a TCP
+    /// connect to each, on a thread of its own; a host that fails is
+    /// skipped like one that failed a user's connection). 0: off, only
+    /// users' connections tell. Default 0.
+    #[arg(long = "pool-health-interval", value_name = "SECS")]
+    pub pool_health_interval: Option<u64>,
     /// Start a session (`xpra start`, as the user xfwd runs as) for a
     /// client that asks for one (`xpra start tcp://...`), or that finds no
     /// session to attach to: yes or no. Default no.
@@ -356,6 +362,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Session host pools (`--session-pool`), by name.
     pub pools: Vec<crate::sessions::balance::SessionPool>,
+    /// Active health checks of the pools' hosts (zero: off).
+    pub pool_health_interval: Duration,
 }
 
 impl Config {
@@ -616,6 +624,7 @@ impl ServeArgs {
             control_socket,
             metrics,
             pools,
+            pool_health_interval: Duration::from_secs(self.pool_health_interval.unwrap_or(0)),
         })
     }
 }

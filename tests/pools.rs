@@ -509,3 +509,33 @@ fn real_xpra_sessions_as_a_pool() {
     let text = common::read(&log);
     assert!(text.contains("no live host in pool gpu"), "{text}");
 }
+
+#[test]
+fn the_active_health_check_marks_a_dead_host_before_anyone_tries_it() {
+    let dir = scratch("pools-health");
+    let a = FakeHost::start("a");
+    // Nothing listens there.
+    let dead = common::free_port();
+    let auth = users(&dir, &[("h1", "pool:gpu"), ("h2", "pool:gpu")]);
+    let metrics_port = common::free_port();
+    let xfwd = Xfwd::start(
+        &dir,
+        &[
+            &auth,
+            &format!("--session-pool=gpu=tcp://127.0.0.1:{dead}/,{}", a.uri()),
+            "--pool-health-interval=1",
+            &format!("--bind-metrics=127.0.0.1:{metrics_port}"),
+        ],
+    );
+    xfwd.wait_log("failed its health check", Duration::from_secs(20));
+    wait_until("the gauge", Duration::from_secs(20), || {
+        hosts_down(metrics_port) == Some(1)
+    });
+    // Every user goes to the live host, and no user's connection found the
+    // dead one first.
+    for u in ["h1", "h2"] {
+        let (h, _c) = login(xfwd.port, u).unwrap();
+        assert_eq!(h, "a");
+    }
+    assert!(!xfwd.log().contains("pool host failed:"), "{}", xfwd.log());
+}

@@ -399,6 +399,8 @@ fn effective(args: &ServeArgs, config: &Config) -> (ServeArgs, BTreeSet<&'static
     eff.ping_interval = Some(config.ping.interval.as_secs());
     fill("ping-timeout", eff.ping_timeout.is_none());
     eff.ping_timeout = Some(config.ping.timeout.as_secs());
+    fill("pool-health-interval", eff.pool_health_interval.is_none());
+    eff.pool_health_interval = Some(config.pool_health_interval.as_secs());
     fill("log-format", eff.log_format.is_none());
     eff.log_format = Some(eff.log_format.unwrap_or_default());
     // The chains each listener kind runs, inherited ones included (the

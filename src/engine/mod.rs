@@ -16,6 +16,7 @@ pub mod blocking;
 mod conn;
 pub mod control;
 mod front;
+mod health;
 pub mod inherit;
 mod listen;
 pub mod metrics;
@@ -346,6 +347,13 @@ impl Server {
             }
         }
         drop(ready_tx);
+        if spawn_error.is_none() {
+            if let Err(e) = health::spawn(current.clone(), shared.stop.clone()) {
+                spawn_error = Some(StartError::Executor(format!(
+                    "cannot start the pool health check: {e}"
+                )));
+            }
+        }
         let mut server = Server {
             shared,
             reloader,
