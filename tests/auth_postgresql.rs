@@ -190,6 +190,19 @@ fn postgresql_passwords_sessions_and_custom_queries() {
         refused(login(&c, "foo", "nope"), RefuseCause::Credentials);
     }
 
+    // over the server's Unix socket (the directory as the host; local
+    // logins are trusted by this cluster)
+    let socket_uri = format!(
+        "postgresql://xfwd@{}:{}/xpra",
+        common::pg::encode(pg.path().to_str().unwrap()),
+        pg.port
+    );
+    let c = chain(&format!("postgresql,uri={socket_uri}"));
+    assert_eq!(
+        displays(&accepted(login(&c, "foo", "bar"))),
+        ["tcp://127.0.0.1:10100/"]
+    );
+
     // custom queries on another table: `?`, `%s` and `$n` placeholders,
     // an integer column, a NULL password (no commas: xpra's option syntax
     // has none in values)
@@ -237,6 +250,17 @@ fn postgresql_passwords_sessions_and_custom_queries() {
     ));
     let d = refused(login(&typed, "ann", "pw"), RefuseCause::Error);
     assert!(d.contains("::text"), "{d}");
+    // a query that runs too long: cut by the timeout (the server's
+    // statement_timeout or xfwd's own, whichever comes first)
+    let slow = chain(&format!(
+        "postgresql,uri={uri},timeout=1,password_query=SELECT password FROM users \
+         WHERE username=? AND pg_sleep(5) IS NOT NULL"
+    ));
+    let d = refused(login(&slow, "foo", "bar"), RefuseCause::Error);
+    assert!(
+        d.contains("statement timeout") || d.contains("no answer within 1 s"),
+        "{d}"
+    );
     // the role may only read
     let writer = chain(&format!(
         "postgresql,uri={uri},password_query=DELETE FROM users WHERE username=? RETURNING password"

@@ -439,23 +439,40 @@ fn config(server: &DbServer, timeout: Duration) -> tokio_postgres::Config {
     c
 }
 
-/// Connects (the whole exchange within `timeout`); the connection is
-/// driven on the client's thread until it closes.
-async fn connect(config: tokio_postgres::Config, timeout: Duration) -> Result<Client, Failure> {
+/// A connection: its client, and the task (on the client's thread) that
+/// drives its socket, ended when the connection is dropped (so a
+/// connection given up on, a query that timed out on it, closes at once).
+struct Conn {
+    client: Arc<Client>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects (the whole exchange within `timeout`).
+async fn connect(config: tokio_postgres::Config, timeout: Duration) -> Result<Conn, Failure> {
     let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
         .await
         .map_err(|_| Failure::Timeout(timeout))?
         .map_err(Failure::Pg)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(target: "xfwd::auth", "postgresql connection closed: {e}");
         }
-    });
-    Ok(client)
+    })
+    .abort_handle();
+    Ok(Conn {
+        client: Arc::new(client),
+        task,
+    })
 }
 
 struct PoolState {
-    idle: Vec<Arc<Client>>,
+    idle: Vec<Conn>,
     /// Connections open or being opened, idle or lent.
     open: usize,
     backoff: Backoff,
@@ -473,7 +490,7 @@ struct Pool {
 
 /// A connection lent by the pool: [`Pool::give_back`] it.
 struct Lease {
-    client: Arc<Client>,
+    conn: Conn,
     /// It was in the pool (and may have died there).
     reused: bool,
 }
@@ -512,12 +529,9 @@ impl Pool {
         let deadline = Instant::now() + self.timeout;
         let mut state = self.lock();
         loop {
-            while let Some(client) = state.idle.pop() {
-                if !client.is_closed() {
-                    return Ok(Lease {
-                        client,
-                        reused: true,
-                    });
+            while let Some(conn) = state.idle.pop() {
+                if !conn.client.is_closed() {
+                    return Ok(Lease { conn, reused: true });
                 }
                 state.open -= 1;
             }
@@ -551,7 +565,7 @@ impl Pool {
         let result = block(connect(self.config.clone(), self.timeout));
         let mut state = self.lock();
         match result {
-            Ok(Ok(client)) => {
+            Ok(Ok(conn)) => {
                 if state.backoff.failing() {
                     tracing::info!(
                         target: "xfwd::auth",
@@ -560,7 +574,7 @@ impl Pool {
                 }
                 state.backoff.succeeded(attempt);
                 Ok(Lease {
-                    client: Arc::new(client),
+                    conn,
                     reused: false,
                 })
             }
@@ -592,12 +606,15 @@ impl Pool {
     /// Takes a lent connection back (`broken`: drop it instead).
     fn give_back(&self, lease: Lease, broken: bool) {
         let mut state = self.lock();
-        if broken || lease.client.is_closed() {
+        let dropped = if broken || lease.conn.client.is_closed() {
             state.open -= 1;
+            Some(lease.conn)
         } else {
-            state.idle.push(lease.client);
-        }
+            state.idle.push(lease.conn);
+            None
+        };
         drop(state);
+        drop(dropped);
         self.freed.notify_one();
     }
 
@@ -610,7 +627,7 @@ impl Pool {
         let mut retried = false;
         loop {
             let lease = self.get()?;
-            let result = block(op(lease.client.clone()));
+            let result = block(op(lease.conn.client.clone()));
             let result = match result {
                 Ok(r) => r,
                 Err(e) => {
@@ -621,7 +638,7 @@ impl Pool {
             let broken = match &result {
                 Ok(_) | Err(Failure::Type(_)) => false,
                 // a server error leaves the connection usable
-                Err(Failure::Pg(e)) => e.as_db_error().is_none() || lease.client.is_closed(),
+                Err(Failure::Pg(e)) => e.as_db_error().is_none() || lease.conn.client.is_closed(),
                 // the query may still run there
                 Err(Failure::Timeout(_)) => true,
             };
@@ -895,6 +912,11 @@ mod tests {
         assert_eq!((s.host.as_str(), s.port), ("db.example", 5432));
         assert_eq!(s.password(), Some("s@cr:t"));
         assert_eq!(s.to_string(), "db.example:5432/auth");
+        // the directory of a Unix socket, percent-encoded
+        let s =
+            DbServer::parse("postgresql://xfwd@%2Frun%2Fpostgresql/xpra", DEFAULT_PORT).unwrap();
+        assert_eq!(s.host, "/run/postgresql");
+        assert_eq!(s.to_string(), "/run/postgresql:5432/xpra");
         let spec = AuthSpec::parse("postgres,uri=postgres://u:pw@127.0.0.1:9/xpra").unwrap();
         assert_eq!(spec.kind, ModuleKind::Postgresql);
         assert!(!format!("{spec:?}").contains("pw"));
