@@ -182,9 +182,9 @@ pub struct ServeArgs {
     pub proxy_protocol_from: Vec<String>,
     /// Authentication for every listener without its own:
     /// MODULE[,key=value...] (allow, none, reject, fail, password, file,
-    /// multifile, sqlite, mysql, sql, env, exec, pam, peercred, ldap, ldap3,
-    /// kerberos-password, hosts, otp, http-header: docs/auth.md); repeat to
-    /// chain modules (all must pass).
+    /// multifile, sqlite, mysql, postgresql, sql, env, exec, pam, peercred,
+    /// ldap, ldap3, kerberos-password, hosts, otp, http-header:
+    /// docs/auth.md); repeat to chain modules (all must pass).
     #[arg(long = "auth", value_name = "MODULE")]
     #[serde(deserialize_with = "file::one_or_many")]
     pub auth: Vec<String>,

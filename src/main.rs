@@ -210,6 +210,16 @@ enum AuthCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Manage xpra's user table in a PostgreSQL database, as xpra's SQL
+    /// tools do: URI create | URI list | URI add USERNAME PASSWORD [UID GID
+    /// DISPLAYS ENV_OPTIONS SESSION_OPTIONS] | URI remove USERNAME
+    /// [PASSWORD] | URI authenticate USERNAME PASSWORD
+    /// (URI: postgresql://USER:PASSWORD@HOST:PORT/DATABASE)
+    Postgresql {
+        /// URI COMMAND [ARGUMENTS...]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -686,6 +696,13 @@ fn main() -> ExitCode {
         Some(Command::Auth {
             command: AuthCommand::Mysql { args },
         }) => ExitCode::from(xfwd::tools::auth_mysql::run(
+            &args,
+            &mut io::stdout(),
+            &mut io::stderr(),
+        )),
+        Some(Command::Auth {
+            command: AuthCommand::Postgresql { args },
+        }) => ExitCode::from(xfwd::tools::auth_postgresql::run(
             &args,
             &mut io::stdout(),
             &mut io::stderr(),

@@ -415,10 +415,7 @@ fn sql_with_a_sqlite_uri_is_the_sqlite_module() {
 
     // refused at startup
     for (spec, why) in [
-        (
-            "sql,uri=postgresql://u:pw@127.0.0.1/xpra",
-            "not supported yet",
-        ),
+        ("mysql,uri=postgresql://u:pw@127.0.0.1/xpra", "not MySQL's"),
         ("sql,uri=oracle://127.0.0.1/xpra", "unsupported database"),
         ("sql,uri=sqlite://", "names no file"),
         ("mysql,uri=sqlite:///x.sdb", "not MySQL"),

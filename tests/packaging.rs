@@ -118,6 +118,7 @@ fn man_pages_one_per_subcommand() {
         pages,
         [
             "xfwd-auth-mysql.1",
+            "xfwd-auth-postgresql.1",
             "xfwd-auth-sqlite.1",
             "xfwd-auth.1",
             "xfwd-check-config.1",

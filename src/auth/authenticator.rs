@@ -240,7 +240,7 @@ pub fn authenticator(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthErro
         ModuleKind::Peercred => Arc::new(super::peercred::PeercredAuth::new(spec)),
         ModuleKind::Ldap | ModuleKind::Ldap3 => super::ldap::build(spec)?,
         ModuleKind::KerberosPassword => super::kerberos::build(spec)?,
-        ModuleKind::Mysql | ModuleKind::Sql => super::sql::build(spec)?,
+        ModuleKind::Mysql | ModuleKind::Sql | ModuleKind::Postgresql => super::sql::build(spec)?,
         ModuleKind::Hosts => super::hosts::build(spec)?,
         ModuleKind::Otp => super::otp::build(spec)?,
         ModuleKind::HttpHeader => super::http_header::build(spec)?,

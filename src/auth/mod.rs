@@ -13,7 +13,7 @@
 //!   [`multifile`], [`sqlite`], [`env`], [`exec`], [`pam`] (feature `pam`),
 //!   [`peercred`], [`kerberos`] (`kerberos-password`: the system's libkrb5,
 //!   loaded at run time), [`ldap`] (ldap, ldap3), [`sql`] (mysql, sql),
-//!   [`hosts`] (TCP wrappers: the system's libwrap, loaded at run time),
+//!   [`postgresql`] (postgresql, and sql with a PostgreSQL URI), [`hosts`] (TCP wrappers: the system's libwrap, loaded at run time),
 //!   [`otp`], [`http_header`].
 //! - [`challenge`]: one challenge and its answer; [`flow`]: a listener's
 //!   [`AuthChain`] and a connection's [`AuthFlow`].
@@ -42,6 +42,7 @@ pub mod otp;
 pub mod pam;
 pub mod peer;
 pub mod peercred;
+pub mod postgresql;
 pub mod secret;
 pub mod spec;
 pub mod sql;

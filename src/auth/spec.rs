@@ -65,6 +65,8 @@ pub enum ModuleKind {
     Mysql,
     /// xpra's sqlite table and queries in the database a URI names (`uri=`).
     Sql,
+    /// xpra's sqlite table and queries in a PostgreSQL database (`uri=`).
+    Postgresql,
     /// TCP wrappers: `/etc/hosts.allow` and `/etc/hosts.deny` decide by address.
     Hosts,
     /// A time-based one-time password (RFC 6238; `secret=`, `valid-window=`).
@@ -74,7 +76,7 @@ pub enum ModuleKind {
 }
 
 impl ModuleKind {
-    pub const ALL: [ModuleKind; 20] = [
+    pub const ALL: [ModuleKind; 21] = [
         ModuleKind::Allow,
         ModuleKind::None,
         ModuleKind::Reject,
@@ -92,6 +94,7 @@ impl ModuleKind {
         ModuleKind::KerberosPassword,
         ModuleKind::Mysql,
         ModuleKind::Sql,
+        ModuleKind::Postgresql,
         ModuleKind::Hosts,
         ModuleKind::Otp,
         ModuleKind::HttpHeader,
@@ -116,6 +119,7 @@ impl ModuleKind {
             ModuleKind::KerberosPassword => "kerberos-password",
             ModuleKind::Mysql => "mysql",
             ModuleKind::Sql => "sql",
+            ModuleKind::Postgresql => "postgresql",
             ModuleKind::Hosts => "hosts",
             ModuleKind::Otp => "otp",
             ModuleKind::HttpHeader => "http-header",
@@ -123,11 +127,12 @@ impl ModuleKind {
     }
 
     /// The module for an xpra module name (`sys` is PAM on Unix, as in
-    /// xpra; an empty name is `none`).
+    /// xpra; `postgres` is `postgresql`; an empty name is `none`).
     pub fn from_name(name: &str) -> Option<ModuleKind> {
         match name {
             "" => Some(ModuleKind::None),
             "sys" => Some(ModuleKind::Pam),
+            "postgres" => Some(ModuleKind::Postgresql),
             n => ModuleKind::ALL.into_iter().find(|k| k.name() == n),
         }
     }
@@ -181,7 +186,7 @@ impl ModuleKind {
             ModuleKind::KerberosPassword => &[
                 "service", "realm", "username", "keytab", "verify", "timeout", "uid", "gid",
             ],
-            ModuleKind::Mysql | ModuleKind::Sql => {
+            ModuleKind::Mysql | ModuleKind::Sql | ModuleKind::Postgresql => {
                 &["uri", "password_query", "sessions_query", "timeout"]
             }
             ModuleKind::Hosts => &["daemon", "hosts-allow", "hosts-deny"],
@@ -245,7 +250,7 @@ pub enum AuthSpecError {
     #[error(
         "unknown auth module {0:?} (available: allow, none, reject, fail, password, file, \
          multifile, sqlite, env, exec, pam, sys, peercred, ldap, ldap3, kerberos-password, \
-         mysql, sql, hosts, otp, http-header)"
+         mysql, sql, postgresql, hosts, otp, http-header)"
     )]
     UnknownModule(String),
     #[error("auth option {0:?} is not key=value")]
@@ -372,13 +377,17 @@ impl AuthSpec {
                     _ => Ok(()),
                 },
             },
-            ModuleKind::Mysql | ModuleKind::Sql if empty("uri") => Err(self.bad("needs uri=URI")),
-            ModuleKind::Mysql | ModuleKind::Sql => match self.option("timeout") {
-                Some(t) if !t.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
-                    Err(self.bad(format!("timeout {t:?} is not a number of seconds")))
+            ModuleKind::Mysql | ModuleKind::Sql | ModuleKind::Postgresql if empty("uri") => {
+                Err(self.bad("needs uri=URI"))
+            }
+            ModuleKind::Mysql | ModuleKind::Sql | ModuleKind::Postgresql => {
+                match self.option("timeout") {
+                    Some(t) if !t.trim().parse::<u64>().is_ok_and(|n| n > 0) => {
+                        Err(self.bad(format!("timeout {t:?} is not a number of seconds")))
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            },
+            }
             ModuleKind::Ldap | ModuleKind::Ldap3 => super::ldap::validate(self),
             _ => Ok(()),
         }
@@ -423,6 +432,12 @@ mod tests {
         let s = AuthSpec::parse("env,name=A,name=B").unwrap();
         assert_eq!(s.option("name"), Some("B"));
         assert_eq!(ModuleKind::from_name("sys"), Some(ModuleKind::Pam));
+        assert_eq!(
+            ModuleKind::from_name("postgres"),
+            Some(ModuleKind::Postgresql)
+        );
+        assert_eq!(ModuleKind::Postgresql.name(), "postgresql");
+        assert!(!ModuleKind::Postgresql.takes_ids());
         assert_eq!(AuthSpec::parse("").unwrap().kind, ModuleKind::None);
     }
 

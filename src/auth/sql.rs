@@ -12,8 +12,9 @@
 //! - `sql`: the URI's scheme picks the database, as SQLAlchemy's URIs do:
 //!   `mysql://`, `mariadb://`, `mysql+DRIVER://` are the MySQL backend
 //!   above; `sqlite:///RELATIVE/PATH` and `sqlite:////ABSOLUTE/PATH` are
-//!   the [`super::sqlite`] module on that file; `postgresql://` is not
-//!   supported yet; anything else is refused when xfwd starts.
+//!   the [`super::sqlite`] module on that file; `postgresql://` and
+//!   `postgres://` are the [`super::postgresql`] module; anything else is
+//!   refused when xfwd starts.
 //!
 //! Placeholders: xpra's default queries for these modules are written with
 //! `%s` (mysql-connector's paramstyle); custom queries may use `%s` or `?`
@@ -76,8 +77,15 @@ pub(crate) fn build(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthError
     };
     match Backend::of(spec.kind, uri).map_err(|m| bad(spec, m))? {
         Backend::Mysql => {
-            let server = MysqlServer::parse(uri).map_err(|m| bad(spec, m))?;
+            let server = DbServer::parse(uri, DEFAULT_PORT).map_err(|m| bad(spec, m))?;
             Ok(Arc::new(MysqlAuth::new(spec, server, timeout)?))
+        }
+        Backend::Postgresql => {
+            let server =
+                DbServer::parse(uri, super::postgresql::DEFAULT_PORT).map_err(|m| bad(spec, m))?;
+            Ok(Arc::new(super::postgresql::PostgresqlAuth::new(
+                spec, server, timeout,
+            )))
         }
         Backend::Sqlite(path) => {
             let query = |key: &str, default: &str| {
@@ -95,7 +103,7 @@ pub(crate) fn build(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthError
     }
 }
 
-fn bad(spec: &AuthSpec, message: impl Into<String>) -> AuthError {
+pub(crate) fn bad(spec: &AuthSpec, message: impl Into<String>) -> AuthError {
     AuthError::Spec(super::spec::AuthSpecError::BadValue {
         module: spec.kind.name(),
         message: message.into(),
@@ -104,20 +112,28 @@ fn bad(spec: &AuthSpec, message: impl Into<String>) -> AuthError {
 
 /// Which database a URI names.
 #[derive(Debug, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Mysql,
+    Postgresql,
     /// The file (relative to the current directory unless absolute).
     Sqlite(String),
 }
 
 impl Backend {
-    fn of(kind: ModuleKind, uri: &str) -> Result<Backend, String> {
+    pub(crate) fn of(kind: ModuleKind, uri: &str) -> Result<Backend, String> {
         let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         // `mysql+mysqlconnector`, `sqlite+pysqlite`, ...: SQLAlchemy's dialect+driver
         let dialect = scheme
             .as_deref()
             .map(|s| s.split_once('+').map_or(s, |(d, _)| d));
         match (kind, dialect) {
+            (ModuleKind::Postgresql, Some("postgresql" | "postgres")) => Ok(Backend::Postgresql),
+            (ModuleKind::Postgresql, Some(s)) => Err(format!(
+                "uri scheme {s:?} is not PostgreSQL's (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+            )),
+            (ModuleKind::Postgresql, None) => Err(
+                "uri has no scheme (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)".to_owned(),
+            ),
             (_, Some("mysql" | "mariadb")) => Ok(Backend::Mysql),
             // xpra's mysql module takes `host/database` too
             (ModuleKind::Mysql, None) => Ok(Backend::Mysql),
@@ -125,14 +141,13 @@ impl Backend {
                 "uri scheme {s:?} is not MySQL's (mysql://USER:PASSWORD@HOST:PORT/DATABASE)"
             )),
             (_, Some("sqlite")) => sqlite_path(uri).map(Backend::Sqlite),
-            (_, Some("postgresql" | "postgres")) => Err(
-                "PostgreSQL databases are not supported yet (mysql:// and sqlite:/// are)"
-                    .to_owned(),
-            ),
+            (_, Some("postgresql" | "postgres")) => Ok(Backend::Postgresql),
             (_, Some(s)) => Err(format!(
-                "unsupported database {s:?} in uri (mysql:// or sqlite:/// are)"
+                "unsupported database {s:?} in uri (mysql://, postgresql:// or sqlite:/// are)"
             )),
-            (_, None) => Err("uri has no scheme (mysql://... or sqlite:///PATH)".to_owned()),
+            (_, None) => Err(
+                "uri has no scheme (mysql://..., postgresql://... or sqlite:///PATH)".to_owned(),
+            ),
         }
     }
 }
@@ -155,10 +170,10 @@ fn sqlite_path(uri: &str) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
-/// Where a MySQL / MariaDB server is, and who logs in (Debug and Display
-/// never show the password).
+/// Where a database server (MySQL / MariaDB, PostgreSQL) is, and who logs
+/// in (Debug and Display never show the password).
 #[derive(Clone, PartialEq, Eq)]
-pub struct MysqlServer {
+pub struct DbServer {
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
@@ -166,9 +181,12 @@ pub struct MysqlServer {
     pub database: String,
 }
 
-impl std::fmt::Debug for MysqlServer {
+/// The MySQL server of a `mysql` module.
+pub type MysqlServer = DbServer;
+
+impl std::fmt::Debug for DbServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlServer")
+        f.debug_struct("DbServer")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
@@ -179,7 +197,7 @@ impl std::fmt::Debug for MysqlServer {
 }
 
 /// `HOST:PORT/DATABASE` (IPv6 hosts in brackets).
-impl std::fmt::Display for MysqlServer {
+impl std::fmt::Display for DbServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {
             write!(f, "[{}]:{}/{}", self.host, self.port, self.database)
@@ -196,10 +214,16 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
         .map_err(|_| format!("uri: the {what} is not UTF-8 once percent-decoded"))
 }
 
-impl MysqlServer {
-    /// Parses `[SCHEME://][USER[:PASSWORD]@]HOST[:PORT][/DATABASE]`.
+impl DbServer {
+    /// The login password (percent-decoded), if the URI has one.
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Parses `[SCHEME://][USER[:PASSWORD]@]HOST[:PORT][/DATABASE]`
+    /// (`default_port` when it names none; no scheme: `mysql://`).
     /// Error messages never quote the URI (it may hold a password).
-    pub fn parse(uri: &str) -> Result<MysqlServer, String> {
+    pub fn parse(uri: &str, default_port: u16) -> Result<DbServer, String> {
         let full = if uri.contains("://") {
             uri.to_owned()
         } else {
@@ -231,9 +255,9 @@ impl MysqlServer {
             d if d.is_empty() => DEFAULT_DATABASE.to_owned(),
             d => d,
         };
-        Ok(MysqlServer {
+        Ok(DbServer {
             host,
-            port: url.port().unwrap_or(DEFAULT_PORT),
+            port: url.port().unwrap_or(default_port),
             user,
             password,
             database,
@@ -354,7 +378,7 @@ impl MysqlAuth {
         })
     }
 
-    pub fn server(&self) -> &MysqlServer {
+    pub fn server(&self) -> &DbServer {
         &self.server
     }
 
@@ -471,15 +495,15 @@ impl MysqlDb {
         let spec = AuthSpec::of(ModuleKind::Mysql);
         match Backend::of(ModuleKind::Mysql, uri).map_err(|m| bad(&spec, m))? {
             Backend::Mysql => {}
-            Backend::Sqlite(_) => return Err(bad(&spec, "not a MySQL uri")),
+            Backend::Sqlite(_) | Backend::Postgresql => return Err(bad(&spec, "not a MySQL uri")),
         }
         Ok(MysqlDb {
             uri: uri.to_owned(),
-            server: MysqlServer::parse(uri).map_err(|m| bad(&spec, m))?,
+            server: DbServer::parse(uri, DEFAULT_PORT).map_err(|m| bad(&spec, m))?,
         })
     }
 
-    pub fn server(&self) -> &MysqlServer {
+    pub fn server(&self) -> &DbServer {
         &self.server
     }
 
@@ -570,7 +594,7 @@ mod tests {
     use super::*;
 
     fn server(uri: &str) -> MysqlServer {
-        MysqlServer::parse(uri).unwrap()
+        DbServer::parse(uri, DEFAULT_PORT).unwrap()
     }
 
     #[test]
@@ -613,7 +637,7 @@ mod tests {
             "mysql://u:pw@h:99999/db",
             "mysql://u:pw@h:port/db",
         ] {
-            let e = MysqlServer::parse(bad).unwrap_err();
+            let e = DbServer::parse(bad, DEFAULT_PORT).unwrap_err();
             assert!(!e.contains("pw"), "{e}");
         }
     }
@@ -637,8 +661,16 @@ mod tests {
         assert!(of(ModuleKind::Sql, "sqlite://").is_err());
         assert!(of(ModuleKind::Sql, "sqlite://host/a.sdb").is_err());
         assert!(of(ModuleKind::Mysql, "sqlite:///a.sdb").is_err());
-        let e = of(ModuleKind::Sql, "postgresql://u:pw@h/x").unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert_eq!(of(ModuleKind::Sql, "postgresql://u:pw@h/x"), Ok(Postgresql));
+        assert_eq!(of(ModuleKind::Sql, "postgres://h/x"), Ok(Postgresql));
+        assert_eq!(
+            of(ModuleKind::Postgresql, "PostgreSQL://h/x"),
+            Ok(Postgresql)
+        );
+        assert!(of(ModuleKind::Postgresql, "mysql://h/x").is_err());
+        assert!(of(ModuleKind::Postgresql, "sqlite:///a.sdb").is_err());
+        assert!(of(ModuleKind::Postgresql, "h/x").is_err());
+        assert!(of(ModuleKind::Mysql, "postgresql://h/x").is_err());
         assert!(of(ModuleKind::Sql, "oracle://h/x").is_err());
         assert!(of(ModuleKind::Sql, "h/x").is_err());
     }
@@ -663,7 +695,6 @@ mod tests {
         assert!(a.lookup("foo", &PeerInfo::default()).is_err());
 
         for bad in [
-            "sql,uri=postgresql://h/x",
             "sql,uri=nope://h/x",
             "mysql,uri=mysql://h/x,timeout=0",
             "mysql,uri=mysql://h/x,timeout=soon",

@@ -2,7 +2,7 @@
 //! database: the table and default queries of xpra 3.1's `sqlauthbase.py`,
 //! the column values as Python's `str()` shows them, which stored password
 //! matched, the sessions row read into [`Sessions`], and query
-//! placeholders (`?` or `%s`).
+//! placeholders (`?` or `%s`, as sqlite's `?` or PostgreSQL's `$n`).
 //!
 //! xpra's quirks, and where xfwd differs (both on the safe side):
 //! - passwords are `str()` of the first column of every row the password
@@ -205,47 +205,157 @@ pub fn format_list(rows: &[[Cell; 7]]) -> String {
     out
 }
 
-/// A query with `?` placeholders: each `%s` (mysql-connector's pyformat,
-/// as xpra's `mysql` and `sql` modules write their queries) outside quoted
-/// text becomes `?`; `?` stays. Quoted text (`'...'`, `"..."`, `` `...` ``,
-/// with `\` escapes and doubled quotes) is left alone.
-pub fn qmark(query: &str) -> String {
-    let mut out = String::with_capacity(query.len());
-    let mut chars = query.chars().peekable();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) => {
+/// How a database writes query parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `?` (sqlite's and the MySQL protocol's). Quoted text is `'...'`,
+    /// `"..."` or `` `...` ``, with `\` escapes and doubled quotes.
+    Qmark,
+    /// `$1`, `$2`, ... in order (PostgreSQL's). Quoted text is `'...'`
+    /// (`\` escapes only in `E'...'`), `"..."`, `$tag$...$tag$`; comments
+    /// (`-- ...`, `/* ... */`) are left alone too.
+    Numbered,
+}
+
+/// A query written with `?` or `%s` placeholders (xpra's: sqlite's
+/// paramstyle, and mysql-connector's pyformat, as xpra's `mysql` and `sql`
+/// modules write their queries) in the database's `style`: each `?` and
+/// `%s` outside quoted text (and, for PostgreSQL, comments) becomes `?` or
+/// `$n`. Quoted text is left alone.
+pub fn placeholders(query: &str, style: Placeholders) -> String {
+    let pg = style == Placeholders::Numbered;
+    let chars: Vec<char> = query.chars().collect();
+    let mut out = String::with_capacity(query.len() + 8);
+    let mut n = 0u32;
+    let mut i = 0;
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match c {
+            '`' if pg => {
                 out.push(c);
-                if c == '\\' && q != '`' {
-                    if let Some(n) = chars.next() {
-                        out.push(n);
-                    }
-                } else if c == q {
-                    // a doubled quote stays inside
-                    if chars.peek() == Some(&q) {
-                        if let Some(n) = chars.next() {
-                            out.push(n);
+                i += 1;
+            }
+            '\'' | '"' | '`' => {
+                // PostgreSQL: backslash escapes only in E'...'
+                let escapes = if pg {
+                    c == '\''
+                        && i > 0
+                        && matches!(chars[i - 1], 'e' | 'E')
+                        && (i < 2 || !ident(chars[i - 2]))
+                } else {
+                    c != '`'
+                };
+                out.push(c);
+                i += 1;
+                while i < chars.len() {
+                    let q = chars[i];
+                    out.push(q);
+                    i += 1;
+                    if q == '\\' && escapes {
+                        if let Some(&e) = chars.get(i) {
+                            out.push(e);
+                            i += 1;
                         }
-                    } else {
-                        quote = None;
+                    } else if q == c {
+                        // a doubled quote stays inside
+                        if chars.get(i) == Some(&c) {
+                            out.push(c);
+                            i += 1;
+                        } else {
+                            break;
+                        }
                     }
                 }
             }
-            None => match c {
-                '\'' | '"' | '`' => {
-                    quote = Some(c);
-                    out.push(c);
+            '-' if pg && next == Some('-') => {
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(chars[i]);
+                    i += 1;
                 }
-                '%' if chars.peek() == Some(&'s') => {
-                    chars.next();
+            }
+            '/' if pg && next == Some('*') => {
+                // PostgreSQL's block comments nest
+                let mut depth = 0usize;
+                while i < chars.len() {
+                    if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                        depth += 1;
+                        out.push_str("/*");
+                        i += 2;
+                    } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                        depth -= 1;
+                        out.push_str("*/");
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        out.push(chars[i]);
+                        i += 1;
+                    }
+                }
+            }
+            '$' if pg && (i == 0 || !ident(chars[i - 1])) && dollar_tag(&chars[i..]).is_some() => {
+                let tag = dollar_tag(&chars[i..]).unwrap_or_default();
+                let len = tag.chars().count();
+                out.push_str(&tag);
+                i += len;
+                // to the closing tag (or the end)
+                let closing: Vec<char> = tag.chars().collect();
+                while i < chars.len() {
+                    if chars[i..].starts_with(&closing) {
+                        out.push_str(&tag);
+                        i += len;
+                        break;
+                    }
+                    out.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '?' | '%' if c == '?' || next == Some('s') => {
+                i += if c == '?' { 1 } else { 2 };
+                if pg {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
                     out.push('?');
                 }
-                _ => out.push(c),
-            },
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
     out
+}
+
+/// `$tag$` (or `$$`) at the start of `chars`: a dollar quote's opening.
+fn dollar_tag(chars: &[char]) -> Option<String> {
+    let mut tag = String::from("$");
+    for (k, &c) in chars.iter().enumerate().skip(1) {
+        match c {
+            '$' => {
+                tag.push('$');
+                return Some(tag);
+            }
+            c if c.is_alphabetic() || c == '_' || (k > 1 && c.is_ascii_digit()) => tag.push(c),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// [`placeholders`] for sqlite and MySQL: `%s` becomes `?`.
+pub fn qmark(query: &str) -> String {
+    placeholders(query, Placeholders::Qmark)
+}
+
+/// [`placeholders`] for PostgreSQL: `?` and `%s` become `$1`, `$2`, ...
+pub fn numbered(query: &str) -> String {
+    placeholders(query, Placeholders::Numbered)
 }
 
 #[cfg(test)]
@@ -326,5 +436,41 @@ mod tests {
         assert_eq!(qmark("x='it''s %s' AND y=%s"), "x='it''s %s' AND y=?");
         assert_eq!(qmark("x='a\\'%s' AND y=%s"), "x='a\\'%s' AND y=?");
         assert_eq!(qmark("100%"), "100%");
+        // `?` in quoted text stays, as before
+        assert_eq!(qmark("x='?' AND y=?"), "x='?' AND y=?");
+        assert_eq!(qmark("x=`%s` -- %s"), "x=`%s` -- ?");
+    }
+
+    #[test]
+    fn postgresql_placeholders() {
+        assert_eq!(
+            numbered(DEFAULT_SESSIONS_QUERY),
+            "SELECT uid, gid, displays, env_options, session_options FROM users \
+             WHERE username=($1) AND password=($2)"
+        );
+        assert_eq!(numbered("a=%s AND b=? AND c=%s"), "a=$1 AND b=$2 AND c=$3");
+        // already PostgreSQL's: unchanged
+        assert_eq!(numbered("a=$1 AND b=$2"), "a=$1 AND b=$2");
+        assert_eq!(numbered("x LIKE '%s?' AND y=?"), "x LIKE '%s?' AND y=$1");
+        assert_eq!(numbered("x='it''s ?' AND y=?"), "x='it''s ?' AND y=$1");
+        // no backslash escapes in standard strings: 'a\' ends there
+        assert_eq!(numbered("x='a\\' AND y=?"), "x='a\\' AND y=$1");
+        assert_eq!(numbered("x=E'a\\'?' AND y=?"), "x=E'a\\'?' AND y=$1");
+        assert_eq!(numbered("\"we?ird\"=? "), "\"we?ird\"=$1 ");
+        assert_eq!(
+            numbered("x=$$ ? $$ AND y=$q$ %s $q$ AND z=?"),
+            "x=$$ ? $$ AND y=$q$ %s $q$ AND z=$1"
+        );
+        assert_eq!(
+            numbered("x=? -- what? \n AND /* a /* ? */ ? */ y=%s"),
+            "x=$1 -- what? \n AND /* a /* ? */ ? */ y=$2"
+        );
+        // a backtick is no quote in PostgreSQL
+        assert_eq!(numbered("`?`"), "`$1`");
+        assert_eq!(numbered("100% ?"), "100% $1");
+        // unterminated quotes and comments: copied to the end
+        assert_eq!(numbered("x='?"), "x='?");
+        assert_eq!(numbered("x=/* ?"), "x=/* ?");
+        assert_eq!(numbered("x=$a$ ?"), "x=$a$ ?");
     }
 }
