@@ -349,6 +349,10 @@ impl Driver {
             }
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
+                self.entry.set_host_key(match &plan.destination {
+                    crate::proxy::Destination::Target(t) => t.host_key(),
+                    crate::proxy::Destination::Local(_) => None,
+                });
                 if let Some(s) = self.opened.take() {
                     self.job = Some(Box::pin(async move { JobDone::Connected(s) }));
                     return false;

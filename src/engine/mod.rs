@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod blocking;
+pub mod cluster;
 mod conn;
 pub mod control;
 mod front;
@@ -66,6 +67,8 @@ pub enum StartError {
     Control(String),
     #[error("system-wide mode: {0}")]
     SystemWide(String),
+    #[error("cluster view: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -167,6 +170,8 @@ pub struct Server {
     control_socket: Option<control::Control>,
     /// The metrics endpoint's thread and address (`--bind-metrics`).
     metrics: Option<(std::thread::JoinHandle<()>, SocketAddr)>,
+    /// The cluster view's heartbeat (`--cluster-db`).
+    cluster: Option<cluster::Heartbeat>,
 }
 
 fn random_uuid() -> String {
@@ -263,7 +268,11 @@ impl Server {
             .flatten()
             .map(|s| s.kind)
             .collect();
-            Arc::new(metrics::Metrics::new(&modules))
+            let mut m = metrics::Metrics::new(&modules);
+            if config.cluster.is_some() {
+                m.enable_cluster();
+            }
+            Arc::new(m)
         });
         let stop = CancellationToken::new();
         let lasting = reload::Lasting {
@@ -347,6 +356,7 @@ impl Server {
             )),
             control_socket,
             metrics: None,
+            cluster: None,
         };
         let endpoint = metrics_listener.zip(server.shared.metrics.clone());
         if let (Some(((l, addr), m)), true) = (endpoint, spawn_error.is_none()) {
@@ -385,6 +395,12 @@ impl Server {
                 server.stop_and_join();
                 return Err(StartError::SystemWide(e));
             }
+        }
+        // Registered before anyone is served: a live node of the same
+        // name elsewhere stops this start.
+        if let Err(e) = server.start_cluster(inherited.origin == inherit::Origin::Xfwd) {
+            server.stop_and_join();
+            return Err(e);
         }
         open.cancel();
         if let Err(e) = server.start_control() {
@@ -425,6 +441,38 @@ impl Server {
         }
     }
 
+    /// Registers this node in the cluster database and starts the
+    /// heartbeat (`--cluster-db`), once every shard listens.
+    fn start_cluster(&mut self, takeover: bool) -> Result<(), StartError> {
+        let Some(cfg) = self.shared.config.cluster.clone() else {
+            return Ok(());
+        };
+        let listeners: Vec<String> = self.tcp_addrs.iter().map(|a| format!("tcp:{a}")).collect();
+        let me = crate::cluster::db::Me::new(&cfg.node, &self.shared.hostname, &listeners);
+        let client = cluster::register(&cfg, &me, takeover)?;
+        let metrics = self.shared.metrics.as_ref().and_then(|m| m.cluster());
+        let hb = cluster::Heartbeat::start(&cfg, me, client, self.control.clone(), metrics)
+            .map_err(StartError::Executor)?;
+        // TODO(issue 16, helper C): session host pools route with
+        // `hb.load(local_view)` (the local LoadView wrapped with the other
+        // nodes' counts and the sticky hosts) where they take their view.
+        self.cluster = Some(hb);
+        Ok(())
+    }
+
+    /// The cluster view's [`LoadView`](crate::sessions::balance::LoadView)
+    /// around `local` (the other live nodes' counts added), with
+    /// `--cluster-db`; `local` itself without.
+    pub fn cluster_load(
+        &self,
+        local: Arc<dyn crate::sessions::balance::LoadView>,
+    ) -> Arc<dyn crate::sessions::balance::LoadView> {
+        match &self.cluster {
+            Some(hb) => hb.load(local),
+            None => local,
+        }
+    }
+
     /// Starts the control socket's thread, once every shard listens.
     fn start_control(&mut self) -> Result<(), control::ControlError> {
         let sockets = std::mem::take(&mut self.sockets)
@@ -461,6 +509,7 @@ impl Server {
             self.control.clone(),
             self.reloader.clone(),
             self.handover.clone(),
+            self.cluster.as_ref().map(cluster::Heartbeat::access),
             &self.shared.stop,
         )
     }
@@ -512,6 +561,11 @@ impl Server {
 
     /// Waits for every shard to end.
     pub fn join(mut self) {
+        // Unregistered first: the other nodes stop listing this one now,
+        // not at its expiry.
+        if let Some(hb) = self.cluster.take() {
+            hb.shutdown();
+        }
         if let Some(c) = self.control_socket.take() {
             c.join();
         }
