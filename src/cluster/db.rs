@@ -310,13 +310,16 @@ fn write_node(
 /// One heartbeat, in one transaction: our row, our connections (at most
 /// [`MAX_CONNECTION_ROWS`]), the sticky hosts remembered since the last
 /// one, the stop requests addressed to us (taken: the caller executes
-/// them), the expired nodes (deleted, with their connections).
+/// them), the expired nodes (deleted, with their connections) when
+/// `may_expire` (not in the first expiry after an outage: the others
+/// could not beat either).
 pub fn beat(
     client: &mut Client,
     me: &Me,
     expiry: Duration,
     conns: &[ConnRow],
     remembered: &HashMap<(String, String), String>,
+    may_expire: bool,
 ) -> Result<Beat, ClusterError> {
     let conns = conns.get(..MAX_CONNECTION_ROWS).unwrap_or(conns);
     let mut tx = client.transaction().map_err(err)?;
@@ -391,7 +394,10 @@ pub fn beat(
         .iter()
         .filter_map(|r| u64::try_from(r.get::<_, i64>(0)).ok())
         .collect();
-    let ages: Vec<(String, f64)> = tx
+    let ages: Vec<(String, f64)> = if !may_expire {
+        Vec::new()
+    } else {
+        tx
         .query(
             "SELECT name, extract(epoch FROM now() - heartbeat_at)::float8 FROM xfwd_nodes LIMIT $1",
             &[&(MAX_SNAPSHOT_ROWS as i64)],
@@ -399,7 +405,8 @@ pub fn beat(
         .map_err(err)?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect()
+    };
     let expired = state::expired(ages.iter().map(|(n, a)| (n.as_str(), *a)), &me.name, expiry);
     let expired = if expired.is_empty() {
         expired

@@ -131,6 +131,7 @@ impl Heartbeat {
             outage: Outage::default(),
             backoff: Backoff::new(FIRST_RETRY, cfg.heartbeat.max(FIRST_RETRY)),
             taken_warned: false,
+            grace_until: None,
             client,
             shards,
             rt,
@@ -191,6 +192,9 @@ struct Beating {
     backoff: Backoff,
     /// "Another node holds our name" was logged (once until it clears).
     taken_warned: bool,
+    /// Back from an outage: no node is expired before this (the others
+    /// could not beat either; they do within an expiry).
+    grace_until: Option<Instant>,
     client: Option<postgres::Client>,
     shards: Shards,
     rt: tokio::runtime::Runtime,
@@ -241,14 +245,28 @@ impl Beating {
         if fresh {
             self.client = None;
             match db::connect(&self.db).and_then(|mut c| db::migrate(&mut c).map(|()| c)) {
-                Ok(c) => self.client = Some(c),
+                Ok(c) => {
+                    if self.outage.is_down() {
+                        self.grace_until = Some(Instant::now() + self.expiry);
+                    }
+                    self.client = Some(c);
+                }
                 Err(e) => return self.failed(&e),
             }
         }
         let Some(client) = self.client.as_mut() else {
             return false;
         };
-        let r = db::beat(client, &self.me, self.expiry, &conns, &self.pending).and_then(|b| {
+        let may_expire = self.grace_until.is_none_or(|t| Instant::now() >= t);
+        let r = db::beat(
+            client,
+            &self.me,
+            self.expiry,
+            &conns,
+            &self.pending,
+            may_expire,
+        )
+        .and_then(|b| {
             let snap = match &b {
                 Beat::Written { .. } => Some(db::snapshot(client, &self.me, self.expiry)?),
                 Beat::Taken(_) => None,
