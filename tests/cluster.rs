@@ -268,13 +268,42 @@ fn node(dir: &Path, pg: &Pg, name: &str, metrics: u16) -> Xfwd {
     )
 }
 
-fn scrape(port: u16) -> HashMap<String, f64> {
+fn scrape_text(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// `promtool check metrics` accepts the scrape (as tests/metrics.rs checks).
+fn promtool_check(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: no promtool (apt-get install prometheus): the scrape is not checked");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}\n{text}", text(&out));
+}
+
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let out = scrape_text(port);
     out.lines()
         .filter(|l| l.starts_with("xfwd_cluster"))
         .filter_map(|l| {
@@ -353,6 +382,7 @@ fn two_nodes_share_one_view() {
             && m.get("xfwd_cluster_connections{node=\"b\"}") == Some(&2.0)
             && m.get("xfwd_cluster_connections{node=\"a\"}") == Some(&1.0)
     });
+    promtool_check(&scrape_text(ma));
 
     // Stopping b's connection from a: a stop request b executes.
     let v = cluster(&a, &dir).unwrap();

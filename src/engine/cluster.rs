@@ -317,7 +317,16 @@ impl Beating {
                 }
             }
             Beat::Taken(h) => {
-                if !self.taken_warned {
+                if !self.taken_warned && h.address.split(' ').next() == Some(self.me.host()) {
+                    // The xfwd that took this one over (`--takeover`).
+                    self.taken_warned = true;
+                    tracing::info!(
+                        node = %self.me.name,
+                        holder_pid = h.pid,
+                        "cluster: this node name is now held by pid {} on this machine; this xfwd stops reporting",
+                        h.pid
+                    );
+                } else if !self.taken_warned {
                     self.taken_warned = true;
                     tracing::error!(
                         node = %self.me.name,
