@@ -281,7 +281,7 @@ fn scrape_text(port: u16) -> String {
 }
 
 /// `promtool check metrics` accepts the scrape (as tests/metrics.rs checks).
-fn promtool_check(text: &str) {
+fn promtool_check(scraped: &str) {
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -296,10 +296,10 @@ fn promtool_check(text: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(scraped.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}\n{text}", text(&out));
+    assert!(out.status.success(), "promtool: {}\n{scraped}", text(&out));
 }
 
 fn scrape(port: u16) -> HashMap<String, f64> {
