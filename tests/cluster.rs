@@ -420,6 +420,20 @@ fn two_nodes_share_one_view() {
     assert!(text(&o).contains("no connection b/999"), "{}", text(&o));
     let o = ctl(&a, &dir, &["stop", "--connection", "nobody/1"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // A node without a connection is refused (it never stops the server).
+    {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(dir.join(format!("control-{}.sock", a.port)))
+                .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"{\"cmd\":\"stop\",\"node\":\"b\"}\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let r: xfwd::engine::control::Response = serde_json::from_str(out.trim()).unwrap();
+        assert!(!r.ok, "{out}");
+        assert!(r.error.unwrap().contains("needs a connection"), "{out}");
+        echo(&mut alice);
+    }
     // Local ids work as before.
     let o = ctl(&a, &dir, &["stop", "--connection", "999"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

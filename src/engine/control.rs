@@ -809,7 +809,14 @@ async fn answer(request: Request, ctx: &Ctx, uid: u32) -> (Response, bool) {
             Err("takeover-done without a takeover on this connection".to_owned())
         }
         Request::Stop {
-            connection: None, ..
+            connection: None,
+            node: Some(node),
+        } => Err(format!(
+            "a stop for node {node} needs a connection (NODE/ID); the whole server stops only without a node"
+        )),
+        Request::Stop {
+            connection: None,
+            node: None,
         } => {
             tracing::info!(uid, "control socket: server stop requested");
             return (
