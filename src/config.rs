@@ -303,6 +303,26 @@ pub struct ServeArgs {
     /// thread; not on the xpra ports).
     #[arg(long = "bind-metrics", value_name = "HOST:PORT")]
     pub bind_metrics: Option<String>,
+    /// The cluster view (issue 16, docs/scale-out.md): register this node
+    /// and its live connections in this PostgreSQL database
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB; no TLS yet), for `xfwd list
+    /// --cluster`, `xfwd stop --connection NODE/ID` from any node, and
+    /// session host pools that count every node's connections. Default: off.
+    #[arg(long = "cluster-db", value_name = "URI")]
+    pub cluster_db: Option<String>,
+    /// This node's name in the cluster view, unique among the live nodes
+    /// (a second live node of the same name is refused at start). Default:
+    /// the hostname.
+    #[arg(long = "node-name", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Seconds between this node's heartbeats to the cluster database.
+    /// Default 5.
+    #[arg(long = "cluster-heartbeat", value_name = "SECS")]
+    pub cluster_heartbeat: Option<u64>,
+    /// A node whose last heartbeat is older than this many seconds is taken
+    /// as gone (its rows are deleted). Default: 3 heartbeats.
+    #[arg(long = "cluster-expiry", value_name = "SECS")]
+    pub cluster_expiry: Option<u64>,
     /// Log line format: text or json (colour only when stderr is a
     /// terminal and NO_COLOR is unset). Default text.
     #[arg(long = "log-format", value_name = "FORMAT", value_enum)]
@@ -364,6 +384,8 @@ pub struct Config {
     pub pools: Vec<crate::sessions::balance::SessionPool>,
     /// Active health checks of the pools' hosts (zero: off).
     pub pool_health_interval: Duration,
+    /// The cluster view (`--cluster-db`), when on.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -582,6 +604,7 @@ impl ServeArgs {
             }
         };
         let pools = crate::sessions::balance::parse_pools(&self.session_pool)?;
+        let cluster = self.cluster_config()?;
         let cores = match self.cores {
             Some(0) => return Err(ConfigError::NoCores),
             Some(n) => n,
@@ -625,7 +648,49 @@ impl ServeArgs {
             metrics,
             pools,
             pool_health_interval: Duration::from_secs(self.pool_health_interval.unwrap_or(0)),
+            cluster,
         })
+    }
+
+    /// `--cluster-db` and its options, checked.
+    fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        let bad = |option, error: String| ConfigError::BadOption { option, error };
+        let Some(db) = self.cluster_db.as_deref().filter(|d| !d.is_empty()) else {
+            return Ok(None);
+        };
+        let node = self
+            .node_name
+            .clone()
+            .unwrap_or_else(crate::cluster::default_node_name);
+        crate::cluster::check_node_name(&node).map_err(|e| bad("node-name", e))?;
+        crate::cluster::db::client_config(db, &node)
+            .map_err(|e| bad("cluster-db", e.to_string()))?;
+        let heartbeat = self
+            .cluster_heartbeat
+            .unwrap_or(crate::cluster::DEFAULT_HEARTBEAT);
+        if heartbeat == 0 || heartbeat > 3600 {
+            return Err(bad(
+                "cluster-heartbeat",
+                "expected 1 to 3600 seconds".into(),
+            ));
+        }
+        let expiry = self
+            .cluster_expiry
+            .unwrap_or(heartbeat * crate::cluster::EXPIRY_HEARTBEATS);
+        if expiry <= heartbeat || expiry > 86400 {
+            return Err(bad(
+                "cluster-expiry",
+                format!(
+                    "{expiry} s: expected more than --cluster-heartbeat ({heartbeat} s), at most 86400"
+                ),
+            ));
+        }
+        Ok(Some(crate::cluster::ClusterConfig {
+            db: db.to_owned(),
+            node,
+            heartbeat: Duration::from_secs(heartbeat),
+            expiry: Duration::from_secs(expiry),
+        }))
     }
 }
 
@@ -694,6 +759,60 @@ mod tests {
         .into_config()
         .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn cluster_options_are_checked() {
+        assert_eq!(ServeArgs::default().into_config().unwrap().cluster, None);
+        let args = |db: &str, node: Option<&str>, hb: Option<u64>, exp: Option<u64>| ServeArgs {
+            cluster_db: Some(db.into()),
+            node_name: node.map(String::from),
+            cluster_heartbeat: hb,
+            cluster_expiry: exp,
+            ..ServeArgs::default()
+        };
+        let c = args("postgres://u@db/x", Some("a"), None, None)
+            .into_config()
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.node, "a");
+        assert_eq!(c.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.expiry, Duration::from_secs(15));
+        let c = args("postgres://u@db/x", None, Some(2), None)
+            .into_config()
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.node, crate::cluster::default_node_name());
+        assert_eq!(c.expiry, Duration::from_secs(6));
+        for (a, opt) in [
+            (
+                args("postgres://u@db/x", Some("a/b"), None, None),
+                "node-name",
+            ),
+            (
+                args("postgres://u@db/x?nope=1", None, None, None),
+                "cluster-db",
+            ),
+            (
+                args("postgres://u@db/x", None, Some(0), None),
+                "cluster-heartbeat",
+            ),
+            (
+                args("postgres://u@db/x", None, Some(5), Some(5)),
+                "cluster-expiry",
+            ),
+        ] {
+            let e = a.into_config().unwrap_err();
+            assert_eq!(e.option(), Some(opt), "{e}");
+        }
+        let t: ServeArgs = toml::from_str(
+            "cluster-db = \"postgres://db/x\"\nnode-name = \"n1\"\ncluster-heartbeat = 1",
+        )
+        .unwrap();
+        let c = t.into_config().unwrap().cluster.unwrap();
+        assert_eq!((c.node.as_str(), c.expiry.as_secs()), ("n1", 3));
     }
 
     #[test]

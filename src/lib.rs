@@ -4,12 +4,14 @@
 //! - [`auth`]: auth modules and challenges;
 //! - [`sessions`]: finding and choosing sessions;
 //! - [`config`]: options to a typed configuration;
+//! - [`cluster`]: the cluster view (nodes and their connections in PostgreSQL);
 //! - [`engine`]: the shards (one pinned runtime per core) that accept, route and relay;
 //! - [`tools`]: command-line tools on top of the library.
 
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod fdpass;

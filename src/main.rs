@@ -94,6 +94,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every live node's connections, from the cluster database (the
+        /// xfwd asked needs --cluster-db).
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         at: ControlAt,
     },
@@ -111,9 +115,14 @@ enum Command {
     /// Stop one connection of a running xfwd, or (without --connection)
     /// the whole server, as SIGTERM does.
     Stop {
-        /// Only this connection (its client and session are told why).
-        #[arg(long, value_name = "ID")]
-        connection: Option<u64>,
+        /// Only this connection (its client and session are told why):
+        /// ID, or NODE/ID for a connection of another node of the cluster
+        /// view (it stops it within one heartbeat).
+        #[arg(long, value_name = "[NODE/]ID", value_parser = xfwd::cluster::parse_connection)]
+        connection: Option<(Option<String>, u64)>,
+        /// The node of --connection (as NODE/ID).
+        #[arg(long, value_name = "NODE", requires = "connection")]
+        node: Option<String>,
         #[command(flatten)]
         at: ControlAt,
     },
@@ -707,16 +716,28 @@ fn main() -> ExitCode {
             &mut io::stdout(),
             &mut io::stderr(),
         )),
-        Some(Command::List { json, at }) => {
-            control_cmd(xfwd::tools::control::Command::List { json }, at)
+        Some(Command::List { json, cluster, at }) => {
+            control_cmd(xfwd::tools::control::Command::List { json, cluster }, at)
         }
         Some(Command::Info {
             json,
             connection,
             at,
         }) => control_cmd(xfwd::tools::control::Command::Info { json, connection }, at),
-        Some(Command::Stop { connection, at }) => {
-            control_cmd(xfwd::tools::control::Command::Stop { connection }, at)
+        Some(Command::Stop {
+            connection,
+            node,
+            at,
+        }) => {
+            let (from, id) = connection.unzip();
+            let node = node.or(from.flatten());
+            control_cmd(
+                xfwd::tools::control::Command::Stop {
+                    connection: id,
+                    node,
+                },
+                at,
+            )
         }
         Some(Command::Reload { at }) => control_cmd(xfwd::tools::control::Command::Reload, at),
         Some(Command::Generate { what }) => generate_cmd(&what),

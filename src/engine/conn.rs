@@ -278,6 +278,7 @@ impl Driver {
                             match member {
                                 Some(m) => {
                                     self.entry.set_target(Some(format!("session {m}")));
+                                    self.entry.set_host_key(m.host_key());
                                     Event::ConnectedTo(m)
                                 }
                                 None => Event::Connected,
@@ -365,6 +366,12 @@ impl Driver {
             }
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
+                // A pool's host is known once connected (below).
+                self.entry.set_host_key(match &plan.destination {
+                    crate::proxy::Destination::Target(t) => t.host_key(),
+                    crate::proxy::Destination::Local(_)
+                    | crate::proxy::Destination::Pool { .. } => None,
+                });
                 if let Some(s) = self.opened.take() {
                     self.job = Some(Box::pin(async move { JobDone::Connected(s, None, None) }));
                     return false;

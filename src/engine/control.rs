@@ -64,11 +64,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection: Option<u64>,
     },
-    /// Stop one connection, or (without one) the whole server.
+    /// Stop one connection, or (without one) the whole server. With
+    /// `node` (another node of the cluster view), the connection is that
+    /// node's: a stop request it executes at its next heartbeat.
     Stop {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
+    /// Every live node's connections, from the cluster database
+    /// (`--cluster-db`).
+    #[serde(rename = "list-cluster")]
+    ListCluster,
     /// Read the configuration again, as SIGHUP does.
     Reload,
     /// A new xfwd asks for the listening sockets (see [`super::takeover`]);
@@ -122,6 +130,15 @@ pub struct Response {
     /// The sockets a `takeover` hands over (their descriptors ride along).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sockets: Option<Vec<super::takeover::SocketDesc>>,
+    /// `list-cluster`: every live node and their connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterView>,
+    /// A remote stop was requested (`NODE/ID`): that node stops it within
+    /// one of its heartbeats (`heartbeat_s`: this node's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_s: Option<u64>,
     /// The connections left to drain after a takeover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<usize>,
@@ -274,6 +291,7 @@ impl Control {
         shards: Shards,
         reloader: Arc<super::reload::Reloader>,
         handover: Arc<super::takeover::Handover>,
+        cluster: Option<super::cluster::ClusterAccess>,
         stop: &CancellationToken,
     ) -> Result<(), ControlError> {
         let Some(listener) = self.listener.take() else {
@@ -290,6 +308,7 @@ impl Control {
             shards,
             reloader,
             handover,
+            cluster,
             file: (self.file.dev, self.file.ino),
             uid: nix::unistd::geteuid().as_raw(),
             path: path.clone(),
@@ -339,6 +358,8 @@ struct Ctx {
     reloader: Arc<super::reload::Reloader>,
     /// The listening sockets, for a takeover.
     handover: Arc<super::takeover::Handover>,
+    /// The cluster database (`--cluster-db`).
+    cluster: Option<super::cluster::ClusterAccess>,
     /// The control socket file's device and inode (removed at a takeover
     /// only if it is still this one).
     file: (u64, u64),
@@ -676,6 +697,31 @@ impl Ctx {
     }
 }
 
+/// How long a cluster database request may take (its connect and
+/// statement timeouts bound it; this bounds the wait for a blocking thread).
+const CLUSTER_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Runs `f` against the cluster database on a blocking thread.
+async fn cluster_job<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce(&super::cluster::ClusterAccess) -> Result<T, crate::cluster::ClusterError>
+        + Send
+        + 'static,
+) -> Result<T, String> {
+    let Some(access) = ctx.cluster.clone() else {
+        return Err(crate::cluster::ClusterError::Off.to_string());
+    };
+    let job = tokio::task::spawn_blocking(move || f(&access));
+    match tokio::time::timeout(CLUSTER_DEADLINE, job).await {
+        Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("the cluster request failed: {e}")),
+        Err(_) => Err(format!(
+            "the cluster database did not answer within {} s",
+            CLUSTER_DEADLINE.as_secs()
+        )),
+    }
+}
+
 /// Carries out one request; `true`: stop the server once answered.
 async fn answer(request: Request, ctx: &Ctx, uid: u32) -> (Response, bool) {
     let r = match request {
@@ -700,8 +746,30 @@ async fn answer(request: Request, ctx: &Ctx, uid: u32) -> (Response, bool) {
                 }),
                 None => Err(format!("no connection {id}")),
             }),
+        Request::ListCluster => cluster_job(ctx, |c| c.view()).await.map(|v| Response {
+            cluster: Some(v),
+            ..Response::ok()
+        }),
         Request::Stop {
             connection: Some(id),
+            node: Some(node),
+        } if ctx.cluster.as_ref().is_none_or(|c| c.node != node) => {
+            let n = node.clone();
+            match cluster_job(ctx, move |c| c.request_stop(&n, id)).await {
+                Ok(()) => {
+                    tracing::info!(connection = id, node = %node, uid, "control socket: asked another node to stop a connection");
+                    Ok(Response {
+                        requested: Some(format!("{node}/{id}")),
+                        heartbeat_s: ctx.cluster.as_ref().map(|c| c.heartbeat.as_secs()),
+                        ..Response::ok()
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Request::Stop {
+            connection: Some(id),
+            ..
         } => match tokio::time::timeout(SHARD_DEADLINE, ctx.shards.stop(id)).await {
             Ok(true) => {
                 tracing::info!(
@@ -740,7 +808,16 @@ async fn answer(request: Request, ctx: &Ctx, uid: u32) -> (Response, bool) {
         Request::Takeover { .. } | Request::TakeoverDone => {
             Err("takeover-done without a takeover on this connection".to_owned())
         }
-        Request::Stop { connection: None } => {
+        Request::Stop {
+            connection: None,
+            node: Some(node),
+        } => Err(format!(
+            "a stop for node {node} needs a connection (NODE/ID); the whole server stops only without a node"
+        )),
+        Request::Stop {
+            connection: None,
+            node: None,
+        } => {
             tracing::info!(uid, "control socket: server stop requested");
             return (
                 Response {
@@ -770,7 +847,21 @@ mod tests {
         );
         assert_eq!(
             parse_request(br#"{"cmd":"stop"}"#).unwrap(),
-            Request::Stop { connection: None }
+            Request::Stop {
+                connection: None,
+                node: None
+            }
+        );
+        assert_eq!(
+            parse_request(br#"{"cmd":"stop","connection":4,"node":"b"}"#).unwrap(),
+            Request::Stop {
+                connection: Some(4),
+                node: Some("b".into())
+            }
+        );
+        assert_eq!(
+            parse_request(br#"{"cmd":"list-cluster"}"#).unwrap(),
+            Request::ListCluster
         );
         let e = parse_request(br#"{"cmd":"reboot"}"#).unwrap_err();
         assert!(e.contains("unknown variant"), "{e}");
@@ -790,7 +881,9 @@ mod tests {
             Request::Info { connection: None },
             Request::Stop {
                 connection: Some(3),
+                node: None,
             },
+            Request::ListCluster,
             Request::Reload,
             Request::Takeover { drain_s: 30 },
             Request::TakeoverDone,

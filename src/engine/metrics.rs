@@ -168,6 +168,52 @@ type HotCounter = Counter<u64, PaddedU64>;
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+/// The cluster view's gauges (`--cluster-db`), written by the heartbeat
+/// thread.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    nodes: Gauge,
+    connections: Family<NodeLabels, Gauge>,
+    db_up: Gauge,
+    /// The node labels of the last update (those gone are removed).
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl ClusterMetrics {
+    /// After a heartbeat: the live nodes and their connections.
+    pub fn update(&self, per_node: &[(String, usize)]) {
+        self.db_up.set(1);
+        self.nodes
+            .set(i64::try_from(per_node.len()).unwrap_or(i64::MAX));
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for old in seen.iter() {
+            if !per_node.iter().any(|(n, _)| n == old) {
+                self.connections.remove(&NodeLabels { node: old.clone() });
+            }
+        }
+        seen.clear();
+        for (node, n) in per_node {
+            self.connections
+                .get_or_create(&NodeLabels { node: node.clone() })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            seen.push(node.clone());
+        }
+    }
+
+    /// The database could not be reached (the last counts stay).
+    pub fn db_down(&self) {
+        self.db_up.set(0);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShardLabels {
     shard: u32,
 }
@@ -235,6 +281,8 @@ pub struct Metrics {
     /// The modules of the configured auth chains (their failure series are
     /// there from the start, at 0).
     modules: Vec<ModuleKind>,
+    /// With `--cluster-db`.
+    cluster: Option<Arc<ClusterMetrics>>,
 }
 
 /// The scrape formats.
@@ -335,6 +383,7 @@ impl Metrics {
             rtt,
             pool_hosts_down,
             modules,
+            cluster: None,
         }
     }
 
@@ -346,6 +395,33 @@ impl Metrics {
                 pool: pool.to_owned(),
             })
             .set(i64::try_from(down).unwrap_or(i64::MAX));
+    }
+
+    /// Adds the cluster view's families (`xfwd_cluster_nodes`,
+    /// `xfwd_cluster_connections{node}`, `xfwd_cluster_db_up`).
+    pub fn enable_cluster(&mut self) {
+        let c = Arc::new(ClusterMetrics::default());
+        self.registry.register(
+            "cluster_nodes",
+            "Live nodes in the cluster database (this one included), at the last heartbeat",
+            c.nodes.clone(),
+        );
+        self.registry.register(
+            "cluster_connections",
+            "Connections of each live node, at the last heartbeat",
+            c.connections.clone(),
+        );
+        self.registry.register(
+            "cluster_db_up",
+            "Whether the last heartbeat reached the cluster database (1) or not (0)",
+            c.db_up.clone(),
+        );
+        self.cluster = Some(c);
+    }
+
+    /// The cluster view's gauges, when enabled.
+    pub fn cluster(&self) -> Option<Arc<ClusterMetrics>> {
+        self.cluster.clone()
     }
 
     /// The handle of shard `id`: every label set resolved now.

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod blocking;
+pub mod cluster;
 mod conn;
 pub mod control;
 mod front;
@@ -67,6 +68,8 @@ pub enum StartError {
     Control(String),
     #[error("system-wide mode: {0}")]
     SystemWide(String),
+    #[error("cluster view: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -176,6 +179,10 @@ pub struct Server {
     control_socket: Option<control::Control>,
     /// The metrics endpoint's thread and address (`--bind-metrics`).
     metrics: Option<(std::thread::JoinHandle<()>, SocketAddr)>,
+    /// The cluster view's heartbeat (`--cluster-db`).
+    cluster: Option<cluster::Heartbeat>,
+    /// The cluster view's parts, until the heartbeat takes them.
+    cluster_parts: Option<cluster::Parts>,
 }
 
 fn random_uuid() -> String {
@@ -272,10 +279,15 @@ impl Server {
             .flatten()
             .map(|s| s.kind)
             .collect();
-            Arc::new(metrics::Metrics::new(&modules))
+            let mut m = metrics::Metrics::new(&modules);
+            if config.cluster.is_some() {
+                m.enable_cluster();
+            }
+            Arc::new(m)
         });
         let stop = CancellationToken::new();
         let local_load = crate::sessions::balance::LocalLoad::new();
+        let cluster_parts = config.cluster.as_ref().map(|_| cluster::Parts::new());
         let lasting = reload::Lasting {
             identity: Arc::new(crate::proxy::Identity {
                 hostname: hostname.clone(),
@@ -298,10 +310,12 @@ impl Server {
             accepting: stop.child_token(),
             stop,
             metrics,
-            // TODO(issue 16, cluster registry): with --cluster-db, `load`
-            // becomes the cluster's view wrapping `local_load` (every live
-            // node's counts and sticky hosts).
-            load: local_load.clone(),
+            // With --cluster-db: every live node's counts and sticky hosts
+            // around this node's own.
+            load: match &cluster_parts {
+                Some(p) => p.load(local_load.clone()),
+                None => local_load.clone(),
+            },
             local_load,
             health: Arc::default(),
         };
@@ -370,6 +384,8 @@ impl Server {
             )),
             control_socket,
             metrics: None,
+            cluster: None,
+            cluster_parts,
         };
         let endpoint = metrics_listener.zip(server.shared.metrics.clone());
         if let (Some(((l, addr), m)), true) = (endpoint, spawn_error.is_none()) {
@@ -408,6 +424,12 @@ impl Server {
                 server.stop_and_join();
                 return Err(StartError::SystemWide(e));
             }
+        }
+        // Registered before anyone is served: a live node of the same
+        // name elsewhere stops this start.
+        if let Err(e) = server.start_cluster(inherited.origin == inherit::Origin::Xfwd) {
+            server.stop_and_join();
+            return Err(e);
         }
         open.cancel();
         if let Err(e) = server.start_control() {
@@ -448,6 +470,26 @@ impl Server {
         }
     }
 
+    /// Registers this node in the cluster database and starts the
+    /// heartbeat (`--cluster-db`), once every shard listens.
+    fn start_cluster(&mut self, takeover: bool) -> Result<(), StartError> {
+        let Some(cfg) = self.shared.config.cluster.clone() else {
+            return Ok(());
+        };
+        let listeners: Vec<String> = self.tcp_addrs.iter().map(|a| format!("tcp:{a}")).collect();
+        let me = crate::cluster::db::Me::new(&cfg.node, &self.shared.hostname, &listeners);
+        let client = cluster::register(&cfg, &me, takeover)?;
+        let metrics = self.shared.metrics.as_ref().and_then(|m| m.cluster());
+        let parts = self
+            .cluster_parts
+            .take()
+            .unwrap_or_else(cluster::Parts::new);
+        let hb = cluster::Heartbeat::start(&cfg, me, client, self.control.clone(), metrics, parts)
+            .map_err(StartError::Executor)?;
+        self.cluster = Some(hb);
+        Ok(())
+    }
+
     /// Starts the control socket's thread, once every shard listens.
     fn start_control(&mut self) -> Result<(), control::ControlError> {
         let sockets = std::mem::take(&mut self.sockets)
@@ -484,6 +526,7 @@ impl Server {
             self.control.clone(),
             self.reloader.clone(),
             self.handover.clone(),
+            self.cluster.as_ref().map(cluster::Heartbeat::access),
             &self.shared.stop,
         )
     }
@@ -535,6 +578,11 @@ impl Server {
 
     /// Waits for every shard to end.
     pub fn join(mut self) {
+        // Unregistered first: the other nodes stop listing this one now,
+        // not at its expiry.
+        if let Some(hb) = self.cluster.take() {
+            hb.shutdown();
+        }
         if let Some(c) = self.control_socket.take() {
             c.join();
         }

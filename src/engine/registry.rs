@@ -23,6 +23,10 @@ pub struct ConnInfo {
     pub transport: String,
     pub user: Option<String>,
     pub target: Option<String>,
+    /// The session host's key (`HOST:PORT`, a socket path) for load
+    /// counts; none for local displays (`sessions::balance::host_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     pub phase: String,
     /// Seconds since the connection was accepted.
     pub age_s: f64,
@@ -46,6 +50,7 @@ pub(crate) struct Entry {
     started_wall: SystemTime,
     user: RefCell<Option<String>>,
     target: RefCell<Option<String>>,
+    host_key: RefCell<Option<String>>,
     phase: Cell<Phase>,
     link: RefCell<Option<Rc<RefCell<Link>>>>,
     /// Cancelled when an administrator stops this connection.
@@ -61,6 +66,10 @@ impl Entry {
 
     pub fn set_target(&self, target: Option<String>) {
         *self.target.borrow_mut() = target;
+    }
+
+    pub fn set_host_key(&self, host_key: Option<String>) {
+        *self.host_key.borrow_mut() = host_key;
     }
 
     pub fn set_transport(&self, transport: &'static str) {
@@ -97,6 +106,7 @@ impl Entry {
             transport: self.transport.get().to_owned(),
             user: self.user.borrow().clone(),
             target: self.target.borrow().clone(),
+            host_key: self.host_key.borrow().clone(),
             phase: format!("{:?}", self.phase.get()).to_lowercase(),
             age_s: now.saturating_duration_since(self.started).as_secs_f64(),
             started: self
@@ -149,6 +159,7 @@ impl Registry {
             started_wall: SystemTime::now(),
             user: RefCell::new(None),
             target: RefCell::new(None),
+            host_key: RefCell::new(None),
             phase: Cell::new(Phase::Hello),
             link: RefCell::new(None),
             kill: CancellationToken::new(),

@@ -10,7 +10,7 @@
 //! session host pools (`--session-pool`: the hosts' counts, health and
 //! sticky users carry over).
 //! What it cannot (the listening sockets, the number of shards, the control
-//! socket and the metrics endpoint: [`fixed_changes`]) must stay as it is: a new
+//! socket, the metrics endpoint and the cluster options: [`fixed_changes`]) must stay as it is: a new
 //! configuration that changes one of them is refused whole, with the
 //! reason, and the running one stays (they change with a restart or an
 //! upgrade, `--takeover`). So is one that does not build (a missing
@@ -218,6 +218,11 @@ pub(crate) fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         != (new.system_wide, &new.run_as_user, &new.run_as_group)
     {
         out.push("system-wide/uid/gid");
+    }
+    // The heartbeat thread registered the node with these (its name is
+    // its identity in the cluster): a restart changes them.
+    if old.cluster != new.cluster {
+        out.push("cluster-db/node-name/cluster-heartbeat/cluster-expiry");
     }
     out
 }

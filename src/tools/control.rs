@@ -181,17 +181,15 @@ pub fn table(conns: &[ConnInfo]) -> String {
     let header = [
         "ID", "SHARD", "USER", "PEER", "TARGET", "PHASE", "AGE", "C->S", "S->C",
     ];
-    let rows: Vec<[String; 9]> = conns
+    let rows: Vec<Vec<String>> = conns
         .iter()
         .map(|c| {
-            [
+            vec![
                 c.id.to_string(),
                 c.shard.to_string(),
                 c.user.clone().unwrap_or_else(|| "-".into()),
                 short_peer(&c.peer),
-                c.target.as_deref().map_or("-".into(), |t| {
-                    t.strip_prefix("session ").unwrap_or(t).to_owned()
-                }),
+                short_target(c.target.as_deref()),
                 c.phase.clone(),
                 age(c.age_s),
                 c.client_to_session_bytes.to_string(),
@@ -199,8 +197,59 @@ pub fn table(conns: &[ConnInfo]) -> String {
             ]
         })
         .collect();
-    let mut width = header.map(str::len);
-    for r in &rows {
+    render(&header, &rows)
+}
+
+fn short_target(t: Option<&str>) -> String {
+    t.map_or("-".into(), |t| {
+        t.strip_prefix("session ").unwrap_or(t).to_owned()
+    })
+}
+
+/// The tables `xfwd list --cluster` prints: every live node's
+/// connections, then the nodes.
+pub fn cluster_table(v: &crate::cluster::ClusterView) -> String {
+    let rows: Vec<Vec<String>> = v
+        .connections
+        .iter()
+        .map(|c| {
+            vec![
+                c.node.clone(),
+                c.id.to_string(),
+                c.user.clone().unwrap_or_else(|| "-".into()),
+                short_peer(&c.peer),
+                short_target(c.target.as_deref()),
+                age(c.age_s),
+            ]
+        })
+        .collect();
+    let mut out = render(&["NODE", "ID", "USER", "PEER", "TARGET", "AGE"], &rows);
+    let nodes: Vec<Vec<String>> = v
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.connections.to_string(),
+                age(n.heartbeat_age_s),
+                age(n.uptime_s),
+                n.pid.to_string(),
+                n.address.replace(' ', "/"),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&render(
+        &["NODE", "CONNECTIONS", "HEARTBEAT", "UP", "PID", "ADDRESS"],
+        &nodes,
+    ));
+    out
+}
+
+/// Columns padded to their widest cell (the last one not padded).
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, cell) in width.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
@@ -208,18 +257,18 @@ pub fn table(conns: &[ConnInfo]) -> String {
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&width).enumerate() {
             if i + 1 == cells.len() {
                 l.push_str(cell);
             } else {
-                l.push_str(&format!("{cell:<w$}  "));
+                l.push_str(&format!("{cell:<w$}  ", w = *w));
             }
         }
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&header);
-    for r in &rows {
+    line(header);
+    for r in rows {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(&cells);
     }
@@ -297,9 +346,20 @@ pub fn conn_text(c: &ConnInfo) -> String {
 /// One control command of the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    List { json: bool },
-    Info { json: bool, connection: Option<u64> },
-    Stop { connection: Option<u64> },
+    /// `cluster`: every live node's connections (`--cluster-db`).
+    List {
+        json: bool,
+        cluster: bool,
+    },
+    Info {
+        json: bool,
+        connection: Option<u64>,
+    },
+    /// `node`: the connection is another node's (`NODE/ID`).
+    Stop {
+        connection: Option<u64>,
+        node: Option<String>,
+    },
     Reload,
 }
 
@@ -331,10 +391,16 @@ fn run_inner(
         Some(p) => p.to_owned(),
         None => discover(default_dir)?,
     };
-    let request = match *command {
+    let request = match command {
+        Command::List { cluster: true, .. } => Request::ListCluster,
         Command::List { .. } => Request::List,
-        Command::Info { connection, .. } => Request::Info { connection },
-        Command::Stop { connection } => Request::Stop { connection },
+        Command::Info { connection, .. } => Request::Info {
+            connection: *connection,
+        },
+        Command::Stop { connection, node } => Request::Stop {
+            connection: *connection,
+            node: node.clone(),
+        },
         Command::Reload => Request::Reload,
     };
     let r = ask(&path, &request)?;
@@ -343,8 +409,22 @@ fn run_inner(
         source: e,
     };
     let text = match *command {
-        Command::List { json: true } => json(&r.connections.unwrap_or_default()),
-        Command::List { json: false } => table(r.connections.as_deref().unwrap_or_default()),
+        Command::List {
+            json: true,
+            cluster: true,
+        } => json(&r.cluster.unwrap_or_default()),
+        Command::List {
+            json: false,
+            cluster: true,
+        } => cluster_table(&r.cluster.unwrap_or_default()),
+        Command::List {
+            json: true,
+            cluster: false,
+        } => json(&r.connections.unwrap_or_default()),
+        Command::List {
+            json: false,
+            cluster: false,
+        } => table(r.connections.as_deref().unwrap_or_default()),
         Command::Info {
             json: true,
             connection: Some(_),
@@ -366,8 +446,18 @@ fn run_inner(
         },
         Command::Stop {
             connection: Some(id),
-        } => format!("stopped connection {id}\n"),
-        Command::Stop { connection: None } => {
+            ..
+        } => match &r.requested {
+            Some(which) => format!(
+                "asked node {} to stop connection {which}: it does within one heartbeat ({} s here)\n",
+                which.split('/').next().unwrap_or(which),
+                r.heartbeat_s.unwrap_or(crate::cluster::DEFAULT_HEARTBEAT)
+            ),
+            None => format!("stopped connection {id}\n"),
+        },
+        Command::Stop {
+            connection: None, ..
+        } => {
             format!("stopping the xfwd at {}\n", path.display())
         }
         Command::Reload => format!("reloaded the xfwd at {}\n", path.display()),
@@ -407,6 +497,7 @@ mod tests {
             transport: "tcp".into(),
             user: Some("alice".into()),
             target: Some("session tcp://h:1/".into()),
+            host_key: Some("h:1".into()),
             phase: "relaying".into(),
             age_s: 3.0,
             started: 0,

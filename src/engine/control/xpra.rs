@@ -255,6 +255,7 @@ mod tests {
             transport: "tcp".into(),
             user: Some("alice".into()),
             target: None,
+            host_key: None,
             phase: "relaying".into(),
             age_s: 1.0,
             started: 1,
