@@ -464,7 +464,20 @@ impl Launcher {
             args = ?args,
             "starting a session"
         );
-        let mut child = cmd.spawn().map_err(|e| {
+        // ETXTBSY: the program is being written (an upgrade in progress, or
+        // a file another thread's fork still holds open): a moment later
+        // it runs.
+        let mut spawned = cmd.spawn();
+        for _ in 0..5 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    spawned = cmd.spawn();
+                }
+                _ => break,
+            }
+        }
+        let mut child = spawned.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 LaunchError::NotFound {
                     program: self.program.display().to_string(),
