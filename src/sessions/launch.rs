@@ -771,9 +771,11 @@ mod tests {
         l.program = script(&dir, "silent", "exit 0");
         let e = l.start(&StartRequest::for_attach(None)).unwrap_err();
         assert!(matches!(e, LaunchError::NoDisplay), "{e}");
-        // Says :7, and its socket is there and live: started.
+        // Says :7, and its socket is there and live: started. (Through
+        // /dev/fd: the pipe may be fd 10 or more, which `>&N` in dash
+        // cannot name.)
         let body = "for a; do case $a in --displayfd=*) fd=${a#--displayfd=};; esac; done\n\
-                    eval \"echo 7 >&$fd\"";
+                    echo 7 > /dev/fd/$fd";
         l.program = script(&dir, "says7", body);
         let listener = std::os::unix::net::UnixListener::bind(dir.join("h-7")).unwrap();
         let s = l
