@@ -701,20 +701,6 @@ impl PostgresqlAuth {
     pub fn server(&self) -> &DbServer {
         &self.pool.server
     }
-
-    /// The first column of every row the password query returns.
-    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
-        let rows = self.pool.query(
-            &self.password_query,
-            vec![Cell::Text(username.to_owned())],
-            PASSWORD_ROWS,
-        )?;
-        Ok(rows
-            .rows
-            .into_iter()
-            .map(|r| r.into_iter().next().unwrap_or(Cell::Null))
-            .collect())
-    }
 }
 
 impl Authenticator for PostgresqlAuth {
@@ -728,7 +714,7 @@ impl Authenticator for PostgresqlAuth {
         &self.prompt
     }
     fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        Ok(sql_rows::passwords(&self.password_values(username)?))
+        sql_rows::lookup(self, username)
     }
     fn sessions(
         &self,
@@ -736,11 +722,25 @@ impl Authenticator for PostgresqlAuth {
         _peer: &PeerInfo,
         matched: Option<&Secret>,
     ) -> Result<Option<Sessions>, AuthError> {
-        // the sessions query takes the password as stored: find it
-        let values = self.password_values(username)?;
-        let Some(stored) = sql_rows::stored_password(&values, matched) else {
-            return Ok(None);
-        };
+        sql_rows::sessions(self, username, matched)
+    }
+}
+
+impl sql_rows::UserTable for PostgresqlAuth {
+    /// The first column of every row the password query returns.
+    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
+        let rows = self.pool.query(
+            &self.password_query,
+            vec![Cell::Text(username.to_owned())],
+            PASSWORD_ROWS,
+        )?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().next().unwrap_or(Cell::Null))
+            .collect())
+    }
+    fn session_row(&self, username: &str, stored: &Cell) -> Result<Option<Sessions>, AuthError> {
         let rows = self.pool.query(
             &self.sessions_query,
             vec![Cell::Text(username.to_owned()), stored.clone()],

@@ -425,16 +425,6 @@ impl MysqlAuth {
         };
         run().map_err(|e| self.error(e))
     }
-
-    /// The first column of every row the password query returns.
-    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
-        let rows = self.query(&self.password_query, vec![Value::from(username)], 1024)?;
-        Ok(rows
-            .rows
-            .into_iter()
-            .map(|r| r.into_iter().next().unwrap_or(Cell::Null))
-            .collect())
-    }
 }
 
 impl Authenticator for MysqlAuth {
@@ -448,7 +438,7 @@ impl Authenticator for MysqlAuth {
         &self.prompt
     }
     fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        Ok(sql_rows::passwords(&self.password_values(username)?))
+        sql_rows::lookup(self, username)
     }
     fn sessions(
         &self,
@@ -456,11 +446,21 @@ impl Authenticator for MysqlAuth {
         _peer: &PeerInfo,
         matched: Option<&Secret>,
     ) -> Result<Option<Sessions>, AuthError> {
-        // the sessions query takes the password as stored: find it
-        let values = self.password_values(username)?;
-        let Some(stored) = sql_rows::stored_password(&values, matched) else {
-            return Ok(None);
-        };
+        sql_rows::sessions(self, username, matched)
+    }
+}
+
+impl sql_rows::UserTable for MysqlAuth {
+    /// The first column of every row the password query returns.
+    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
+        let rows = self.query(&self.password_query, vec![Value::from(username)], 1024)?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().next().unwrap_or(Cell::Null))
+            .collect())
+    }
+    fn session_row(&self, username: &str, stored: &Cell) -> Result<Option<Sessions>, AuthError> {
         let rows = self.query(
             &self.sessions_query,
             vec![Value::from(username), value(stored)],

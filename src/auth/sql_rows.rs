@@ -120,6 +120,34 @@ pub fn stored_password<'a>(values: &'a [Cell], matched: Option<&Secret>) -> Opti
         .find(|v| v.password_candidates().iter().any(|c| c == m))
 }
 
+/// The two queries of xpra's SQL modules, on whatever database holds the
+/// table (sqlite, mysql, postgresql).
+pub(crate) trait UserTable {
+    /// The first column of every row the password query returns.
+    fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError>;
+    /// The sessions row for `username` and the password as stored.
+    fn session_row(&self, username: &str, stored: &Cell) -> Result<Option<Sessions>, AuthError>;
+}
+
+/// [`super::Authenticator::lookup`] of a SQL module.
+pub(crate) fn lookup(t: &impl UserTable, username: &str) -> Result<Option<Vec<Secret>>, AuthError> {
+    Ok(passwords(&t.password_values(username)?))
+}
+
+/// [`super::Authenticator::sessions`] of a SQL module: the sessions query
+/// takes the password as stored, so the one that matched is looked up.
+pub(crate) fn sessions(
+    t: &impl UserTable,
+    username: &str,
+    matched: Option<&Secret>,
+) -> Result<Option<Sessions>, AuthError> {
+    let values = t.password_values(username)?;
+    match stored_password(&values, matched) {
+        Some(v) => t.session_row(username, v),
+        None => Ok(None),
+    }
+}
+
 /// The columns of a sessions row, in xpra's order.
 const SESSION_COLUMNS: [&str; 5] = ["uid", "gid", "displays", "env_options", "session_options"];
 

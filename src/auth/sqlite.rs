@@ -131,7 +131,9 @@ impl SqliteAuth {
             .map_err(|e| sql_err(&self.path, e))?;
         Ok(c)
     }
+}
 
+impl sql_rows::UserTable for SqliteAuth {
     /// The first column of every row `password_query` returns.
     fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
         let c = self.open()?;
@@ -188,7 +190,7 @@ impl Authenticator for SqliteAuth {
         &self.prompt
     }
     fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        Ok(sql_rows::passwords(&self.password_values(username)?))
+        sql_rows::lookup(self, username)
     }
     fn sessions(
         &self,
@@ -196,12 +198,7 @@ impl Authenticator for SqliteAuth {
         _peer: &PeerInfo,
         matched: Option<&Secret>,
     ) -> Result<Option<Sessions>, AuthError> {
-        // the sessions query takes the password as stored: find its row
-        let values = self.password_values(username)?;
-        match sql_rows::stored_password(&values, matched) {
-            Some(v) => self.session_row(username, v),
-            None => Ok(None),
-        }
+        sql_rows::sessions(self, username, matched)
     }
 }
 
