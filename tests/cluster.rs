@@ -8,9 +8,6 @@
 //! expiry; a clean stop unregisters. And the queries themselves
 //! (migrations run at once, snapshots, expiry, stop requests, a taken
 //! name) through the library.
-//!
-//! The PostgreSQL harness below is a minimal copy: helper A's
-//! tests/common/pg.rs replaces it once merged (TODO(issue 16)).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,12 +16,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::xpra::{dict, hostname, Peer};
+use common::xpra::{dict, echo_session_idle, Peer};
 use common::{free_port, scratch, wait_until, Xfwd};
 use xfwd::cluster::db::{self, Beat, ConnRow, Me};
 use xfwd::cluster::ClusterView;
@@ -32,108 +28,36 @@ use xfwd::wire::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xfwd");
 
-/// A throw-away PostgreSQL server (trust auth on 127.0.0.1), stopped and
-/// removed on drop.
-struct Pg {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
+/// A throw-away PostgreSQL (tests/common/pg.rs) with a login role `xfwd`
+/// owning database `xfwd`, where the nodes keep the cluster view.
+struct Db {
+    pg: common::pg::Pg,
+    uri: String,
 }
 
-impl Pg {
-    /// None (with a note) where there is no PostgreSQL or no `postgres`
-    /// user to run it as.
-    fn start(name: &str) -> Option<Pg> {
-        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").exists())
-            .collect();
-        bins.sort();
-        let Some(bin) = bins.pop() else {
-            eprintln!("note: no PostgreSQL in /usr/lib/postgresql/*/bin: skipped (apt-get install postgresql)");
-            return None;
-        };
-        let Some(user) = nix::unistd::User::from_name("postgres").ok().flatten() else {
-            eprintln!("note: no postgres user to run PostgreSQL as: skipped");
-            return None;
-        };
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("note: not root (cannot run PostgreSQL as postgres): skipped");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("xfwd-pg-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
-        let pg = Pg {
-            dir,
-            bin,
-            port: free_port(),
-        };
-        let o = pg.as_postgres(
-            "initdb",
-            &["-D", &pg.data(), "-A", "trust", "-U", "postgres"],
-        );
-        assert!(o.status.success(), "initdb: {}", text(&o));
-        pg.up();
-        Some(pg)
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    fn as_postgres(&self, tool: &str, args: &[&str]) -> Output {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join(tool))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn up(&self) {
-        let opts = format!("-k {} -p {} -h 127.0.0.1", self.dir.display(), self.port);
-        let log = self.dir.join("log").display().to_string();
-        let o = self.as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-o",
-                &opts,
-                "-l",
-                &log,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        assert!(o.status.success(), "pg_ctl start: {}", text(&o));
-    }
-
-    fn down(&self) {
-        let o = self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
-        assert!(o.status.success(), "pg_ctl stop: {}", text(&o));
+impl Db {
+    fn start(name: &str) -> Option<Db> {
+        let pg = common::pg::Pg::start(name)?;
+        pg.create_login("xfwd", "cluster-pw");
+        pg.sql("postgres", "CREATE DATABASE xfwd OWNER xfwd");
+        let uri = pg.uri("xfwd", "cluster-pw", "xfwd");
+        Some(Db { pg, uri })
     }
 
     fn uri(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.uri.clone()
     }
 
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.uri(), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.uri, postgres::NoTls).unwrap()
     }
-}
 
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn down(&mut self) {
+        self.pg.stop();
+    }
+
+    fn up(&mut self) {
+        self.pg.run();
     }
 }
 
@@ -143,36 +67,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// A fake session at DIR/HOST-DISPLAY: answers the hello, then echoes
-/// every packet until its client goes (no idle limit: the test pauses
-/// while the database is down).
-fn echo_session(dir: &Path, display: u32) {
-    let l = UnixListener::bind(dir.join(format!("{}-{display}", hostname()))).unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { return };
-            std::thread::spawn(move || {
-                let mut p = Peer::new(s).chunked();
-                if p.recv().is_none() {
-                    return;
-                }
-                let hello = [
-                    Value::from("hello"),
-                    dict(vec![("version", Value::from("3.1.3"))]),
-                ];
-                if p.try_send(&hello).is_err() {
-                    return;
-                }
-                while let Some(pk) = p.recv() {
-                    if p.try_send(&pk.items).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
 }
 
 fn hello(user: &str, display: u32, extra: Vec<(&str, Value)>) -> Vec<Value> {
@@ -254,7 +148,7 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
 }
 
-fn node(dir: &Path, pg: &Pg, name: &str, metrics: u16) -> Xfwd {
+fn node(dir: &Path, pg: &Db, name: &str, metrics: u16) -> Xfwd {
     Xfwd::start(
         dir,
         &[
@@ -316,10 +210,12 @@ fn scrape(port: u16) -> HashMap<String, f64> {
 #[test]
 fn two_nodes_share_one_view() {
     let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = Pg::start("view") else { return };
+    let Some(mut pg) = Db::start("view") else {
+        return;
+    };
     let dir = scratch("cluster");
-    echo_session(&dir, 51);
-    echo_session(&dir, 52);
+    echo_session_idle(&dir, 51, None);
+    echo_session_idle(&dir, 52, None);
     let (ma, mb) = (free_port(), free_port());
     let a = node(&dir, &pg, "a", ma);
     let mut b = node(&dir, &pg, "b", mb);
@@ -556,7 +452,7 @@ fn row(id: u64, user: &str, host: Option<&str>) -> ConnRow {
 #[test]
 fn the_queries_against_a_real_database() {
     let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pg) = Pg::start("queries") else {
+    let Some(pg) = Db::start("queries") else {
         return;
     };
     let uri = pg.uri();

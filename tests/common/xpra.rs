@@ -106,14 +106,20 @@ pub fn ping_echo(ping: &[Value]) -> Vec<Value> {
 }
 
 /// A fake session at DIR/HOST-DISPLAY: answers the hello, then echoes
-/// every packet, until its client goes.
+/// every packet, until its client goes (or is silent for 30 s).
 pub fn echo_session(dir: &Path, display: u32) {
+    echo_session_idle(dir, display, Some(Duration::from_secs(30)));
+}
+
+/// [`echo_session`] whose connections end after `idle` without a packet
+/// (`None`: never; a test that pauses, say while a database is down).
+pub fn echo_session_idle(dir: &Path, display: u32, idle: Option<Duration>) {
     let l = UnixListener::bind(dir.join(format!("{}-{display}", hostname()))).unwrap();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
             std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                s.set_read_timeout(idle).unwrap();
                 let mut p = Peer::new(s).chunked();
                 if p.recv().is_none() {
                     return;
