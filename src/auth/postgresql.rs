@@ -48,7 +48,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
+
+use crate::transport::db_tls::Connector;
 
 use super::authenticator::{AuthError, Authenticator, Method, Sessions};
 use super::peer::PeerInfo;
@@ -418,13 +420,17 @@ async fn run_execute(
 }
 
 /// How xfwd connects to a server.
-fn config(server: &DbServer, timeout: Duration) -> tokio_postgres::Config {
+fn config(
+    server: &DbServer,
+    timeout: Duration,
+    ssl_mode: tokio_postgres::config::SslMode,
+) -> tokio_postgres::Config {
     let mut c = tokio_postgres::Config::new();
     c.host(&server.host)
         .port(server.port)
         .dbname(&server.database)
         .application_name("xfwd")
-        .ssl_mode(tokio_postgres::config::SslMode::Disable)
+        .ssl_mode(ssl_mode)
         .connect_timeout(timeout)
         .tcp_user_timeout(timeout)
         .keepalives(true)
@@ -454,8 +460,12 @@ impl Drop for Conn {
 }
 
 /// Connects (the whole exchange within `timeout`).
-async fn connect(config: tokio_postgres::Config, timeout: Duration) -> Result<Conn, Failure> {
-    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+async fn connect(
+    config: tokio_postgres::Config,
+    tls: Connector,
+    timeout: Duration,
+) -> Result<Conn, Failure> {
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(tls))
         .await
         .map_err(|_| Failure::Timeout(timeout))?
         .map_err(Failure::Pg)?;
@@ -482,6 +492,9 @@ struct PoolState {
 struct Pool {
     server: DbServer,
     config: tokio_postgres::Config,
+    /// The TLS connector (or why the TLS settings are unusable: a
+    /// missing `sslrootcert`).
+    tls: Result<Connector, String>,
     timeout: Duration,
     max: usize,
     state: Mutex<PoolState>,
@@ -497,8 +510,13 @@ struct Lease {
 
 impl Pool {
     fn new(server: DbServer, timeout: Duration, max: usize, backoff: Backoff) -> Pool {
+        let (ssl_mode, tls) = match server.pg_tls.connector(&server.host) {
+            Ok((m, c)) => (m, Ok(c)),
+            Err(e) => (tokio_postgres::config::SslMode::Require, Err(e.to_string())),
+        };
         Pool {
-            config: config(&server, timeout),
+            config: config(&server, timeout, ssl_mode),
+            tls,
             server,
             timeout,
             max: max.max(1),
@@ -562,7 +580,10 @@ impl Pool {
 
     /// Opens a connection (counted in `open` already).
     fn open(&self, attempt: Attempt) -> Result<Lease, AuthError> {
-        let result = block(connect(self.config.clone(), self.timeout));
+        let result = match &self.tls {
+            Ok(tls) => block(connect(self.config.clone(), tls.clone(), self.timeout)),
+            Err(e) => Err(format!("TLS settings: {e}")),
+        };
         let mut state = self.lock();
         match result {
             Ok(Ok(conn)) => {
@@ -778,7 +799,11 @@ impl PostgresqlDb {
             Backend::Postgresql => {}
             Backend::Mysql | Backend::Sqlite(_) => return Err(bad(&spec, "not a PostgreSQL uri")),
         }
-        let server = DbServer::parse(uri.trim(), DEFAULT_PORT).map_err(|m| bad(&spec, m))?;
+        let server = DbServer::parse_postgresql(uri.trim()).map_err(|m| bad(&spec, m))?;
+        server
+            .pg_tls
+            .connector(&server.host)
+            .map_err(|e| bad(&spec, e.to_string()))?;
         Ok(PostgresqlDb {
             uri: uri.trim().to_owned(),
             pool: Pool::new(server, DEFAULT_TIMEOUT, 1, Backoff::default()),
@@ -930,7 +955,10 @@ mod tests {
         }
         for bad in [
             "postgresql,uri=mysql://h/x",
-            "postgresql,uri=postgresql://u:pw@h/x?sslmode=require",
+            "postgresql,uri=postgresql://u:pw@h/x?sslmode=allow",
+            "postgresql,uri=postgresql://u:pw@h/x?sslmode=VERIFY",
+            "postgresql,uri=postgresql://u:pw@h/x?connect_timeout=3",
+            "postgresql,uri=postgresql://u:pw@h/x?sslmode=verify-ca&sslrootcert=/nonexistent.pem",
             "postgresql,uri=h/x",
         ] {
             let e = super::super::sql::build(&AuthSpec::parse(bad).unwrap()).unwrap_err();
@@ -938,6 +966,12 @@ mod tests {
         }
         assert!(PostgresqlDb::new("mysql://h/x").is_err());
         assert!(PostgresqlDb::new("postgresql://u:pw@h/x").is_ok());
+        let s = DbServer::parse_postgresql("postgresql://u:pw@h/x?sslmode=require").unwrap();
+        assert_eq!(s.pg_tls.mode, crate::transport::db_tls::SslMode::Require);
+        assert!(super::super::sql::build(
+            &AuthSpec::parse("postgresql,uri=postgresql://u:pw@h/x?sslmode=require").unwrap()
+        )
+        .is_ok());
     }
 
     #[test]

@@ -81,8 +81,12 @@ pub(crate) fn build(spec: &AuthSpec) -> Result<Arc<dyn Authenticator>, AuthError
             Ok(Arc::new(MysqlAuth::new(spec, server, timeout)?))
         }
         Backend::Postgresql => {
-            let server =
-                DbServer::parse(uri, super::postgresql::DEFAULT_PORT).map_err(|m| bad(spec, m))?;
+            let server = DbServer::parse_postgresql(uri).map_err(|m| bad(spec, m))?;
+            // unusable TLS settings (a missing sslrootcert) refused at start
+            server
+                .pg_tls
+                .connector(&server.host)
+                .map_err(|e| bad(spec, e.to_string()))?;
             Ok(Arc::new(super::postgresql::PostgresqlAuth::new(
                 spec, server, timeout,
             )))
@@ -179,6 +183,8 @@ pub struct DbServer {
     pub user: Option<String>,
     password: Option<String>,
     pub database: String,
+    /// TLS to a PostgreSQL server (`?sslmode=...&sslrootcert=...`).
+    pub pg_tls: crate::transport::db_tls::PgTls,
 }
 
 /// The MySQL server of a `mysql` module.
@@ -192,6 +198,7 @@ impl std::fmt::Debug for DbServer {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("database", &self.database)
+            .field("pg_tls", &self.pg_tls)
             .finish()
     }
 }
@@ -224,14 +231,40 @@ impl DbServer {
     /// (`default_port` when it names none; no scheme: `mysql://`).
     /// Error messages never quote the URI (it may hold a password).
     pub fn parse(uri: &str, default_port: u16) -> Result<DbServer, String> {
+        DbServer::parse_with(uri, default_port, |_, _| Ok(false))
+    }
+
+    /// [`DbServer::parse`] for a PostgreSQL server: port 5432 by default,
+    /// and libpq's `sslmode` and `sslrootcert` query parameters
+    /// ([`crate::transport::db_tls`]; no others).
+    pub fn parse_postgresql(uri: &str) -> Result<DbServer, String> {
+        let mut tls = crate::transport::db_tls::PgTls::default();
+        let mut server =
+            DbServer::parse_with(uri, super::postgresql::DEFAULT_PORT, |k, v| tls.take(k, v))?;
+        server.pg_tls = tls;
+        Ok(server)
+    }
+
+    /// `take(key, value)` takes a query parameter (`Ok(false)`: not one it
+    /// knows, refused).
+    fn parse_with(
+        uri: &str,
+        default_port: u16,
+        mut take: impl FnMut(&str, &str) -> Result<bool, String>,
+    ) -> Result<DbServer, String> {
         let full = if uri.contains("://") {
             uri.to_owned()
         } else {
             format!("mysql://{uri}")
         };
         let url = url::Url::parse(&full).map_err(|e| format!("uri is not a URL: {e}"))?;
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err("uri: query parameters (?...) are not supported".into());
+        if url.fragment().is_some() {
+            return Err("uri: a fragment (#...) is not supported".into());
+        }
+        for (k, v) in url.query_pairs() {
+            if !take(&k, &v).map_err(|e| format!("uri: {e}"))? {
+                return Err(format!("uri: query parameter {k:?} is not supported"));
+            }
         }
         let host = url.host_str().unwrap_or("");
         let host = host
@@ -261,6 +294,7 @@ impl DbServer {
             user,
             password,
             database,
+            pg_tls: Default::default(),
         })
     }
 

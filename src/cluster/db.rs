@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
+
+use crate::transport::db_tls::{Connector, PgTls};
 
 use super::state::{self, Claim, Holder, Snapshot, MAX_SNAPSHOT_ROWS};
 use super::{ClusterConfig, ClusterConn, ClusterError, ClusterNode, ClusterView};
@@ -81,9 +83,85 @@ fn err(e: postgres::Error) -> ClusterError {
     }
 }
 
-/// The client configuration of `--cluster-db`, with xfwd's bounds.
-pub fn client_config(uri: &str, node: &str) -> Result<postgres::Config, ClusterError> {
-    let mut c = postgres::Config::from_str(uri).map_err(|e| ClusterError::BadUri(e.to_string()))?;
+/// The client configuration of `--cluster-db` and its TLS connector.
+#[derive(Clone)]
+pub struct DbConfig {
+    pub config: postgres::Config,
+    tls: Connector,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // postgres::Config's Debug redacts the password
+        self.config.fmt(f)
+    }
+}
+
+impl std::ops::Deref for DbConfig {
+    type Target = postgres::Config;
+    fn deref(&self) -> &postgres::Config {
+        &self.config
+    }
+}
+
+/// Takes libpq's `sslmode` and `sslrootcert` out of a URI
+/// (`postgres[ql]://...?...`) or a `key=value` string (values without
+/// quotes), which rust-postgres does not know (beyond three modes).
+fn take_tls(uri: &str) -> Result<(String, PgTls), ClusterError> {
+    let mut tls = PgTls::default();
+    let bad = |e: String| ClusterError::BadUri(e);
+    if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        let mut url = url::Url::parse(uri).map_err(|e| bad(format!("not a URL: {e}")))?;
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut kept = Vec::new();
+        let mut took = false;
+        for (k, v) in url.query_pairs() {
+            if tls.take(&k, &v).map_err(bad)? {
+                took = true;
+            } else {
+                // %20, not the form encoding's `+`, which rust-postgres
+                // would keep
+                kept.push(format!("{}={}", enc(&k), enc(&v)));
+            }
+        }
+        if !took {
+            return Ok((uri.to_owned(), tls));
+        }
+        url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+        Ok((url.to_string(), tls))
+    } else {
+        let mut kept = Vec::new();
+        for word in uri.split_whitespace() {
+            let taken = match word.split_once('=') {
+                Some((k, v)) => tls.take(k.trim(), v.trim()).map_err(bad)?,
+                None => false,
+            };
+            if !taken {
+                kept.push(word);
+            }
+        }
+        Ok((kept.join(" "), tls))
+    }
+}
+
+/// The client configuration of `--cluster-db`, with xfwd's bounds, and
+/// TLS as its `sslmode` / `sslrootcert` say ([`crate::transport::db_tls`]:
+/// default `prefer`).
+pub fn client_config(uri: &str, node: &str) -> Result<DbConfig, ClusterError> {
+    let (uri, tls) = take_tls(uri)?;
+    let mut c =
+        postgres::Config::from_str(&uri).map_err(|e| ClusterError::BadUri(e.to_string()))?;
+    // plain when every host is a Unix socket (libpq ignores sslmode there)
+    let unix = !c.get_hosts().is_empty()
+        && c.get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)));
+    let (mode, connector) = tls
+        .connector(if unix { "/" } else { "" })
+        .map_err(|e| ClusterError::BadUri(format!("TLS settings: {e}")))?;
+    c.ssl_mode(mode);
     if c.get_connect_timeout().is_none() {
         c.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -102,12 +180,15 @@ pub fn client_config(uri: &str, node: &str) -> Result<postgres::Config, ClusterE
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(10));
-    Ok(c)
+    Ok(DbConfig {
+        config: c,
+        tls: connector,
+    })
 }
 
 /// Connects (bounded by the connect timeout).
-pub fn connect(config: &postgres::Config) -> Result<Client, ClusterError> {
-    config.connect(NoTls).map_err(err)
+pub fn connect(config: &DbConfig) -> Result<Client, ClusterError> {
+    config.config.connect(config.tls.clone()).map_err(err)
 }
 
 /// Creates or migrates the schema: one transaction under an advisory lock,
@@ -583,6 +664,36 @@ mod tests {
             .starts_with("-c x=y -c statement_timeout"));
         let e = client_config("postgres://db/x?bogus=1", "a").unwrap_err();
         assert!(matches!(e, ClusterError::BadUri(_)), "{e}");
+        for bad in [
+            "postgres://db/x?sslmode=allow",
+            "postgres://db/x?sslmode=verify-full&sslrootcert=/nonexistent.pem",
+            "host=db sslmode=bogus",
+        ] {
+            let e = client_config(bad, "a").unwrap_err();
+            assert!(matches!(e, ClusterError::BadUri(_)), "{e}");
+        }
+        use tokio_postgres::config::SslMode as M;
+        for (uri, mode) in [
+            ("postgres://db/x", M::Prefer),
+            ("postgres://db/x?sslmode=disable", M::Disable),
+            (
+                "postgres://db/x?sslmode=require&connect_timeout=2",
+                M::Require,
+            ),
+            ("postgres://db/x?sslmode=verify-ca", M::Require),
+            ("host=db dbname=x sslmode=require", M::Require),
+            ("host=/run/postgresql dbname=x sslmode=require", M::Disable),
+        ] {
+            let c = client_config(uri, "a").unwrap();
+            assert_eq!(c.get_ssl_mode(), mode, "{uri}");
+        }
+        let c = client_config(
+            "postgres://db/x?sslmode=require&connect_timeout=2&options=-c%20x=y",
+            "a",
+        )
+        .unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert!(c.get_options().unwrap().starts_with("-c x=y -c"));
     }
 
     #[test]

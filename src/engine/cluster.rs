@@ -40,7 +40,7 @@ pub struct ClusterAccess {
     pub node: String,
     pub heartbeat: Duration,
     pub expiry: Duration,
-    db: postgres::Config,
+    db: db::DbConfig,
 }
 
 impl ClusterAccess {
@@ -206,7 +206,7 @@ impl Heartbeat {
 /// The heartbeat thread's state.
 struct Beating {
     me: Me,
-    db: postgres::Config,
+    db: db::DbConfig,
     heartbeat: Duration,
     expiry: Duration,
     outage: Outage,

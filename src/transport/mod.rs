@@ -17,6 +17,7 @@
 //!
 //! `docs/transports.md` describes the flow the engine drives.
 
+pub mod db_tls;
 pub mod fuzzing;
 pub mod http;
 pub mod proxy_protocol;
