@@ -641,3 +641,95 @@ fn remote_hosts_from_a_postgresql_database() {
     );
     let _ = (&pair.open, &pair.locked);
 }
+
+/// The password query answers only over TLS: a login through it proves
+/// that the module's pooled connection is encrypted.
+const TLS_ONLY_QUERY: &str = "SELECT password FROM users WHERE username=? \
+     AND (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+
+#[test]
+fn postgresql_over_tls() {
+    use common::pg::Tls;
+    let Some(pg) = Pg::start_tls("tls", Tls::On) else {
+        return;
+    };
+    let uri = xpra_database(&pg, &ROWS);
+    let ca = pg.ca.clone().unwrap();
+    let other = pg.other_ca.clone().unwrap();
+    let module = |params: &str| {
+        chain(&format!(
+            "postgresql,uri={uri}?{params},password_query={TLS_ONLY_QUERY}"
+        ))
+    };
+
+    // verify-full against the test CA (the certificate names 127.0.0.1)
+    let full = module(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let s = accepted(login(&full, "foo", "bar"));
+    assert_eq!(displays(&s), ["tcp://127.0.0.1:10100/"]);
+    // the TLS-only query refuses a plain connection: the check is real
+    let plain = module("sslmode=disable");
+    refused(login(&plain, "foo", "bar"), RefuseCause::Credentials);
+    // verify-ca too
+    let ca_only = module(&format!("sslmode=verify-ca&sslrootcert={}", ca.display()));
+    accepted(login(&ca_only, "foo", "bar"));
+    // require: encrypted, the certificate not verified (no root given)
+    accepted(login(&module("sslmode=require"), "foo", "bar"));
+    // the default, prefer: TLS since the server has it
+    accepted(login(
+        &chain(&format!(
+            "postgresql,uri={uri},password_query={TLS_ONLY_QUERY}"
+        )),
+        "foo",
+        "bar",
+    ));
+    // and a hostname the certificate does not name is refused by
+    // verify-full, not by verify-ca
+    let by_name = uri.replace("@127.0.0.1:", "@localhost:");
+    assert_ne!(by_name, uri);
+    let c = chain(&format!(
+        "postgresql,uri={by_name}?sslmode=verify-full&sslrootcert={},password_query={TLS_ONLY_QUERY}",
+        ca.display()
+    ));
+    accepted(login(&c, "foo", "bar"));
+
+    // verify-full with the wrong CA: refused, saying why
+    let wrong = module(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.display()
+    ));
+    let d = refused(login(&wrong, "foo", "bar"), RefuseCause::Error);
+    assert!(d.contains("certificate"), "{d}");
+    assert!(d.contains("UnknownIssuer") || d.contains("issuer"), "{d}");
+
+    // a missing root file: the module is refused at start
+    let specs = AuthSpec::parse_chain(&[format!(
+        "postgresql,uri={uri}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
+    )
+    .as_str()])
+    .unwrap();
+    let e = AuthChain::new(&specs, AuthPolicy::default()).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+}
+
+#[test]
+fn postgresql_hostssl_only() {
+    use common::pg::Tls;
+    let Some(pg) = Pg::start_tls("hostssl", Tls::Only) else {
+        return;
+    };
+    let uri = xpra_database(&pg, &ROWS);
+    let ca = pg.ca.clone().unwrap();
+    // plain refused by the server's pg_hba.conf, clearly
+    let plain = chain(&format!("postgresql,uri={uri}?sslmode=disable"));
+    let d = refused(login(&plain, "foo", "bar"), RefuseCause::Error);
+    assert!(
+        d.contains("pg_hba.conf") && d.contains("no encryption"),
+        "{d}"
+    );
+    // verify-full gets in
+    let full = chain(&format!(
+        "postgresql,uri={uri}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    ));
+    accepted(login(&full, "foo", "bar"));
+}

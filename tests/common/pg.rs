@@ -62,12 +62,53 @@ pub struct Pg {
     /// The account it runs as, when started by root.
     user: Option<nix::unistd::User>,
     running: bool,
+    /// The test CA that signed the server's certificate, when started with
+    /// TLS ([`Pg::start_tls`]).
+    pub ca: Option<PathBuf>,
+    /// Another CA, that signed nothing the server has.
+    pub other_ca: Option<PathBuf>,
+}
+
+/// How [`Pg::start_with`] sets the server up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// No TLS (`ssl=off`).
+    Off,
+    /// `ssl=on` with a certificate for 127.0.0.1 and localhost signed by a
+    /// test CA; plain TCP allowed too.
+    On,
+    /// As `On`, and pg_hba.conf has `hostssl` lines only: plain TCP
+    /// refused.
+    Only,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        super::text(&out.stderr)
+    );
 }
 
 impl Pg {
     /// A new cluster, started. `None` (after a note) when PostgreSQL is not
     /// installed and the test may skip.
     pub fn start(name: &str) -> Option<Pg> {
+        Pg::start_with(name, Tls::Off)
+    }
+
+    /// [`Pg::start`] with TLS on ([`Tls::On`] or [`Tls::Only`]).
+    pub fn start_tls(name: &str, tls: Tls) -> Option<Pg> {
+        Pg::start_with(name, tls)
+    }
+
+    pub fn start_with(name: &str, tls: Tls) -> Option<Pg> {
         let skip = |why: &str| -> Option<Pg> {
             if super::skip_interop("PostgreSQL checks") || !is_root() {
                 eprintln!("note: {why}: skipping the PostgreSQL checks");
@@ -98,6 +139,8 @@ impl Pg {
             port: super::free_port(),
             user,
             running: false,
+            ca: None,
+            other_ca: None,
         };
         let out = pg.as_owner(
             "initdb",
@@ -120,8 +163,96 @@ impl Pg {
             super::text(&out.stdout),
             super::text(&out.stderr)
         );
+        if tls != Tls::Off {
+            pg.tls_setup(tls == Tls::Only);
+        }
         pg.run();
         Some(pg)
+    }
+
+    /// A test CA, the server's certificate (IP:127.0.0.1, DNS:localhost)
+    /// signed by it and its key (owned by the server's account, 0600), a
+    /// second CA; `ssl=on` in postgresql.conf; `only`: `hostssl` in
+    /// pg_hba.conf instead of `host`.
+    fn tls_setup(&mut self, only: bool) {
+        let dir = self.dir.join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        for ca in ["ca", "other-ca"] {
+            openssl(
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=xfwd test {ca}"),
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                ],
+                &dir,
+            );
+        }
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.pem",
+            ],
+            &dir,
+        );
+        let key = dir.join("server.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(u) = &self.user {
+            for f in [&dir, &key, &dir.join("server.pem")] {
+                nix::unistd::chown(f, Some(u.uid), Some(u.gid)).unwrap();
+            }
+        }
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.join("server.pem").display(),
+            key.display()
+        ));
+        std::fs::write(&conf, text).unwrap();
+        if only {
+            let hba = self.data().join("pg_hba.conf");
+            let text: String = std::fs::read_to_string(&hba)
+                .unwrap()
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, text).unwrap();
+        }
+        self.ca = Some(dir.join("ca.pem"));
+        self.other_ca = Some(dir.join("other-ca.pem"));
     }
 
     fn data(&self) -> PathBuf {
