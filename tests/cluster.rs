@@ -625,3 +625,66 @@ fn the_queries_against_a_real_database() {
         .collect();
     assert_eq!(names, ["y"]);
 }
+
+/// `--cluster-db=...?sslmode=verify-full&sslrootcert=CA` against a server
+/// that takes TLS only (`hostssl`): the node registers, its row appears,
+/// and its connections are TLS (pg_stat_ssl). A wrong CA: refused at start,
+/// saying why.
+#[test]
+fn a_node_over_tls() {
+    let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pg) = common::pg::Pg::start_tls("cluster-tls", common::pg::Tls::Only) else {
+        return;
+    };
+    pg.create_login("xfwd", "cluster-pw");
+    pg.sql("postgres", "CREATE DATABASE xfwd OWNER xfwd");
+    let uri = pg.uri("xfwd", "cluster-pw", "xfwd");
+    let ca = pg.ca.clone().unwrap();
+    let other = pg.other_ca.clone().unwrap();
+    let dir = scratch("cluster-tls");
+
+    // the wrong CA: the node does not start
+    let o = Command::new("timeout")
+        .args(["30", BIN, "--system-wide=no", "--control-socket=none"])
+        .arg(format!("--bind-tcp=127.0.0.1:{}", free_port()))
+        .arg(format!(
+            "--cluster-db={uri}?sslmode=verify-full&sslrootcert={}",
+            other.display()
+        ))
+        .args(["--node-name=t", "--cluster-heartbeat=1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("certificate"), "{}", text(&o));
+
+    let _x = Xfwd::start(
+        &dir,
+        &[
+            "--tcp-auth=allow",
+            "--ping-interval=0",
+            &format!(
+                "--cluster-db={uri}?sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            ),
+            "--node-name=t",
+            "--cluster-heartbeat=1",
+        ],
+    );
+    wait_until("node t registered", Duration::from_secs(30), || {
+        pg.sql("xfwd", "SELECT name FROM xfwd_nodes").trim() == "t"
+    });
+    // a connection of the node's (the heartbeat's), encrypted
+    wait_until(
+        "node t's connection is TLS",
+        Duration::from_secs(30),
+        || {
+            pg.sql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'xfwd t' AND s.ssl",
+            )
+            .trim()
+                != "0"
+        },
+    );
+}
