@@ -305,7 +305,7 @@ pub struct ServeArgs {
     pub bind_metrics: Option<String>,
     /// The cluster view (issue 16, docs/scale-out.md): register this node
     /// and its live connections in this PostgreSQL database
-    /// (postgres://USER:PASSWORD@HOST:PORT/DB; no TLS yet), for `xfwd list
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=verify-full&sslrootcert=CA]), for `xfwd list
     /// --cluster`, `xfwd stop --connection NODE/ID` from any node, and
     /// session host pools that count every node's connections. Default: off.
     #[arg(long = "cluster-db", value_name = "URI")]

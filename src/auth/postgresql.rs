@@ -8,9 +8,10 @@
 //!   `postgres://`, `postgresql+DRIVER://`). User and password are
 //!   percent-decoded; the host defaults to `localhost` (a percent-encoded
 //!   absolute path, `%2Frun%2Fpostgresql`, is the directory of the
-//!   server's Unix socket), the port to 5432, the database to `xpra`. No
-//!   query part (`?sslmode=...`) is taken: there is no TLS to the database
-//!   (yet), so use a server on this host or a trusted network.
+//!   server's Unix socket), the port to 5432, the database to `xpra`. The
+//!   query part takes libpq's `sslmode` (default `prefer`) and
+//!   `sslrootcert` ([`crate::transport::db_tls`] has the semantics), no
+//!   other parameter.
 //! - Queries: xpra's defaults; custom ones may write their parameters as
 //!   `?`, `%s` (xpra's) or `$1`, `$2` (PostgreSQL's): each `?` and `%s`
 //!   outside quoted text and comments becomes the next `$n`
