@@ -47,12 +47,38 @@ struct Mariadb {
     /// The account it runs as, when started by root.
     user: Option<String>,
     proc: Option<Proc>,
+    /// With TLS ([`Mariadb::start_tls`]): the CA that signed the server's
+    /// certificate, and another one.
+    ca: Option<(PathBuf, PathBuf)>,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        common::text(&out.stderr)
+    );
 }
 
 impl Mariadb {
     /// `None` (after a note) when MariaDB is not installed and the test may
     /// skip.
     fn start(name: &str) -> Option<Mariadb> {
+        Mariadb::start_with(name, false)
+    }
+
+    /// With `--ssl-cert --ssl-key --ssl-ca`: a test CA's certificate for
+    /// IP:127.0.0.1 and DNS:localhost.
+    fn start_tls(name: &str) -> Option<Mariadb> {
+        Mariadb::start_with(name, true)
+    }
+
+    fn start_with(name: &str, tls: bool) -> Option<Mariadb> {
         let missing: Vec<&str> = ["mariadbd", "mariadb-install-db", "mariadb"]
             .into_iter()
             .filter(|c| !common::have(c) && !Path::new(&format!("/usr/sbin/{c}")).exists())
@@ -102,7 +128,65 @@ impl Mariadb {
             port: free_port(),
             user,
             proc: None,
+            ca: None,
         };
+        if tls {
+            let t = db.dir.join("tls");
+            std::fs::create_dir_all(&t).unwrap();
+            for ca in ["ca", "other-ca"] {
+                openssl(
+                    &[
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-days",
+                        "2",
+                        "-subj",
+                        &format!("/CN=xfwd test {ca}"),
+                        "-keyout",
+                        &format!("{ca}.key"),
+                        "-out",
+                        &format!("{ca}.pem"),
+                    ],
+                    &t,
+                );
+            }
+            openssl(
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.pem",
+                ],
+                &t,
+            );
+            if let Some(u) = &db.user {
+                let acct = nix::unistd::User::from_name(u).unwrap().unwrap();
+                for f in ["", "server.key", "server.pem", "ca.pem"] {
+                    nix::unistd::chown(&t.join(f), Some(acct.uid), Some(acct.gid)).unwrap();
+                }
+            }
+            db.ca = Some((t.join("ca.pem"), t.join("other-ca.pem")));
+        }
         db.run();
         Some(db)
     }
@@ -130,6 +214,12 @@ impl Mariadb {
             ]);
         if let Some(u) = &self.user {
             cmd.arg(format!("--user={u}"));
+        }
+        if self.ca.is_some() {
+            let t = self.dir.join("tls");
+            cmd.arg(format!("--ssl-cert={}", t.join("server.pem").display()))
+                .arg(format!("--ssl-key={}", t.join("server.key").display()))
+                .arg(format!("--ssl-ca={}", t.join("ca.pem").display()));
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -541,4 +631,63 @@ fn xfwd_auth_mysql_manages_the_table() {
         out.starts_with("invalid number of arguments\nusage:\n"),
         "{out}"
     );
+}
+
+#[test]
+fn mysql_over_tls() {
+    let Some(db) = Mariadb::start_tls("tls") else {
+        return;
+    };
+    db.xpra_database(&[["foo", "bar", "0", "0", "tcp://127.0.0.1:10100/", "", ""]]);
+    // the login user may only log in over TLS: a login proves it
+    db.sql("ALTER USER 'xfwd'@'127.0.0.1' REQUIRE SSL");
+    let (ca, other) = db.ca.clone().unwrap();
+    let uri = db.uri();
+    let module = |params: &str| chain(&format!("mysql,uri={uri}?{params}"));
+
+    // plain: the server refuses the user (so the check below is real)
+    let d = refused(
+        login(&module("ssl-mode=DISABLED"), "foo", "bar"),
+        RefuseCause::Error,
+    );
+    assert!(d.contains("Access denied"), "{d}");
+    // VERIFY_IDENTITY against the test CA
+    let s = accepted(login(
+        &module(&format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca.display())),
+        "foo",
+        "bar",
+    ));
+    match &s.targets {
+        Targets::Listed(t) => assert_eq!(t.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    // ssl-ca alone: VERIFY_CA
+    accepted(login(
+        &module(&format!("ssl-ca={}", ca.display())),
+        "foo",
+        "bar",
+    ));
+    // REQUIRED without a CA: encrypted, not verified
+    accepted(login(&module("ssl-mode=REQUIRED"), "foo", "bar"));
+    // the session's cipher, seen by the server (Ssl_cipher of a session of
+    // that user, through the module's own pool)
+    let cipher = chain(&format!(
+        "mysql,uri={uri}?ssl-mode=REQUIRED,password_query=SELECT password FROM users \
+         WHERE username=? AND (SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME='SSL_CIPHER') <> ''"
+    ));
+    accepted(login(&cipher, "foo", "bar"));
+    // the wrong CA: refused, saying why
+    let d = refused(
+        login(
+            &module(&format!(
+                "ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+                other.display()
+            )),
+            "foo",
+            "bar",
+        ),
+        RefuseCause::Error,
+    );
+    assert!(d.to_lowercase().contains("certificate"), "{d}");
 }

@@ -185,6 +185,8 @@ pub struct DbServer {
     pub database: String,
     /// TLS to a PostgreSQL server (`?sslmode=...&sslrootcert=...`).
     pub pg_tls: crate::transport::db_tls::PgTls,
+    /// TLS to a MySQL / MariaDB server (`?ssl-mode=...&ssl-ca=...`).
+    pub mysql_tls: crate::transport::db_tls::MysqlTls,
 }
 
 /// The MySQL server of a `mysql` module.
@@ -199,6 +201,7 @@ impl std::fmt::Debug for DbServer {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("database", &self.database)
             .field("pg_tls", &self.pg_tls)
+            .field("mysql_tls", &self.mysql_tls)
             .finish()
     }
 }
@@ -230,8 +233,14 @@ impl DbServer {
     /// Parses `[SCHEME://][USER[:PASSWORD]@]HOST[:PORT][/DATABASE]`
     /// (`default_port` when it names none; no scheme: `mysql://`).
     /// Error messages never quote the URI (it may hold a password).
+    /// The query part takes MySQL's `ssl-mode` and `ssl-ca`
+    /// ([`crate::transport::db_tls::MysqlTls`]).
     pub fn parse(uri: &str, default_port: u16) -> Result<DbServer, String> {
-        DbServer::parse_with(uri, default_port, |_, _| Ok(false))
+        let mut tls = crate::transport::db_tls::MysqlTls::default();
+        let mut server = DbServer::parse_with(uri, default_port, |k, v| tls.take(k, v))?;
+        tls.check().map_err(|e| format!("uri: ssl-ca: {e}"))?;
+        server.mysql_tls = tls;
+        Ok(server)
     }
 
     /// [`DbServer::parse`] for a PostgreSQL server: port 5432 by default,
@@ -295,6 +304,7 @@ impl DbServer {
             password,
             database,
             pg_tls: Default::default(),
+            mysql_tls: Default::default(),
         })
     }
 
@@ -313,6 +323,7 @@ impl DbServer {
             .tcp_connect_timeout(Some(timeout))
             .read_timeout(Some(timeout))
             .write_timeout(Some(timeout))
+            .ssl_opts(self.mysql_tls.ssl_opts())
             .pool_opts(
                 PoolOpts::default()
                     .with_constraints(constraints)
@@ -643,6 +654,8 @@ mod tests {
         let d = format!("{s:?}");
         assert!(!d.contains("s@cr") && !d.contains("%40"), "{d}");
 
+        let s = server("mysql://u:pw@h/db?ssl-mode=REQUIRED");
+        assert!(s.mysql_tls.ssl_opts().is_some());
         let s = server("mysql://localhost");
         assert_eq!((s.host.as_str(), s.port), ("localhost", 3306));
         assert_eq!(
@@ -666,7 +679,9 @@ mod tests {
         assert_eq!(s.password.as_deref(), Some("pw"));
 
         for bad in [
-            "mysql://u:pw@h/db?ssl-mode=REQUIRED",
+            "mysql://u:pw@h/db?ssl-mode=PREFERRED",
+            "mysql://u:pw@h/db?sslmode=require",
+            "mysql://u:pw@h/db?ssl-mode=VERIFY_CA&ssl-ca=/nonexistent/ca.pem",
             "mysql://u:pw@h/a/b",
             "mysql://u:pw@h:99999/db",
             "mysql://u:pw@h:port/db",

@@ -1,6 +1,7 @@
-//! TLS from xfwd to its PostgreSQL databases (the `postgresql` auth module
-//! and `--cluster-db`): libpq's `sslmode` and `sslrootcert` URI parameters,
-//! rustls (ring) underneath, the roots and verifiers of [`ClientTls`].
+//! TLS from xfwd to its databases: PostgreSQL (the `postgresql` auth
+//! module and `--cluster-db`: libpq's `sslmode` and `sslrootcert` URI
+//! parameters, rustls (ring) underneath, the roots and verifiers of
+//! [`ClientTls`]) and MySQL / MariaDB ([`MysqlTls`]).
 //!
 //! Semantics (libpq's, [`SslMode`]):
 //! - `disable`: plain TCP.
@@ -159,10 +160,131 @@ where
     }
 }
 
+/// MySQL's `ssl-mode` values xfwd takes (`PREFERRED` is refused: the
+/// `mysql` client cannot fall back to plain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MysqlSslMode {
+    Disabled,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+/// How xfwd talks TLS to one MySQL / MariaDB server (`?ssl-mode=...&ssl-ca=...`).
+///
+/// - `DISABLED` (the default without `ssl-ca`): plain.
+/// - `REQUIRED`: TLS or nothing, the certificate not verified (the `mysql`
+///   crate then checks neither the chain nor the handshake signature:
+///   eavesdroppers are kept out, a man in the middle is not).
+/// - `VERIFY_CA` (the default when `ssl-ca` is given, as MySQL's client):
+///   the certificate must chain to `ssl-ca` (else the bundled Mozilla
+///   roots), its names unchecked.
+/// - `VERIFY_IDENTITY`: also that it names the URI's host.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MysqlTls {
+    pub mode: Option<MysqlSslMode>,
+    /// `ssl-ca=PATH`: a PEM file of CA certificates.
+    pub ca: Option<PathBuf>,
+}
+
+impl MysqlTls {
+    /// The mode in effect.
+    pub fn effective_mode(&self) -> MysqlSslMode {
+        match (self.mode, &self.ca) {
+            (Some(m), _) => m,
+            (None, Some(_)) => MysqlSslMode::VerifyCa,
+            (None, None) => MysqlSslMode::Disabled,
+        }
+    }
+
+    /// Takes one URI query parameter (MySQL's names, `-` or `_`);
+    /// `Ok(false)` when it is not one of the TLS ones.
+    pub fn take(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        match key.replace('_', "-").as_str() {
+            "ssl-mode" => {
+                self.mode = Some(
+                    match value.to_ascii_uppercase().replace('-', "_").as_str() {
+                        "DISABLED" => MysqlSslMode::Disabled,
+                        "REQUIRED" => MysqlSslMode::Required,
+                        "VERIFY_CA" => MysqlSslMode::VerifyCa,
+                        "VERIFY_IDENTITY" => MysqlSslMode::VerifyIdentity,
+                        "PREFERRED" => {
+                            return Err("ssl-mode=PREFERRED is not supported (xfwd's MySQL client \
+                                    cannot fall back to plain): use REQUIRED, VERIFY_CA, \
+                                    VERIFY_IDENTITY or DISABLED"
+                                .into())
+                        }
+                        other => {
+                            return Err(format!(
+                                "ssl-mode {other:?}: expected DISABLED, REQUIRED, VERIFY_CA or \
+                             VERIFY_IDENTITY"
+                            ))
+                        }
+                    },
+                )
+            }
+            "ssl-ca" if value.is_empty() => return Err("ssl-ca: empty path".into()),
+            "ssl-ca" => self.ca = Some(PathBuf::from(value)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks that `ssl-ca` can be read (at start, rather than at each
+    /// login).
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.ca, self.effective_mode()) {
+            (Some(p), MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity) => {
+                super::tls::load_ca(p)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The `mysql` client's TLS options (`None`: plain).
+    pub fn ssl_opts(&self) -> Option<mysql::SslOpts> {
+        let base = mysql::SslOpts::default();
+        let with_ca = |o: mysql::SslOpts| match &self.ca {
+            Some(p) => o.with_root_cert_path(Some(p.clone())),
+            None => o,
+        };
+        match self.effective_mode() {
+            MysqlSslMode::Disabled => None,
+            MysqlSslMode::Required => Some(base.with_danger_accept_invalid_certs(true)),
+            MysqlSslMode::VerifyCa => Some(with_ca(base).with_danger_skip_domain_validation(true)),
+            MysqlSslMode::VerifyIdentity => Some(with_ca(base)),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_modes() {
+        let mut t = MysqlTls::default();
+        assert_eq!(t.effective_mode(), MysqlSslMode::Disabled);
+        assert!(t.ssl_opts().is_none());
+        assert!(t.take("ssl-ca", "/ca.pem").unwrap());
+        assert_eq!(t.effective_mode(), MysqlSslMode::VerifyCa);
+        let o = t.ssl_opts().unwrap();
+        assert!(o.skip_domain_validation() && !o.accept_invalid_certs());
+        assert!(t.take("ssl_mode", "verify_identity").unwrap());
+        let o = t.ssl_opts().unwrap();
+        assert!(!o.skip_domain_validation() && !o.accept_invalid_certs());
+        assert!(t.take("ssl-mode", "REQUIRED").unwrap());
+        assert!(t.ssl_opts().unwrap().accept_invalid_certs());
+        assert!(t.take("ssl-mode", "PREFERRED").is_err());
+        assert!(t.take("ssl-mode", "sometimes").is_err());
+        assert!(!t.take("sslmode", "x").unwrap());
+        t.mode = Some(MysqlSslMode::VerifyCa);
+        t.ca = Some("/nonexistent/ca.pem".into());
+        assert!(t.check().unwrap_err().contains("/nonexistent/ca.pem"));
+    }
 
     #[test]
     fn modes() {
