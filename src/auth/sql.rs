@@ -29,10 +29,10 @@
 //! connection is checked (`ping`) before reuse, so the first login after
 //! the server is back works. (The pool opens connections one at a time:
 //! against a server that does not answer, logins queue, each connect
-//! bounded by the timeout, so the n-th waits at most n timeouts.) No TLS to the database server (yet): the
-//! queries and their answers (xpra's table holds the passwords themselves)
-//! cross the network unencrypted, so use a server on this host or on a
-//! trusted network.
+//! bounded by the timeout, so the n-th waits at most n timeouts.) TLS:
+//! MySQL's `ssl-mode` and `ssl-ca` URI parameters
+//! ([`crate::transport::db_tls::MysqlTls`]: default `DISABLED`, or
+//! `VERIFY_CA` when `ssl-ca` is given; `PREFERRED` refused).
 
 use std::sync::Arc;
 use std::time::Duration;
