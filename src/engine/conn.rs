@@ -274,11 +274,14 @@ impl Driver {
                         }
                         JobDone::Connected(s, member, guard) => {
                             *session = Some(Half::new(s));
+                            // The host the guard counts on is the one the
+                            // registry shows (none for local sessions).
+                            self.entry
+                                .set_host_key(guard.as_ref().map(|g| g.host().to_owned()));
                             *load = guard;
                             match member {
                                 Some(m) => {
                                     self.entry.set_target(Some(format!("session {m}")));
-                                    self.entry.set_host_key(m.host_key());
                                     Event::ConnectedTo(m)
                                 }
                                 None => Event::Connected,
@@ -366,12 +369,6 @@ impl Driver {
             }
             Action::Connect(plan) => {
                 self.entry.set_target(Some(plan.destination.describe()));
-                // A pool's host is known once connected (below).
-                self.entry.set_host_key(match &plan.destination {
-                    crate::proxy::Destination::Target(t) => t.host_key(),
-                    crate::proxy::Destination::Local(_)
-                    | crate::proxy::Destination::Pool { .. } => None,
-                });
                 if let Some(s) = self.opened.take() {
                     self.job = Some(Box::pin(async move { JobDone::Connected(s, None, None) }));
                     return false;
@@ -393,7 +390,7 @@ impl Driver {
                                     shared.load.remember(u, name, h);
                                 }
                             }
-                            let guard = host.map(|h| shared.local_load.track(&h));
+                            let guard = host.map(|h| shared.local_load.track(h));
                             JobDone::Connected(s, member, guard)
                         }
                         Err(ConnError::Upstream { error, .. }) => {

@@ -353,11 +353,11 @@ impl LocalLoad {
     }
 
     /// Counts one live connection to `host` until the guard is dropped.
-    pub fn track(self: &Arc<Self>, host: &str) -> LoadGuard {
-        *lock(&self.counts).entry(host.to_owned()).or_insert(0) += 1;
+    pub fn track(self: &Arc<Self>, host: String) -> LoadGuard {
+        *lock(&self.counts).entry(host.clone()).or_insert(0) += 1;
         LoadGuard {
             load: self.clone(),
-            host: host.to_owned(),
+            host,
         }
     }
 
@@ -618,9 +618,9 @@ mod tests {
     #[test]
     fn local_load_counts_until_the_guard_goes() {
         let load = LocalLoad::new();
-        let g1 = load.track("a:1");
-        let g2 = load.track("a:1");
-        let g3 = load.track("b:1");
+        let g1 = load.track("a:1".into());
+        let g2 = load.track("a:1".into());
+        let g3 = load.track("b:1".into());
         assert_eq!(load.connections("a:1"), 2);
         assert_eq!(load.connections("b:1"), 1);
         assert_eq!(load.connections("c:1"), 0);
@@ -632,7 +632,7 @@ mod tests {
         drop(g2);
         assert!(load.counts().is_empty());
         // Guards may go on any thread.
-        let g = load.track("a:1");
+        let g = load.track("a:1".into());
         std::thread::spawn(move || drop(g)).join().unwrap();
         assert_eq!(load.connections("a:1"), 0);
     }
