@@ -53,9 +53,7 @@ use tokio_postgres::{Client, Row};
 
 use crate::transport::db_tls::Connector;
 
-use super::authenticator::{AuthError, Authenticator, Method, Sessions};
-use super::peer::PeerInfo;
-use super::secret::Secret;
+use super::authenticator::{AuthError, Authenticator, Sessions};
 use super::spec::{AuthSpec, ModuleKind};
 use super::sql::{bad, Backend, DbServer, DEFAULT_TIMEOUT};
 use super::sql_rows::{self, Cell};
@@ -725,30 +723,13 @@ impl PostgresqlAuth {
     }
 }
 
-impl Authenticator for PostgresqlAuth {
+impl sql_rows::UserTable for PostgresqlAuth {
     fn kind(&self) -> ModuleKind {
         self.kind
-    }
-    fn method(&self) -> Method {
-        Method::Stored
     }
     fn prompt(&self) -> &str {
         &self.prompt
     }
-    fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        sql_rows::lookup(self, username)
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        sql_rows::sessions(self, username, matched)
-    }
-}
-
-impl sql_rows::UserTable for PostgresqlAuth {
     /// The first column of every row the password query returns.
     fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
         let rows = self.pool.query(
@@ -872,6 +853,7 @@ impl PostgresqlDb {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::auth::PeerInfo;
 
     fn at(base: Instant, ms: u64) -> Instant {
         base + Duration::from_millis(ms)

@@ -40,9 +40,7 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Value};
 
-use super::authenticator::{AuthError, Authenticator, Method, Sessions};
-use super::peer::PeerInfo;
-use super::secret::Secret;
+use super::authenticator::{AuthError, Authenticator, Sessions};
 use super::spec::{AuthSpec, ModuleKind};
 use super::sql_rows::{self, Cell};
 use super::sqlite::SqliteAuth;
@@ -472,30 +470,13 @@ impl MysqlAuth {
     }
 }
 
-impl Authenticator for MysqlAuth {
+impl sql_rows::UserTable for MysqlAuth {
     fn kind(&self) -> ModuleKind {
         self.kind
-    }
-    fn method(&self) -> Method {
-        Method::Stored
     }
     fn prompt(&self) -> &str {
         &self.prompt
     }
-    fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        sql_rows::lookup(self, username)
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        sql_rows::sessions(self, username, matched)
-    }
-}
-
-impl sql_rows::UserTable for MysqlAuth {
     /// The first column of every row the password query returns.
     fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
         let rows = self.query(&self.password_query, vec![Value::from(username)], 1024)?;
@@ -637,6 +618,7 @@ impl MysqlDb {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::auth::PeerInfo;
 
     fn server(uri: &str) -> MysqlServer {
         DbServer::parse(uri, DEFAULT_PORT).unwrap()

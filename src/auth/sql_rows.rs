@@ -17,9 +17,11 @@
 //!   positions). uid and gid go through
 //!   `parse_uid` / `parse_gid` (xpra's mysql module keeps them raw).
 
-use super::authenticator::{AuthError, Sessions};
+use super::authenticator::{AuthError, Authenticator, Method, Sessions};
 use super::ids::{parse_gid, parse_uid};
+use super::peer::PeerInfo;
 use super::secret::Secret;
+use super::spec::ModuleKind;
 use super::targets::parse_simple_dict;
 
 /// xpra's table, exactly as its tools' `create` make it.
@@ -122,29 +124,44 @@ pub fn stored_password<'a>(values: &'a [Cell], matched: Option<&Secret>) -> Opti
 
 /// The two queries of xpra's SQL modules, on whatever database holds the
 /// table (sqlite, mysql, postgresql).
-pub(crate) trait UserTable {
+pub(crate) trait UserTable: Send + Sync + std::fmt::Debug {
+    /// `sqlite`, `mysql`, `postgresql` or `sql`.
+    fn kind(&self) -> ModuleKind;
+    fn prompt(&self) -> &str;
     /// The first column of every row the password query returns.
     fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError>;
     /// The sessions row for `username` and the password as stored.
     fn session_row(&self, username: &str, stored: &Cell) -> Result<Option<Sessions>, AuthError>;
 }
 
-/// [`super::Authenticator::lookup`] of a SQL module.
-pub(crate) fn lookup(t: &impl UserTable, username: &str) -> Result<Option<Vec<Secret>>, AuthError> {
-    Ok(passwords(&t.password_values(username)?))
-}
-
-/// [`super::Authenticator::sessions`] of a SQL module: the sessions query
-/// takes the password as stored, so the one that matched is looked up.
-pub(crate) fn sessions(
-    t: &impl UserTable,
-    username: &str,
-    matched: Option<&Secret>,
-) -> Result<Option<Sessions>, AuthError> {
-    let values = t.password_values(username)?;
-    match stored_password(&values, matched) {
-        Some(v) => t.session_row(username, v),
-        None => Ok(None),
+/// Every SQL module is an [`Authenticator`] the same way: stored
+/// passwords from the password query, sessions from the sessions query.
+impl<T: UserTable> Authenticator for T {
+    fn kind(&self) -> ModuleKind {
+        UserTable::kind(self)
+    }
+    fn method(&self) -> Method {
+        Method::Stored
+    }
+    fn prompt(&self) -> &str {
+        UserTable::prompt(self)
+    }
+    fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
+        Ok(passwords(&self.password_values(username)?))
+    }
+    /// The sessions query takes the password as stored: the one that
+    /// matched is looked up.
+    fn sessions(
+        &self,
+        username: &str,
+        _peer: &PeerInfo,
+        matched: Option<&Secret>,
+    ) -> Result<Option<Sessions>, AuthError> {
+        let values = self.password_values(username)?;
+        match stored_password(&values, matched) {
+            Some(v) => self.session_row(username, v),
+            None => Ok(None),
+        }
     }
 }
 

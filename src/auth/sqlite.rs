@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 
-use super::authenticator::{resolve_path, AuthError, Authenticator, Method, Sessions};
-use super::peer::PeerInfo;
-use super::secret::Secret;
+use super::authenticator::{resolve_path, AuthError, Sessions};
 use super::spec::{AuthSpec, ModuleKind};
 use super::sql_rows::{self, Cell, COLUMNS};
 
@@ -134,6 +132,12 @@ impl SqliteAuth {
 }
 
 impl sql_rows::UserTable for SqliteAuth {
+    fn kind(&self) -> ModuleKind {
+        self.kind
+    }
+    fn prompt(&self) -> &str {
+        &self.prompt
+    }
     /// The first column of every row `password_query` returns.
     fn password_values(&self, username: &str) -> Result<Vec<Cell>, AuthError> {
         let c = self.open()?;
@@ -176,29 +180,6 @@ impl sql_rows::UserTable for SqliteAuth {
             .map(|i| row.get::<_, SqlValue>(i).map_or(Cell::Null, |v| cell(&v)))
             .collect();
         Ok(Some(sql_rows::sessions_from_row(&names, &cells)))
-    }
-}
-
-impl Authenticator for SqliteAuth {
-    fn kind(&self) -> ModuleKind {
-        self.kind
-    }
-    fn method(&self) -> Method {
-        Method::Stored
-    }
-    fn prompt(&self) -> &str {
-        &self.prompt
-    }
-    fn lookup(&self, username: &str, _peer: &PeerInfo) -> Result<Option<Vec<Secret>>, AuthError> {
-        sql_rows::lookup(self, username)
-    }
-    fn sessions(
-        &self,
-        username: &str,
-        _peer: &PeerInfo,
-        matched: Option<&Secret>,
-    ) -> Result<Option<Sessions>, AuthError> {
-        sql_rows::sessions(self, username, matched)
     }
 }
 
@@ -293,6 +274,9 @@ pub fn format_list(rows: &[UserRow]) -> String {
 mod tests {
     use super::super::authenticator::Targets;
     use super::*;
+    use crate::auth::Authenticator;
+    use crate::auth::PeerInfo;
+    use crate::auth::Secret;
 
     fn tmpdb(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xfwd-sqlite-{}-{name}", std::process::id()));
