@@ -15,34 +15,16 @@
 //! rights the command needs (CREATE, INSERT, DELETE, SELECT).
 
 use std::io::Write;
-use std::sync::Arc;
 
 use super::auth_sqlite::{run_tool, Tool, UserDb};
 use crate::auth::sql::MysqlDb;
-use crate::auth::{AuthError, Authenticator};
 
 const MYSQL: Tool = Tool {
     prog: "xfwd auth mysql",
     what: "databaseURI",
 };
 
-impl UserDb for MysqlDb {
-    fn create(&self) -> Result<(), AuthError> {
-        MysqlDb::create(self)
-    }
-    fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
-        MysqlDb::add_user(self, fields)
-    }
-    fn remove_user(&self, username: &str, password: Option<&str>) -> Result<(), AuthError> {
-        MysqlDb::remove_user(self, username, password).map(|_| ())
-    }
-    fn list_text(&self) -> Result<String, AuthError> {
-        MysqlDb::list_text(self)
-    }
-    fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError> {
-        MysqlDb::authenticator(self)
-    }
-}
+super::auth_sqlite::user_db_by_inherent!(MysqlDb);
 
 /// Runs the tool; `args` are `URI COMMAND ARGS...`. Returns the exit
 /// status.

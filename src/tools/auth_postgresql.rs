@@ -17,34 +17,16 @@
 //! rights the command needs (CREATE on the schema, INSERT, DELETE, SELECT).
 
 use std::io::Write;
-use std::sync::Arc;
 
 use super::auth_sqlite::{run_tool, Tool, UserDb};
 use crate::auth::postgresql::PostgresqlDb;
-use crate::auth::{AuthError, Authenticator};
 
 const POSTGRESQL: Tool = Tool {
     prog: "xfwd auth postgresql",
     what: "databaseURI",
 };
 
-impl UserDb for PostgresqlDb {
-    fn create(&self) -> Result<(), AuthError> {
-        PostgresqlDb::create(self)
-    }
-    fn add_user(&self, fields: &[&str]) -> Result<(), AuthError> {
-        PostgresqlDb::add_user(self, fields)
-    }
-    fn remove_user(&self, username: &str, password: Option<&str>) -> Result<(), AuthError> {
-        PostgresqlDb::remove_user(self, username, password).map(|_| ())
-    }
-    fn list_text(&self) -> Result<String, AuthError> {
-        PostgresqlDb::list_text(self)
-    }
-    fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError> {
-        PostgresqlDb::authenticator(self)
-    }
-}
+super::auth_sqlite::user_db_by_inherent!(PostgresqlDb);
 
 /// Runs the tool; `args` are `URI COMMAND ARGS...`. Returns the exit
 /// status.

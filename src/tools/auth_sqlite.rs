@@ -33,6 +33,38 @@ pub(crate) trait UserDb {
     fn authenticator(&self) -> Result<Arc<dyn Authenticator>, AuthError>;
 }
 
+/// [`UserDb`] for a database type whose inherent methods are the same
+/// five (mysql, postgresql).
+macro_rules! user_db_by_inherent {
+    ($t:ty) => {
+        impl $crate::tools::auth_sqlite::UserDb for $t {
+            fn create(&self) -> Result<(), $crate::auth::AuthError> {
+                <$t>::create(self)
+            }
+            fn add_user(&self, fields: &[&str]) -> Result<(), $crate::auth::AuthError> {
+                <$t>::add_user(self, fields)
+            }
+            fn remove_user(
+                &self,
+                username: &str,
+                password: Option<&str>,
+            ) -> Result<(), $crate::auth::AuthError> {
+                <$t>::remove_user(self, username, password).map(|_| ())
+            }
+            fn list_text(&self) -> Result<String, $crate::auth::AuthError> {
+                <$t>::list_text(self)
+            }
+            fn authenticator(
+                &self,
+            ) -> Result<std::sync::Arc<dyn $crate::auth::Authenticator>, $crate::auth::AuthError>
+            {
+                <$t>::authenticator(self)
+            }
+        }
+    };
+}
+pub(crate) use user_db_by_inherent;
+
 /// Opens the database a tool's first argument names.
 pub(crate) type Opener<'a> = &'a dyn Fn(&str) -> Result<Box<dyn UserDb>, AuthError>;
 
