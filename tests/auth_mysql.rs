@@ -96,6 +96,9 @@ impl Mariadb {
         let dir = std::env::temp_dir().join(format!("xfwd-mysql-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
+        // A temp dir of its own: servers bootstrapped at once (the tests
+        // run in parallel) clash over /tmp/#sql-temptable-* names.
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let user = is_root().then(|| {
             ["mysql", "nobody"]
                 .into_iter()
@@ -105,7 +108,7 @@ impl Mariadb {
         });
         if let Some(u) = &user {
             let acct = nix::unistd::User::from_name(u).unwrap().unwrap();
-            for p in [dir.clone(), dir.join("data")] {
+            for p in [dir.clone(), dir.join("data"), dir.join("tmp")] {
                 nix::unistd::chown(&p, Some(acct.uid), Some(acct.gid)).unwrap();
             }
         }
@@ -113,7 +116,8 @@ impl Mariadb {
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .env("TMPDIR", dir.join("tmp"));
         if let Some(u) = &user {
             install.arg(format!("--user={u}"));
         }
@@ -202,6 +206,7 @@ impl Mariadb {
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--pid-file={}", self.dir.join("pid").display()))
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
             .arg(format!(
                 "--log-error={}",
                 self.dir.join("error.log").display()
