@@ -472,6 +472,14 @@ fn two_nodes_behind_haproxy_two_hosts_in_a_pool() {
         ])
         .output();
     let c6 = client(&net, &dir, &front, "u6");
+    // The view is the database's: u6 is in it after the next heartbeat.
+    wait_until("u6 in the cluster view", Duration::from_secs(10), || {
+        cluster_list(&sock2).is_some_and(|v| {
+            v.connections
+                .iter()
+                .any(|c| c.user.as_deref() == Some("u6"))
+        })
+    });
     let view = cluster_list(&sock2).unwrap();
     let u6 = view
         .connections
