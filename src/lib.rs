@@ -6,6 +6,7 @@
 //! - [`config`]: options to a typed configuration;
 //! - [`cluster`]: the cluster view (nodes and their connections in PostgreSQL);
 //! - [`engine`]: the shards (one pinned runtime per core) that accept, route and relay;
+//! - [`video`]: transcoding raw-pixel sessions to h264 (encoder workers);
 //! - [`tools`]: command-line tools on top of the library.
 
 #![deny(unsafe_code)]
@@ -21,4 +22,5 @@ pub mod proxy;
 pub mod sessions;
 pub mod tools;
 pub mod transport;
+pub mod video;
 pub mod wire;

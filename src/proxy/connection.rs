@@ -1165,6 +1165,7 @@ impl Connection {
             Intercepts {
                 first_hello: false,
                 types: c2s_types,
+                hold_chunks: false,
             },
         )
         .with_hook(Box::new(RunOnce {
@@ -1177,6 +1178,7 @@ impl Connection {
             Intercepts {
                 first_hello: true,
                 types: link::intercepted(Side::Session),
+                hold_chunks: false,
             },
         )
         .with_hook(Box::new(LinkHook::new(link.clone(), Side::Session)));
@@ -1352,12 +1354,13 @@ struct RunOnce {
 impl PacketHook for RunOnce {
     fn on_packet(
         &mut self,
+        chunks: &[Record],
         record: &Record,
         ptype: &crate::wire::peek::PacketType,
         now: Instant,
     ) -> Verdict {
         if !ptype.is(START_COMMAND) {
-            return self.inner.on_packet(record, ptype, now);
+            return self.inner.on_packet(chunks, record, ptype, now);
         }
         // `start-command, name, command, ignore, sharing`; commands are
         // short (the launcher took at most MAX_COMMAND_LEN bytes each).

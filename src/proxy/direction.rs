@@ -35,6 +35,11 @@ pub struct Intercepts {
     pub first_hello: bool,
     /// More types handed to the direction's [`PacketHook`].
     pub types: Vec<&'static str>,
+    /// Hold raw chunks until the type of their main packet is known, and
+    /// hand them to the hook with it (a transcoded draw's pixels travel
+    /// as a chunk). Raw chunks of packets passed on are then written just
+    /// before them. Off: chunks are cut through as they come.
+    pub hold_chunks: bool,
 }
 
 impl Intercepts {
@@ -58,7 +63,17 @@ pub enum Verdict {
 
 /// Decides on the packets a direction's [`Intercepts`] name.
 pub trait PacketHook {
-    fn on_packet(&mut self, record: &Record, ptype: &PacketType, now: Instant) -> Verdict;
+    /// `chunks`: the raw chunks that came before the main packet `record`
+    /// (only with [`Intercepts::hold_chunks`]; empty otherwise). A verdict
+    /// covers them too: `Forward` passes them and the packet, `Replace`
+    /// and `Drop` stand for all of them.
+    fn on_packet(
+        &mut self,
+        chunks: &[Record],
+        record: &Record,
+        ptype: &PacketType,
+        now: Instant,
+    ) -> Verdict;
 
     /// The first hello went by (with [`Intercepts::first_hello`]), as
     /// passed on.
@@ -70,7 +85,7 @@ pub trait PacketHook {
 pub struct ForwardAll;
 
 impl PacketHook for ForwardAll {
-    fn on_packet(&mut self, _: &Record, _: &PacketType, _: Instant) -> Verdict {
+    fn on_packet(&mut self, _: &[Record], _: &Record, _: &PacketType, _: Instant) -> Verdict {
         Verdict::Forward
     }
 }
@@ -149,6 +164,8 @@ pub struct Direction {
     intercepts: Intercepts,
     hello_pending: bool,
     hook: Box<dyn PacketHook>,
+    /// Raw chunks held for their main packet ([`Intercepts::hold_chunks`]).
+    held: Vec<Record>,
 }
 
 impl std::fmt::Debug for Direction {
@@ -162,15 +179,25 @@ impl std::fmt::Debug for Direction {
 
 impl Direction {
     pub fn new(rules: Rules, limits: Limits, intercepts: Intercepts) -> Direction {
-        let relay_limits = RelayLimits {
+        let mut relay_limits = RelayLimits {
             max_payload: limits.max_payload,
+            hold_chunks: intercepts.hold_chunks,
             ..RelayLimits::default()
         };
+        if intercepts.hold_chunks {
+            // A held chunk is a whole frame of pixels (4096x4096 BGRX at
+            // most: the largest video size xpra clients take).
+            relay_limits.max_intercept = relay_limits
+                .max_intercept
+                .max(HELD_CHUNK_MAX)
+                .min(limits.max_payload);
+        }
         Direction {
             relay: Relay::new(rules, relay_limits),
             hello_pending: intercepts.first_hello,
             intercepts,
             hook: Box::new(ForwardAll),
+            held: Vec::new(),
         }
     }
 
@@ -215,13 +242,16 @@ impl Direction {
             match ev {
                 Ok(None) => return None,
                 Ok(Some(Event::Pass(b))) => out.push_split(b),
+                Ok(Some(Event::Chunk(record))) => self.held.push(record),
                 Ok(Some(Event::Packet(_, _, b))) => {
+                    self.release_held(out);
                     out.packets += 1;
                     out.push_split(b);
                 }
                 Ok(Some(Event::Intercept(record, t))) => {
                     out.packets += 1;
                     if is_close(&t) {
+                        self.release_held(out);
                         let close = packet::decode_main(&record, &Limits::intercept_close())
                             .ok()
                             .and_then(|p| Close::parse(&p.items).ok())
@@ -230,6 +260,7 @@ impl Direction {
                         return Some(CutEnd::Closed(close));
                     }
                     if self.hello_pending && t.is("hello") {
+                        self.release_held(out);
                         self.hello_pending = false;
                         match rewrite_hello(&record, &Limits::session_hello()) {
                             Ok((b, items, encoder)) => {
@@ -240,8 +271,14 @@ impl Direction {
                         }
                         continue;
                     }
-                    match self.hook.on_packet(&record, &t, now) {
-                        Verdict::Forward => out.push_bytes(record_bytes(&record)),
+                    let held = std::mem::take(&mut self.held);
+                    match self.hook.on_packet(&held, &record, &t, now) {
+                        Verdict::Forward => {
+                            for c in held {
+                                push_record(out, c);
+                            }
+                            out.push_bytes(record_bytes(&record));
+                        }
                         Verdict::Replace(b) => out.push_bytes(b),
                         Verdict::Drop => out.packets -= 1,
                     }
@@ -250,6 +287,26 @@ impl Direction {
             }
         }
     }
+}
+
+/// The largest raw chunk a direction that holds chunks buffers: a
+/// 4096x4096 frame of 4-byte pixels, and a little.
+const HELD_CHUNK_MAX: u32 = 4096 * 4096 * 4 + 64 * 1024;
+
+impl Direction {
+    /// Writes the held chunks (their main packet is passed on).
+    fn release_held(&mut self, out: &mut Batch) {
+        for c in self.held.drain(..) {
+            push_record(out, c);
+        }
+    }
+}
+
+/// A held record goes out as its header and its payload as they are (no
+/// copy of the payload).
+fn push_record(out: &mut Batch, record: Record) {
+    out.push_bytes(Bytes::copy_from_slice(&record.header.to_bytes()));
+    out.push_bytes(record.payload);
 }
 
 fn record_bytes(record: &Record) -> Bytes {
@@ -364,7 +421,13 @@ mod tests {
     fn hooks_see_only_the_types_they_name() {
         struct Count(std::rc::Rc<std::cell::Cell<u32>>);
         impl PacketHook for Count {
-            fn on_packet(&mut self, _: &Record, t: &PacketType, _: Instant) -> Verdict {
+            fn on_packet(
+                &mut self,
+                _: &[Record],
+                _: &Record,
+                t: &PacketType,
+                _: Instant,
+            ) -> Verdict {
                 assert!(t.is("info-response"));
                 self.0.set(self.0.get() + 1);
                 Verdict::Drop
@@ -377,6 +440,7 @@ mod tests {
             Intercepts {
                 first_hello: false,
                 types: vec!["info-response"],
+                hold_chunks: false,
             },
         )
         .with_hook(Box::new(Count(seen.clone())));
@@ -393,6 +457,64 @@ mod tests {
         assert_eq!(out.len(), ping.len());
     }
 
+    /// With `hold_chunks`, a draw's pixel chunk reaches the hook with its
+    /// main packet; the chunks of packets passed on go out just before
+    /// them, in order.
+    #[test]
+    fn held_chunks_go_with_their_packet() {
+        struct Grab(std::rc::Rc<std::cell::RefCell<Vec<(usize, u8)>>>);
+        impl PacketHook for Grab {
+            fn on_packet(
+                &mut self,
+                c: &[Record],
+                _: &Record,
+                _: &PacketType,
+                _: Instant,
+            ) -> Verdict {
+                let mut g = self.0.borrow_mut();
+                for r in c {
+                    g.push((r.payload.len(), r.header.index));
+                }
+                Verdict::Drop
+            }
+        }
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut d = Direction::new(
+            Rules::Any,
+            Limits::default(),
+            Intercepts {
+                first_hello: false,
+                types: vec!["draw"],
+                hold_chunks: true,
+            },
+        )
+        .with_hook(Box::new(Grab(seen.clone())));
+        let draw = packet(vec![Value::from("draw"), Value::from(1), Value::from("")]);
+        let ping = packet(vec![Value::from("ping"), Value::from(1)]);
+        let mut stream = Vec::new();
+        stream.extend_from_slice(&chunk(2, 5000));
+        stream.extend_from_slice(&draw);
+        stream.extend_from_slice(&chunk(1, 300));
+        stream.extend_from_slice(&ping);
+        let mut out_bytes = Vec::new();
+        let mut buf = BytesMut::new();
+        for piece in stream.chunks(777) {
+            buf.extend_from_slice(piece);
+            let mut out = Batch::default();
+            assert!(d
+                .cut(&mut buf, &mut VecDeque::new(), &mut out, Instant::now())
+                .is_none());
+            for p in out.into_parts() {
+                out_bytes.extend_from_slice(&p);
+            }
+        }
+        assert_eq!(*seen.borrow(), vec![(5000, 2)]);
+        let mut want = chunk(1, 300).to_vec();
+        want.extend_from_slice(&ping);
+        assert_eq!(out_bytes, want);
+        assert!(d.at_packet_boundary());
+    }
+
     #[test]
     fn the_first_hello_loses_its_aliases() {
         let mut d = Direction::new(
@@ -401,6 +523,7 @@ mod tests {
             Intercepts {
                 first_hello: true,
                 types: vec![],
+                hold_chunks: false,
             },
         );
         let hello = packet(vec![

@@ -477,7 +477,13 @@ impl LinkHook {
 }
 
 impl PacketHook for LinkHook {
-    fn on_packet(&mut self, record: &Record, ptype: &PacketType, now: Instant) -> Verdict {
+    fn on_packet(
+        &mut self,
+        _chunks: &[Record],
+        record: &Record,
+        ptype: &PacketType,
+        now: Instant,
+    ) -> Verdict {
         if ptype.is("ping_echo") {
             // An echo is a few small values.
             let Ok(p) = packet::decode_main(record, &Limits::intercept_close()) else {

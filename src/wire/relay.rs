@@ -46,6 +46,12 @@ pub struct RelayLimits {
     pub max_intercept: u32,
     /// Most raw chunks before one main packet.
     pub max_pending_chunks: u8,
+    /// Raw chunks are buffered whole and returned as [`Event::Chunk`]
+    /// (each up to `max_intercept`) instead of passed as they come: the
+    /// caller learns the type of the main packet they belong to before
+    /// deciding on them (transcoding reads a draw's pixels, which travel as
+    /// a chunk). Off for plain relaying, which stays cut-through.
+    pub hold_chunks: bool,
 }
 
 impl Default for RelayLimits {
@@ -54,6 +60,7 @@ impl Default for RelayLimits {
             max_payload: super::frame::DEFAULT_MAX_PAYLOAD,
             max_intercept: 16 * 1024 * 1024,
             max_pending_chunks: super::frame::DEFAULT_MAX_PENDING_CHUNKS,
+            hold_chunks: false,
         }
     }
 }
@@ -69,6 +76,9 @@ pub enum Event {
     Packet(Header, PacketType, BytesMut),
     /// A whole record the caller asked for; it has not been passed on.
     Intercept(Record, PacketType),
+    /// A whole raw chunk, with [`RelayLimits::hold_chunks`]; it has not
+    /// been passed on. It belongs to the next main packet.
+    Chunk(Record),
 }
 
 /// Why a relayed stream broke. The connection must close.
@@ -95,6 +105,8 @@ enum State {
     Passing(usize),
     /// Buffering a whole record for the caller.
     Buffering(Header, PacketType),
+    /// Buffering a whole raw chunk ([`RelayLimits::hold_chunks`]).
+    BufferingChunk(Header),
 }
 
 /// One direction of a relayed connection.
@@ -162,6 +174,7 @@ impl Relay {
                 Ok(Some(Event::Pass(buf.split_to(n))))
             }
             State::Buffering(header, ptype) => Ok(self.take_buffered(buf, header, ptype)),
+            State::BufferingChunk(header) => Ok(self.take_chunk(buf, header)),
             State::Boundary => self.at_record(buf, &mut intercept),
         }
     }
@@ -194,6 +207,18 @@ impl Relay {
                 return Err(FrameError::TooManyChunks(self.limits.max_pending_chunks).into());
             }
             self.chunks |= bit;
+            if self.limits.hold_chunks {
+                if header.length > self.limits.max_intercept {
+                    return Err(RelayError::InterceptTooLarge {
+                        what: format!("raw chunk {}", header.index),
+                        length: header.length,
+                        limit: self.limits.max_intercept,
+                    });
+                }
+                self.records += 1;
+                self.state = State::BufferingChunk(header);
+                return Ok(self.take_chunk(buf, header));
+            }
             return Ok(Some(Event::Pass(self.start_passing(buf, len))));
         }
         // A main packet: peek its type from the first bytes.
@@ -263,6 +288,22 @@ impl Relay {
         Some(Event::Intercept(record, ptype))
     }
 
+    /// The held chunk, once all of it is buffered.
+    fn take_chunk(&mut self, buf: &mut BytesMut, header: Header) -> Option<Event> {
+        let total = HEADER_LEN + header.length as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return None;
+        }
+        self.state = State::Boundary;
+        let mut bytes = buf.split_to(total);
+        bytes.advance(HEADER_LEN);
+        Some(Event::Chunk(Record {
+            header,
+            payload: bytes.freeze(),
+        }))
+    }
+
     /// Splits off what is buffered of a record being passed on.
     fn start_passing(&mut self, buf: &mut BytesMut, len: usize) -> BytesMut {
         self.records += 1;
@@ -325,6 +366,7 @@ mod tests {
                         passed.extend_from_slice(&b);
                     }
                     Event::Intercept(r, _) => grabbed.push(r),
+                    Event::Chunk(r) => passed.extend_from_slice(&r.to_bytes()),
                 }
             }
         }

@@ -1,0 +1,1 @@
+//! Colour conversion, BGRX to planar YUV (issue 13: being written).

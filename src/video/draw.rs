@@ -1,0 +1,1 @@
+//! The packets transcoding reads and writes (issue 13: being written).

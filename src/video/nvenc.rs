@@ -1,0 +1,1 @@
+//! NVIDIA devices and their NVENC engines (issue 13: being written).
