@@ -20,7 +20,7 @@
 //! - [`codec`]: the encoder interface the workers drive; [`x264`] (Debian's
 //!   libx264, loaded at run time) and [`csc`] (BGRX to YUV) implement it,
 //!   [`nvenc`] finds NVIDIA devices and says which have an NVENC engine;
-//! - [`choice`]: `--proxy-video-encoders=auto|none|nvenc,x264,...`.
+//! - [`choice`] parses `--proxy-video-encoders=auto|none|nvenc,x264,...`.
 
 pub mod caps;
 pub mod choice;
