@@ -268,6 +268,18 @@ pub struct ServeArgs {
     )]
     #[serde(deserialize_with = "file::one_or_many")]
     pub proxy_start_arg: Vec<String>,
+    /// Transcode sessions' raw pixels to h264 for clients that decode it
+    /// (xpra's option name): auto (every NVENC device found, and the
+    /// CPU), none, or a list of nvenc, x264 in order of preference. The
+    /// session is asked for raw rgb only; windows that change often reach
+    /// the client as h264, the others lossless. Default none. See
+    /// docs/video.md.
+    #[arg(long = "proxy-video-encoders", value_name = "auto|none|nvenc,x264")]
+    pub proxy_video_encoders: Option<String>,
+    /// CPU encoder threads (x264) when transcoding; 0: half the CPUs, at
+    /// least 1. Default 0.
+    #[arg(long = "proxy-video-workers", value_name = "N")]
+    pub proxy_video_workers: Option<usize>,
     /// Number of shards (one pinned executor each); default: the CPUs available.
     #[arg(long = "cores", value_name = "N")]
     pub cores: Option<usize>,
@@ -386,6 +398,10 @@ pub struct Config {
     pub pool_health_interval: Duration,
     /// The cluster view (`--cluster-db`), when on.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Video transcoding (`--proxy-video-encoders`): off by default.
+    pub video: crate::video::EncoderChoice,
+    /// CPU encoder threads (`--proxy-video-workers`; 0: automatic).
+    pub video_workers: usize,
 }
 
 impl Config {
@@ -574,6 +590,22 @@ impl ServeArgs {
             .filter_map(|(t, d)| d.then_some(t))
             .collect()
         };
+        let video = match self.proxy_video_encoders.as_deref() {
+            None => crate::video::EncoderChoice::None,
+            Some(v) => v.parse().map_err(|e: crate::video::choice::ChoiceError| {
+                ConfigError::BadOption {
+                    option: "proxy-video-encoders",
+                    error: e.to_string(),
+                }
+            })?,
+        };
+        let video_workers = self.proxy_video_workers.unwrap_or(0);
+        if video_workers > 256 {
+            return Err(ConfigError::BadOption {
+                option: "proxy-video-workers",
+                error: format!("{video_workers} threads: at most 256"),
+            });
+        }
         let ping = {
             let d = crate::proxy::link::PingConfig::default();
             let interval = self.ping_interval.map_or(d.interval, Duration::from_secs);
@@ -649,6 +681,8 @@ impl ServeArgs {
             pools,
             pool_health_interval: Duration::from_secs(self.pool_health_interval.unwrap_or(0)),
             cluster,
+            video,
+            video_workers,
         })
     }
 

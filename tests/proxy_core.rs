@@ -188,6 +188,7 @@ impl Harness {
             id: LinkId { conn: 42, shard: 0 },
             start_sessions,
             start_timeout: START_TIMEOUT,
+            video: None,
         };
         let mut h = Harness {
             core: Connection::new(cfg, peer, already, now),

@@ -401,6 +401,10 @@ fn effective(args: &ServeArgs, config: &Config) -> (ServeArgs, BTreeSet<&'static
     eff.ping_timeout = Some(config.ping.timeout.as_secs());
     fill("pool-health-interval", eff.pool_health_interval.is_none());
     eff.pool_health_interval = Some(config.pool_health_interval.as_secs());
+    fill("proxy-video-encoders", eff.proxy_video_encoders.is_none());
+    eff.proxy_video_encoders = Some(config.video.to_string());
+    fill("proxy-video-workers", eff.proxy_video_workers.is_none());
+    eff.proxy_video_workers = Some(config.video_workers);
     fill("log-format", eff.log_format.is_none());
     eff.log_format = Some(eff.log_format.unwrap_or_default());
     // The chains each listener kind runs, inherited ones included (the

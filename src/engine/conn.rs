@@ -136,6 +136,7 @@ async fn serve_inner(
             .map_or(crate::sessions::launch::DEFAULT_START_TIMEOUT, |l| {
                 l.timeout()
             }),
+        video: shared.video.clone(),
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());
     Driver {
@@ -450,7 +451,9 @@ impl Driver {
             session_buf,
             destination: _,
             link,
+            mut video,
         } = start;
+        let mut done_rx = video.as_mut().and_then(|v| v.done.take());
         let Some(session) = &mut self.session else {
             return RelayEnd {
                 side: Some(Side::Session),
@@ -482,7 +485,13 @@ impl Driver {
             metrics: down_metrics,
         };
         let (to_session, to_client) = (OutState::default(), OutState::default());
-        let (session_box, client_box) = (Outbox::default(), Outbox::default());
+        // A transcoded connection's frames for the client go through its
+        // outbox (a few frames: the transcoder bounds what is in flight).
+        let client_box = match &video {
+            Some(_) => Outbox::new(VIDEO_OUTBOX_LIMIT),
+            None => Outbox::default(),
+        };
+        let session_box = Outbox::default();
         let a = pump::pump(
             &mut self.client.reader,
             &mut session.writer,
@@ -504,6 +513,10 @@ impl Driver {
         tokio::pin!(a, b);
         let (side, end) = loop {
             let wake = link.borrow().poll_timeout().map(Instant::from_std);
+            let video_wake = video
+                .as_ref()
+                .and_then(|v| v.transcoder.borrow().poll_timeout())
+                .map(Instant::from_std);
             tokio::select! {
                 e = &mut a => break (Some(Side::Client), e),
                 e = &mut b => break (Some(Side::Session), e),
@@ -514,6 +527,27 @@ impl Driver {
                 () = self.entry.kill.cancelled(), if !self.killed => {
                     self.killed = true;
                     break (None, PumpEnd::AdminStop);
+                }
+                done = video_done(&mut done_rx) => {
+                    match (&video, done) {
+                        (Some(v), Some(done)) => {
+                            v.transcoder.borrow_mut().on_done(done, std::time::Instant::now());
+                            drain_video(v, &client_box, &session_box);
+                        }
+                        // The transcoder holds a sender: not while it lives.
+                        _ => done_rx = None,
+                    }
+                }
+                () = video_notified(&video) => {
+                    if let Some(v) = &video {
+                        drain_video(v, &client_box, &session_box);
+                    }
+                }
+                () = sleep_until(video_wake), if video_wake.is_some() => {
+                    if let Some(v) = &video {
+                        v.transcoder.borrow_mut().on_timeout(std::time::Instant::now());
+                        drain_video(v, &client_box, &session_box);
+                    }
                 }
                 () = sleep_until(wake), if wake.is_some() => {
                     let stalls = Stalls {
@@ -528,6 +562,10 @@ impl Driver {
                 }
             }
         };
+        if let Some(v) = &video {
+            // Every stream's worker frees its context.
+            v.transcoder.borrow_mut().close();
+        }
         RelayEnd {
             side,
             end,
@@ -558,6 +596,44 @@ fn tick(
         let _ = session_box.push(p);
     }
     l.end()
+}
+
+/// The most a transcoded connection's frames for the client may queue.
+const VIDEO_OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
+
+/// What the transcoder has for either side goes to its outbox; a full
+/// outbox (a side that does not read) drops the packet, as for pings: the
+/// transcoder bounds what it has in flight, and the session is paced by the
+/// client's acks.
+fn drain_video(v: &crate::proxy::video::VideoRelay, client_box: &Outbox, session_box: &Outbox) {
+    let mut t = v.transcoder.borrow_mut();
+    while let Some(p) = t.pop_to_client() {
+        if let Err(e) = client_box.push(p) {
+            tracing::debug!(target: "xfwd::video", "frame for the client dropped: {e}");
+        }
+    }
+    while let Some(p) = t.pop_to_session() {
+        if let Err(e) = session_box.push(p) {
+            tracing::debug!(target: "xfwd::video", "packet for the session dropped: {e}");
+        }
+    }
+}
+
+/// The next answer of the encoder workers (never, without transcoding).
+async fn video_done(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::video::Done>>,
+) -> Option<crate::video::Done> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn video_notified(video: &Option<crate::proxy::video::VideoRelay>) {
+    match video {
+        Some(v) => v.wake.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

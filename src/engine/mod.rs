@@ -70,6 +70,8 @@ pub enum StartError {
     SystemWide(String),
     #[error("cluster view: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("--proxy-video-encoders: {0}")]
+    Video(String),
     #[error("{listener} authentication: {source}")]
     Auth {
         listener: &'static str,
@@ -131,6 +133,8 @@ pub(crate) struct Shared {
     pub local_load: Arc<crate::sessions::balance::LocalLoad>,
     /// The pools' hosts that failed lately (passive health).
     pub health: Arc<crate::sessions::balance::PoolHealth>,
+    /// The encoder workers, when transcoding is on.
+    pub video: Option<Arc<crate::video::workers::Pool>>,
 }
 
 /// One transport's auth chain.
@@ -265,6 +269,21 @@ impl Server {
                 "more shards than CPUs: shards share CPUs (shard i runs on CPU i mod {ncpu})"
             );
         }
+        // The encoder workers (they find the devices and log what they
+        // found); asked for and none usable is an error, not a silent
+        // relay.
+        let video = if config.video.is_enabled() {
+            let cfg = crate::video::workers::PoolConfig {
+                cpu_workers: config.video_workers,
+                ..crate::video::workers::PoolConfig::default()
+            };
+            Some(
+                crate::video::workers::Pool::start(&config.video, cfg)
+                    .map_err(|e| StartError::Video(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let pool = BlockingPool::new(BLOCKING_THREADS, BLOCKING_QUEUE)
             .map_err(|e| StartError::Executor(format!("cannot start the blocking pool: {e}")))?;
         let metrics = metrics_listener.as_ref().map(|_| {
@@ -318,6 +337,7 @@ impl Server {
             },
             local_load,
             health: Arc::default(),
+            video,
         };
         let shared = Arc::new(reload::build(config, &lasting)?);
         let current = Arc::new(reload::Current::new(shared.clone()));

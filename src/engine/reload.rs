@@ -10,7 +10,8 @@
 //! session host pools (`--session-pool`: the hosts' counts, health and
 //! sticky users carry over).
 //! What it cannot (the listening sockets, the number of shards, the control
-//! socket, the metrics endpoint and the cluster options: [`fixed_changes`]) must stay as it is: a new
+//! socket, the metrics endpoint, the cluster and video encoder options:
+//! [`fixed_changes`]) must stay as it is: a new
 //! configuration that changes one of them is refused whole, with the
 //! reason, and the running one stays (they change with a restart or an
 //! upgrade, `--takeover`). So is one that does not build (a missing
@@ -63,6 +64,8 @@ pub(crate) struct Lasting {
     pub load: Arc<dyn crate::sessions::balance::LoadView>,
     pub local_load: Arc<crate::sessions::balance::LocalLoad>,
     pub health: Arc<crate::sessions::balance::PoolHealth>,
+    /// The encoder workers (`--proxy-video-encoders`), started once.
+    pub video: Option<Arc<crate::video::workers::Pool>>,
 }
 
 /// Builds what connections use from `config`.
@@ -140,6 +143,7 @@ pub(crate) fn build(config: Config, lasting: &Lasting) -> Result<Shared, StartEr
         load: l.load,
         local_load: l.local_load,
         health: l.health,
+        video: l.video,
     })
 }
 
@@ -223,6 +227,10 @@ pub(crate) fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     // its identity in the cluster): a restart changes them.
     if old.cluster != new.cluster {
         out.push("cluster-db/node-name/cluster-heartbeat/cluster-expiry");
+    }
+    // The encoder workers start once, with the devices found then.
+    if (&old.video, old.video_workers) != (&new.video, new.video_workers) {
+        out.push("proxy-video-encoders/proxy-video-workers");
     }
     out
 }

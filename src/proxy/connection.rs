@@ -90,6 +90,9 @@ pub struct ConnConfig {
     pub start_sessions: bool,
     /// How long a start may take (the launcher's bound).
     pub start_timeout: Duration,
+    /// The encoder workers, when transcoding is on
+    /// (`--proxy-video-encoders`): clients that decode h264 get it.
+    pub video: Option<Arc<crate::video::workers::Pool>>,
 }
 
 /// Where a connection is in its life.
@@ -272,6 +275,8 @@ pub struct RelayStart {
     pub destination: String,
     /// The proxy's pings and counters (shared with the directions' hooks).
     pub link: Rc<RefCell<Link>>,
+    /// The transcoder, when the session's draws are transcoded.
+    pub video: Option<super::video::VideoRelay>,
 }
 
 /// One client connection, sans-IO.
@@ -323,6 +328,9 @@ pub struct Connection {
     /// The start asked for, and whether xfwd started it (its start
     /// commands ran: the client's own are not run again).
     start: Option<(StartRequest, bool)>,
+    /// What the client takes when its session's draws are transcoded
+    /// (decided with the upstream hello).
+    video: Option<crate::video::caps::ClientVideo>,
 }
 
 /// What the answer to a fake challenge leads to.
@@ -412,6 +420,7 @@ impl Connection {
             connect: true,
             accepted: None,
             start: None,
+            video: None,
         };
         // What the front door read (inside TLS or WebSocket, where it
         // cannot peek) may hold the whole hello already.
@@ -1053,7 +1062,25 @@ impl Connection {
         let Some(plan) = &self.plan else {
             return self.fail(ConnError::Protocol("connected without a plan".into()), now);
         };
-        let items = upstream_hello(&self.hello, plan, &self.cfg.identity);
+        let mut items = upstream_hello(&self.hello, plan, &self.cfg.identity);
+        if self.cfg.video.is_some() {
+            let client = self.hello.get(1).and_then(crate::video::caps::client_video);
+            match (client, items.get_mut(1)) {
+                (Some(client), Some(Value::Dict(caps))) => {
+                    crate::video::caps::restrict_upstream_hello(caps);
+                    tracing::info!(
+                        target: "xfwd::video",
+                        csc = client.csc.name(),
+                        "transcoding: the session sends raw rgb, the client gets h264"
+                    );
+                    self.video = Some(client);
+                }
+                _ => tracing::debug!(
+                    target: "xfwd::video",
+                    "the client does not decode h264: relayed as it is"
+                ),
+            }
+        }
         let has_password = plan.password.is_some();
         if !self.send_to_session(&items) {
             return;
@@ -1159,6 +1186,43 @@ impl Connection {
         if !ran.is_empty() {
             c2s_types.push(START_COMMAND);
         }
+        let video = match (&self.cfg.video, self.video.take()) {
+            (Some(pool), Some(client)) => Some(super::video::VideoRelay::new(
+                pool.clone(),
+                client,
+                self.encoder,
+                self.cfg.id.shard,
+                self.cfg.id.conn,
+            )),
+            _ => None,
+        };
+        let mut s2c_types = link::intercepted(Side::Session);
+        if video.is_some() {
+            c2s_types.extend_from_slice(super::video::intercepted(Side::Client));
+            s2c_types.extend_from_slice(super::video::intercepted(Side::Session));
+        }
+        let c2s_hook: Box<dyn PacketHook> = Box::new(RunOnce {
+            inner: LinkHook::new(link.clone(), Side::Client),
+            ran,
+        });
+        let s2c_hook: Box<dyn PacketHook> = Box::new(LinkHook::new(link.clone(), Side::Session));
+        let (c2s_hook, s2c_hook) = match &video {
+            Some(v) => (
+                v.hook(Side::Client, c2s_hook),
+                v.hook(Side::Session, s2c_hook),
+            ),
+            None => (c2s_hook, s2c_hook),
+        };
+        if let Some(v) = &video {
+            let (t, pool) = (v.transcoder.clone(), v.pool.clone());
+            link.borrow_mut().set_video_info(Box::new(move |now| {
+                let mut info = t.borrow().info(now);
+                if let Value::Dict(d) = &mut info {
+                    d.push((Value::from("workers"), pool.info()));
+                }
+                info
+            }));
+        }
         let c2s = Direction::new(
             self.rules,
             limits,
@@ -1168,20 +1232,17 @@ impl Connection {
                 hold_chunks: false,
             },
         )
-        .with_hook(Box::new(RunOnce {
-            inner: LinkHook::new(link.clone(), Side::Client),
-            ran,
-        }));
+        .with_hook(c2s_hook);
         let s2c = Direction::new(
             Rules::Any,
             limits,
             Intercepts {
                 first_hello: true,
-                types: link::intercepted(Side::Session),
-                hold_chunks: false,
+                types: s2c_types,
+                hold_chunks: video.is_some(),
             },
         )
-        .with_hook(Box::new(LinkHook::new(link.clone(), Side::Session)));
+        .with_hook(s2c_hook);
         self.actions.push_back(Action::Relay(Box::new(RelayStart {
             c2s,
             s2c,
@@ -1192,6 +1253,7 @@ impl Connection {
                 .as_ref()
                 .map_or_else(String::new, |p| p.destination.describe()),
             link,
+            video,
         })));
     }
 

@@ -197,6 +197,17 @@ pub struct Link {
     /// one per side at most: pings go one at a time).
     samples: Vec<(Side, Duration)>,
     end: Option<LinkEnd>,
+    /// The `video` part of the proxy's info (transcoded connections).
+    video_info: Option<VideoInfo>,
+}
+
+/// Makes the `video` part of the proxy's info.
+pub struct VideoInfo(pub Box<dyn Fn(Instant) -> Value>);
+
+impl std::fmt::Debug for VideoInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VideoInfo")
+    }
 }
 
 fn caps_flag(caps: &Value, key: &str) -> bool {
@@ -228,6 +239,7 @@ impl Link {
             session: Pinger::new(PingState::Waiting, &cfg, now),
             samples: Vec::new(),
             end: None,
+            video_info: None,
         }
     }
 
@@ -403,7 +415,7 @@ impl Link {
                 kv("packets", int(c.packets.get())),
             ])
         };
-        Value::Dict(vec![
+        let mut info = Value::Dict(vec![
             kv("type", Value::from("xfwd")),
             kv("version", Value::from(VERSION)),
             kv("uuid", Value::from(self.identity.uuid.as_str())),
@@ -422,7 +434,16 @@ impl Link {
             kv("latency", Value::Dict(latency)),
             kv("client-to-server", dir(&self.traffic.up)),
             kv("server-to-client", dir(&self.traffic.down)),
-        ])
+        ]);
+        if let (Some(f), Value::Dict(d)) = (&self.video_info, &mut info) {
+            d.push(kv("video", (f.0)(now)));
+        }
+        info
+    }
+
+    /// Adds a `video` part to the proxy's info.
+    pub fn set_video_info(&mut self, f: Box<dyn Fn(Instant) -> Value>) {
+        self.video_info = Some(VideoInfo(f));
     }
 
     /// Adds the `proxy` section to an `info-response`'s dict. The session's

@@ -18,6 +18,7 @@ mod error;
 pub mod link;
 pub mod oneshot;
 mod plan;
+pub mod video;
 
 pub use connection::{
     Action, ConnConfig, Connection, Event, Identity, Phase, PumpEnd, RelayEnd, RelayStart,
