@@ -188,7 +188,7 @@ fn relay_stream(stream: &[u8], block: usize) -> usize {
                 Event::Pass(b) => {
                     black_box(b);
                 }
-                Event::Intercept(..) => {}
+                Event::Intercept(..) | Event::Chunk(..) => {}
             }
         }
     }
