@@ -365,6 +365,18 @@ impl Drop for Evidence {
     }
 }
 
+/// On a failing test, keeps xfwd's log in the test's directory (dropped
+/// before [`Evidence`] lists it).
+struct XfwdLog<'a>(&'a Xfwd, PathBuf);
+
+impl Drop for XfwdLog<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::fs::write(self.1.join("xfwd.log"), self.0.log());
+        }
+    }
+}
+
 /// Codings a session may send a client whose hello xfwd restricted to
 /// raw rgb (`scroll` moves pixels the client has already painted).
 const RGB_ONLY: [&str; 3] = ["rgb24", "rgb32", "scroll"];
@@ -394,6 +406,7 @@ fn video_window_and_resizing_xterm_through_xfwd() {
     args.extend(flag.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut xfwd = Xfwd::start(&dir, &args);
+    let xfwd_log = XfwdLog(&xfwd, dir.clone());
     let (_client, log) = attach_uri(
         &format!(
             "tcp://root:secret@127.0.0.1:{}/{}",
@@ -583,6 +596,7 @@ fn video_window_and_resizing_xterm_through_xfwd() {
              rgb-only assertions were not made"
         );
     }
+    drop(xfwd_log);
     assert!(xfwd.alive(), "xfwd must keep serving");
 }
 
