@@ -79,6 +79,10 @@ pub struct ClientConfig {
     /// Replace established connections that end during the run (clients
     /// of a session that misbehaves: `loadgen server --chaos`).
     pub reconnect: bool,
+    /// `--video`: h264 in the hello, draws of any coding taken and timed.
+    pub video: bool,
+    /// `--session-stats`: the session's stats file, read at the end.
+    pub session_stats: Option<PathBuf>,
 }
 
 /// When faults happen and how long they last.
@@ -271,13 +275,16 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
         let h = std::thread::Builder::new()
             .name(format!("client-{i}"))
             .spawn(move || {
-                let caps = proto::client_caps(&ClientHello {
+                let mut caps = proto::client_caps(&ClientHello {
                     encoder: c.encoder,
                     compress: c.compress,
                     username: c.target.username.as_deref(),
                     display: c.target.display.as_deref(),
                     uuid: "",
                 });
+                if c.video {
+                    crate::frames::add_video_caps(&mut caps);
+                }
                 let chaos_slots = c
                     .chaos
                     .as_ref()
@@ -375,7 +382,10 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu1 = crate::evloop::self_cpu();
-    let summary = report::summarize(&stats, &cfg, elapsed, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1));
+    let mut summary = report::summarize(&stats, &cfg, elapsed, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1));
+    if let Some(path) = &cfg.session_stats {
+        add_session_view(&mut summary, &stats, path);
+    }
     print!("{}", report::table(&summary));
     if let Some(path) = &cfg.json {
         let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
@@ -392,6 +402,43 @@ pub fn run(cfg: ClientConfig) -> ExitCode {
         ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--session-stats`: the session's numbers for this run's connections
+/// (waiting up to 3 s for it to see them all close), and received bytes
+/// over sent bytes.
+fn add_session_view(summary: &mut serde_json::Value, stats: &Stats, path: &std::path::Path) {
+    let uuids = &stats.video.uuids;
+    match crate::frames::read_session_stats(path, uuids, Duration::from_secs(3)) {
+        Ok((v, ack, complete)) => {
+            let q = |p: f64| {
+                if ack.is_empty() {
+                    0
+                } else {
+                    ack.value_at_quantile(p)
+                }
+            };
+            summary["video"]["session"] = serde_json::json!({
+                "connections": v.connections,
+                "complete": complete,
+                "frames": v.frames,
+                "bytes": v.bytes,
+                "data_bytes": v.data_bytes,
+                "acked": v.acked,
+                "ack_us": {"p50": q(0.5), "p99": q(0.99), "max": ack.max(), "count": ack.len()},
+            });
+            let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+            summary["video"]["bytes_ratio"] = serde_json::json!(ratio(stats.bytes, v.bytes));
+            summary["video"]["data_bytes_ratio"] =
+                serde_json::json!(ratio(stats.video.data_bytes, v.data_bytes));
+            summary["video"]["frames_ratio"] =
+                serde_json::json!(ratio(stats.video.frames(), v.frames));
+        }
+        Err(e) => {
+            eprintln!("loadgen client: --session-stats: {e}");
+            summary["video"]["session"] = serde_json::json!({ "error": e });
+        }
     }
 }
 
@@ -959,22 +1006,39 @@ impl Worker {
                     }
                 }
                 let (mut lost, mut reordered, mut corrupt) = (0u64, 0u64, 0u64);
-                match proto::check_draw(&p.items, chunk) {
-                    Some(d) => {
-                        self.stats.draws += 1;
-                        if !d.ok {
-                            corrupt += 1;
-                        }
-                        if d.seq == c.next_seq {
-                            c.next_seq += 1;
-                        } else if d.seq > c.next_seq {
-                            lost += (d.seq - c.next_seq) as u64;
-                            c.next_seq = d.seq + 1;
-                        } else {
-                            reordered += 1;
+                if self.cfg.video {
+                    // a proxy's draws (h264, its own rgb) carry its own
+                    // sequence numbers and options: counted and timed; the
+                    // session's own (relayed) are checked too
+                    let coding = crate::frames::coding_of(&p.items).unwrap_or("?");
+                    let data = crate::frames::data_len(&p.items, chunk);
+                    let sent = crate::frames::sent_us_of(&p.items);
+                    let latency = sent.map(|s| (crate::frames::wall_us() - s).max(0) as u64);
+                    self.stats.draws += 1;
+                    self.stats.video.frame(coding, data, latency, now);
+                    if sent.is_some() && coding == "rgb24" {
+                        if let Some(d) = proto::check_draw(&p.items, chunk) {
+                            corrupt += u64::from(!d.ok);
                         }
                     }
-                    None => corrupt += 1,
+                } else {
+                    match proto::check_draw(&p.items, chunk) {
+                        Some(d) => {
+                            self.stats.draws += 1;
+                            if !d.ok {
+                                corrupt += 1;
+                            }
+                            if d.seq == c.next_seq {
+                                c.next_seq += 1;
+                            } else if d.seq > c.next_seq {
+                                lost += (d.seq - c.next_seq) as u64;
+                                c.next_seq = d.seq + 1;
+                            } else {
+                                reordered += 1;
+                            }
+                        }
+                        None => corrupt += 1,
+                    }
                 }
                 if lost + reordered + corrupt > 0 {
                     // a chaos slot's draws are its own count, not the
@@ -1047,6 +1111,9 @@ impl Worker {
                 }
                 c.state = State::Streaming;
                 c.last_rx = now;
+                if self.cfg.video && self.stats.video.uuids.len() < 100_000 {
+                    self.stats.video.uuids.insert(c.uuid.clone());
+                }
                 let us = now.duration_since(c.started).as_micros() as u64;
                 let _ = self.stats.handshake.record(us.max(1));
                 self.stats.ok += 1;

@@ -14,6 +14,7 @@ mod check;
 mod client;
 mod digest;
 mod evloop;
+mod frames;
 mod net;
 mod perf;
 mod procstat;
@@ -103,9 +104,24 @@ struct ServerArgs {
     /// `survived`.
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
     chaos_wait: f64,
-    /// Write the fault outcomes here on SIGINT / SIGTERM (also printed).
+    /// Write the fault outcomes (and with --raw-frames the frames' numbers)
+    /// here on SIGINT / SIGTERM (also printed).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Send what an xpra 3.1.3 session sends a client restricted to raw
+    /// rgb: `new-window`, then full-window `rgb24` BGRX frames of
+    /// --frame-size whose content changes every frame (--draw-size is
+    /// ignored; pace with --draw-rate and --window).
+    #[arg(long)]
+    raw_frames: bool,
+    /// --raw-frames: the window size, WxH.
+    #[arg(long, value_name = "WxH", default_value = "1920x1080")]
+    frame_size: String,
+    /// --raw-frames: write every connection's frame numbers (frames,
+    /// bytes, send-to-ack latency) to PATH every 200 ms and when a
+    /// connection ends, for `loadgen client --session-stats`.
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -209,6 +225,16 @@ struct ClientArgs {
     /// of a session run with `loadgen server --chaos`).
     #[arg(long)]
     reconnect: bool,
+    /// Offer h264 in the hello (as xpra 3.1.3's client does: `encodings`
+    /// with h264, `encoding.full_csc_modes` h264 YUV420P), accept draws of
+    /// any coding, ack every draw, and report frames, bytes and latency
+    /// (rencode / bencode only: a transcoding proxy takes 3.1 hellos).
+    #[arg(long)]
+    video: bool,
+    /// --video: read the session's numbers for these connections from
+    /// `loadgen server --stats-file PATH` at the end (same host).
+    #[arg(long, value_name = "PATH")]
+    session_stats: Option<PathBuf>,
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration, String> {
@@ -237,12 +263,21 @@ fn server_config(a: ServerArgs) -> Result<server::ServerConfig, String> {
     if a.draw_size == 0 {
         return Err("--draw-size must be at least 1".into());
     }
+    let raw_frames = if a.raw_frames {
+        Some(frames::parse_size(&a.frame_size)?)
+    } else {
+        None
+    };
+    if a.stats_file.is_some() && raw_frames.is_none() {
+        return Err("--stats-file goes with --raw-frames".into());
+    }
+    let draw_size = raw_frames.map_or(a.draw_size, |(w, h)| w as usize * h as usize * 4);
     Ok(server::ServerConfig {
         listen: server::parse_listens(&a.listen)?,
         socket_dir: a.socket_dir,
         display: a.display.trim_start_matches(':').to_owned(),
         password: password.map(String::into_bytes),
-        draw_size: a.draw_size,
+        draw_size,
         rate: server::Rate::parse(&a.draw_rate)?,
         windows: a.windows.max(1),
         window: a.window,
@@ -256,6 +291,8 @@ fn server_config(a: ServerArgs) -> Result<server::ServerConfig, String> {
         chaos_delay: Duration::from_millis(a.chaos_delay.max(100)),
         chaos_wait: secs(a.chaos_wait, "--chaos-wait")?,
         json: a.json,
+        raw_frames,
+        stats_file: a.stats_file,
     })
 }
 
@@ -287,6 +324,12 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
     }
     if a.connections == 0 {
         return Err("--connections must be at least 1".into());
+    }
+    if a.video && encoder == Encoder::Rencodeplus {
+        return Err("--video: use --encoder rencode or bencode (a 3.1 client's hello)".into());
+    }
+    if a.session_stats.is_some() && !a.video {
+        return Err("--session-stats goes with --video".into());
     }
     let tls = if target.scheme.tls() {
         use xfwd::transport::tls::{self as xtls, ClientTls, VerifyMode};
@@ -341,7 +384,8 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
             .map(Duration::from_secs_f64),
         read_rate: a.read_rate.filter(|r| *r > 0),
         max_pending: a.max_pending.max(1),
-        ack_every: a.ack_every,
+        // a transcoding proxy wants each of its draws acked
+        ack_every: if a.video { 1 } else { a.ack_every },
         stall: (a.stall_ms > 0).then(|| Duration::from_millis(a.stall_ms)),
         fail_on_stall: a.fail_on_stall,
         quiet: a.quiet,
@@ -359,6 +403,8 @@ fn client_config(a: ClientArgs) -> Result<client::ClientConfig, String> {
         },
         seed: chaos::seed_or_random(a.seed),
         reconnect: a.reconnect,
+        video: a.video,
+        session_stats: a.session_stats,
     })
 }
 

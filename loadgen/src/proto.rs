@@ -32,7 +32,7 @@ impl Framing {
         }
     }
 
-    fn options(&self, chunks: bool) -> EncodeOptions {
+    pub(crate) fn options(&self, chunks: bool) -> EncodeOptions {
         EncodeOptions {
             encoder: self.encoder,
             compressor: self.compressor,

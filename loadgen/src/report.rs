@@ -66,6 +66,8 @@ pub struct Stats {
     /// `--chaos`: the faults and their outcomes (chaos slots' draws are
     /// counted there, not in `lost` / `reordered` / `corrupt`).
     pub chaos: ChaosStats,
+    /// `--video`: frames per coding, pixel bytes, latency.
+    pub video: crate::frames::VideoStats,
 }
 
 /// A histogram of 1 .. `max` (microseconds, say), 3 significant digits.
@@ -101,6 +103,7 @@ impl Stats {
             max_stall: std::time::Duration::ZERO,
             reasons: BTreeMap::new(),
             chaos: ChaosStats::default(),
+            video: Default::default(),
         }
     }
 
@@ -127,6 +130,7 @@ impl Stats {
         self.dropped += o.dropped;
         self.dropped_protocol += o.dropped_protocol;
         self.chaos.merge(&o.chaos);
+        self.video.merge(&o.video);
         let _ = self.handshake.add(&o.handshake);
         let _ = self.rtt.add(&o.rtt);
         self.bytes += o.bytes;
@@ -217,6 +221,7 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
         "cpu_s": cpu.0 + cpu.1,
         "errors": s.reasons,
         "chaos": s.chaos.to_json(),
+        "video": if cfg.video { video_json(s, d) } else { Json::Null },
         "config": {
             "connect": match &cfg.target.addr {
                 crate::net::Addr::Tcp(a) => format!("{}://{a}", cfg.target.scheme.name()),
@@ -233,7 +238,39 @@ pub fn summarize(s: &Stats, cfg: &ClientConfig, duration_s: f64, cpu: (f64, f64)
             "stall_ms": cfg.stall.map(|d| d.as_millis() as u64),
             "reconnect": cfg.reconnect,
             "chaos": chaos_config(cfg),
+            "video": cfg.video,
         },
+    })
+}
+
+/// `--video`: what arrived (the session's side is added by the caller).
+fn video_json(s: &Stats, duration_s: f64) -> Json {
+    let v = &s.video;
+    let frames = v.frames();
+    // frames/s over the time frames were arriving (the ramp and the tail
+    // without frames do not dilute it), else over the run
+    let span = match (v.first, v.last) {
+        (Some(a), Some(b)) if b > a && frames > 1 => b.duration_since(a).as_secs_f64(),
+        _ => duration_s,
+    };
+    let per_s = if frames > 1 && span > 0.0 {
+        (frames - 1) as f64 / span
+    } else {
+        frames as f64 / duration_s.max(1e-9)
+    };
+    json!({
+        "frames": frames,
+        "frames_per_s": per_s,
+        "by_coding": v.by_coding,
+        "data_bytes": v.data_bytes,
+        "bytes": s.bytes,
+        "latency_us": {
+            "p50": q(&v.latency_us, 0.5),
+            "p99": q(&v.latency_us, 0.99),
+            "max": v.latency_us.max(),
+            "count": v.latency_us.len(),
+        },
+        "session": Json::Null,
     })
 }
 
@@ -379,6 +416,57 @@ pub fn table(j: &Json) -> String {
             num(j, &["cpu_system_s"])
         ),
     );
+    if j["video"].is_object() {
+        let v = &j["video"];
+        let codings: Vec<String> = v["by_coding"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect())
+            .unwrap_or_default();
+        row(
+            &mut out,
+            "video frames",
+            format!(
+                "{} ({:.1}/s): {}",
+                num(v, &["frames"]),
+                num(v, &["frames_per_s"]),
+                codings.join(", ")
+            ),
+        );
+        row(
+            &mut out,
+            "video latency",
+            format!(
+                "send to receipt p50 {} us, p99 {} us ({} draws with the session's time)",
+                num(v, &["latency_us", "p50"]),
+                num(v, &["latency_us", "p99"]),
+                num(v, &["latency_us", "count"])
+            ),
+        );
+        if v["session"].is_object() {
+            let se = &v["session"];
+            row(
+                &mut out,
+                "video session",
+                format!(
+                    "sent {} frames, {} bytes; received {} bytes ({:.4} of it)",
+                    num(se, &["frames"]),
+                    num(se, &["bytes"]),
+                    num(v, &["bytes"]),
+                    num(v, &["bytes_ratio"])
+                ),
+            );
+            row(
+                &mut out,
+                "video ack latency",
+                format!(
+                    "send to ack p50 {} us, p99 {} us ({} acked)",
+                    num(se, &["ack_us", "p50"]),
+                    num(se, &["ack_us", "p99"]),
+                    num(se, &["ack_us", "count"])
+                ),
+            );
+        }
+    }
     if let Some(kinds) = j["chaos"].as_object() {
         for (k, v) in kinds {
             row(

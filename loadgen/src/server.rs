@@ -9,6 +9,12 @@
 //! draws un-acknowledged and sends more as the client's `damage-sequence`
 //! packets come back, the way a real xpra server paces its draws.
 //!
+//! With `--raw-frames` (issue 13) a connection is what a GPU-less xpra
+//! 3.1.3 session sends a client whose hello a transcoding proxy restricted
+//! to raw rgb: `new-window` for each window, then full-window `rgb24` BGRX
+//! frames whose content changes every frame (see `frames.rs`), timed from
+//! send to ack; `--stats-file` publishes those numbers for the client.
+//!
 //! Threads: one acceptor per listener (blocking accept), hands sockets to
 //! `--threads` event loops (mio, edge-triggered).
 
@@ -31,6 +37,7 @@ use xfwd::wire::Value;
 use crate::chaos::{self, ChaosStats, Outcome, Rng};
 use crate::digest;
 use crate::evloop::{Slab, Timers};
+use crate::frames::{self, FrameMaker, SessionFrames};
 use crate::net::{parse_listen, Addr, Item, RecordReader, Stream, WriteQueue};
 use crate::proto::{self, Framing, Pixels};
 
@@ -83,6 +90,11 @@ pub struct ServerConfig {
     pub chaos_wait: Duration,
     /// Where the fault outcomes go on SIGINT / SIGTERM.
     pub json: Option<PathBuf>,
+    /// `--raw-frames`: full-window raw frames of this size (`draw_size` is
+    /// then W*H*4).
+    pub raw_frames: Option<(u32, u32)>,
+    /// `--stats-file`: the raw frames' numbers, rewritten every 200 ms.
+    pub stats_file: Option<PathBuf>,
 }
 
 struct Shared {
@@ -92,6 +104,10 @@ struct Shared {
     started_ms: i64,
     /// Fault outcomes, all threads (faults are rare: a lock is fine).
     chaos: Mutex<ChaosStats>,
+    /// `--raw-frames`: the frame maker, and every connection's numbers
+    /// (a lock per frame and per ack: at most a few thousand a second).
+    frames: Option<FrameMaker>,
+    frame_stats: Mutex<SessionFrames>,
 }
 
 /// Queued bytes above which no more draws are generated.
@@ -145,6 +161,10 @@ struct Conn {
     /// `stop-read`: not reading; the peer closed (seen without reading).
     frozen: bool,
     hup: bool,
+    /// `--raw-frames`: the client's uuid (its hello's) and this
+    /// connection's entry in `Shared::frame_stats`.
+    uuid: String,
+    frames_id: Option<u64>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -216,7 +236,17 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
         }
     }
     let shared = Arc::new(Shared {
-        pixels: Pixels::new(cfg.draw_size, 4),
+        // raw frames are made per draw: no shared buffers
+        pixels: Pixels::new(
+            if cfg.raw_frames.is_some() {
+                4
+            } else {
+                cfg.draw_size
+            },
+            if cfg.raw_frames.is_some() { 1 } else { 4 },
+        ),
+        frames: cfg.raw_frames.map(|(w, h)| FrameMaker::new(w, h)),
+        frame_stats: Mutex::new(SessionFrames::default()),
         uuid: proto::hex_uuid(),
         started_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -252,6 +282,15 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
         workers.push((tx, waker));
     }
     let workers = Arc::new(workers);
+    if let Some(path) = cfg.stats_file.clone() {
+        let sh = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("stats".into())
+            .spawn(move || loop {
+                write_stats(&sh, &path);
+                std::thread::sleep(Duration::from_millis(200));
+            });
+    }
     for (addr, l) in listeners {
         let w = workers.clone();
         let _ = std::thread::Builder::new()
@@ -262,10 +301,19 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
     let _ = std::io::stdout().flush();
     let _ = signals.wait();
     cleanup(&created);
+    if let Some(path) = &cfg.stats_file {
+        write_stats(&shared, path);
+    }
     if cfg.chaos.is_some() || cfg.json.is_some() {
         let chaos = shared.chaos.lock().map(|c| c.to_json()).unwrap_or_default();
+        let frames = shared
+            .frame_stats
+            .lock()
+            .map(|f| f.to_json())
+            .unwrap_or_default();
         let report = serde_json::json!({
             "chaos": chaos,
+            "frames": if cfg.raw_frames.is_some() { frames } else { serde_json::Value::Null },
             "config": {
                 "display": cfg.display,
                 "chaos": cfg.chaos.as_ref().map(|c| serde_json::json!({
@@ -283,6 +331,18 @@ pub fn run(cfg: ServerConfig) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Writes the raw frames' numbers to the stats file.
+fn write_stats(shared: &Shared, path: &std::path::Path) {
+    let text = shared
+        .frame_stats
+        .lock()
+        .map(|f| f.to_json().to_string())
+        .unwrap_or_default();
+    if let Err(e) = frames::write_atomic(path, &(text + "\n")) {
+        eprintln!("loadgen server: cannot write {}: {e}", path.display());
+    }
 }
 
 fn cleanup(paths: &[PathBuf]) {
@@ -473,6 +533,8 @@ impl Worker {
             chaos,
             frozen: false,
             hup: false,
+            uuid: String::new(),
+            frames_id: None,
         });
     }
 
@@ -482,6 +544,7 @@ impl Worker {
         if let Some(mut c) = self.conns.remove(idx) {
             let _ = c.stream.deregister(self.poll.registry());
             c.stream.shutdown();
+            self.frames_closed(&c);
             if let Some((kind, at)) = c.chaos.and_then(|ch| ch.kind.zip(ch.at)) {
                 let took = Instant::now().saturating_duration_since(at);
                 let why = if c.frozen {
@@ -491,6 +554,22 @@ impl Worker {
                 };
                 self.record(kind, Outcome::Ended, Some(took), why);
             }
+        }
+    }
+
+    /// A raw-frames connection ended: its numbers are final (and written
+    /// at once, for a client waiting for them).
+    fn frames_closed(&self, c: &Conn) {
+        let Some(id) = c.frames_id else {
+            return;
+        };
+        if let Ok(mut f) = self.shared.frame_stats.lock() {
+            if let Some(cf) = f.conns.get_mut(&id) {
+                cf.open = false;
+            }
+        }
+        if let Some(path) = &self.shared.cfg.stats_file {
+            write_stats(&self.shared, path);
         }
     }
 
@@ -506,6 +585,7 @@ impl Worker {
             return;
         };
         let _ = c.stream.deregister(self.poll.registry());
+        self.frames_closed(&c);
         if rst {
             c.stream.reset();
         } else {
@@ -650,6 +730,13 @@ impl Worker {
                     encoder: record.header.encoder(),
                     compressor,
                 };
+                c.uuid = hello
+                    .get("uuid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(64)
+                    .collect();
                 if hello.request().is_some() {
                     // info / id / version requests: a hello, then close
                     send_hello(c, &shared);
@@ -722,6 +809,14 @@ impl Worker {
                 // sequence never sent acknowledges no more than was sent
                 if let Some(seq) = proto::acked_sequence(&p.items) {
                     c.acked = c.acked.max(seq.min(c.seq));
+                    if let Some(id) = c.frames_id {
+                        let now = Instant::now();
+                        if let Ok(mut f) = shared.frame_stats.lock() {
+                            if let Some(cf) = f.conns.get_mut(&id) {
+                                cf.acked(c.acked, now);
+                            }
+                        }
+                    }
                 }
             }
             (State::Streaming | State::Closing, _) => {}
@@ -862,6 +957,18 @@ fn send_hello(c: &mut Conn, shared: &Shared) {
 fn start_streaming(c: &mut Conn, shared: &Shared) {
     send_hello(c, shared);
     c.state = State::Streaming;
+    if let Some(m) = &shared.frames {
+        // a real session says which windows exist before drawing them
+        for wid in 1..=i64::from(shared.cfg.windows.max(1)) {
+            let nw = frames::new_window(wid, m.width as i64, m.height as i64);
+            if let Ok(b) = proto::encode(&nw, &c.framing) {
+                c.wq.push(vec![b]);
+            }
+        }
+        if let Ok(mut f) = shared.frame_stats.lock() {
+            c.frames_id = Some(f.open(c.uuid.clone(), Instant::now()));
+        }
+    }
 }
 
 fn refuse(c: &mut Conn, reason: &str) {
@@ -891,7 +998,11 @@ fn fill(c: &mut Conn, shared: &Shared, hw: usize, batch: &mut BytesMut) {
         if !max {
             c.owed -= 1;
         }
-        let Ok(parts) = proto::draw(&c.framing, &shared.pixels, wid, c.seq) else {
+        let parts = match &shared.frames {
+            Some(m) => raw_frame(c, shared, m, wid),
+            None => proto::draw(&c.framing, &shared.pixels, wid, c.seq),
+        };
+        let Ok(parts) = parts else {
             return;
         };
         if small {
@@ -908,6 +1019,31 @@ fn fill(c: &mut Conn, shared: &Shared, hw: usize, batch: &mut BytesMut) {
     if !batch.is_empty() {
         c.wq.push(vec![batch.split().freeze()]);
     }
+}
+
+/// The next raw frame of window `wid`, counted in the connection's numbers.
+fn raw_frame(
+    c: &mut Conn,
+    shared: &Shared,
+    m: &FrameMaker,
+    wid: i64,
+) -> Result<[bytes::Bytes; 3], String> {
+    let pixels = bytes::Bytes::from(m.frame(c.seq as u64, wid));
+    let data_len = pixels.len() as u64;
+    let (w, h) = (m.width as i64, m.height as i64);
+    // one moment for both clocks: the client's receipt latency and the
+    // session's ack latency start together
+    let (sent, sent_us) = (Instant::now(), frames::wall_us());
+    let parts = frames::raw_draw(&c.framing, wid, w, h, pixels, c.seq, sent_us)?;
+    if let Some(id) = c.frames_id {
+        let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
+        if let Ok(mut f) = shared.frame_stats.lock() {
+            if let Some(cf) = f.conns.get_mut(&id) {
+                cf.sent(c.seq, bytes as u64, data_len, sent);
+            }
+        }
+    }
+    Ok(parts)
 }
 
 /// Parses `--listen` values.
