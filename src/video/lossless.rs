@@ -163,7 +163,8 @@ mod tests {
     #[test]
     fn reads_every_format_back() {
         let fb = fb();
-        let cases: [(PixelFormat, fn(u8, u8) -> Vec<u8>); 6] = [
+        type Want = fn(u8, u8) -> Vec<u8>;
+        let cases: [(PixelFormat, Want); 6] = [
             (PixelFormat::Bgrx, |i: u8, j: u8| {
                 vec![i, j, i ^ j, 0x40 + i]
             }),
