@@ -751,6 +751,36 @@ fn bad_batches_are_refused() {
 }
 
 #[test]
+fn framebuffers_stay_within_their_budget() {
+    let (b, _) = fake(None);
+    let cfg = PoolConfig {
+        max_framebuffer_bytes: 2 * 32 * 32 * 4,
+        ..cfg(8)
+    };
+    let pool =
+        Pool::with_backends(vec![WorkerSpec::cpu(b.clone()), WorkerSpec::cpu(b)], cfg).unwrap();
+    let mut c = Client::new();
+    assert!(c.run(&pool, key(1), 32, 32, vec![], V420).result.is_ok());
+    assert!(c.run(&pool, key(2), 32, 32, vec![], V420).result.is_ok());
+    assert_eq!(pool.framebuffer_bytes(), 2 * 32 * 32 * 4);
+    let d = c.run(&pool, key(3), 32, 32, vec![], V420);
+    assert!(matches!(d.result, Err(JobError::Bad(_))), "{:?}", d.result);
+    let d = c.run(&pool, key(1), 32, 34, vec![], V420);
+    assert!(matches!(d.result, Err(JobError::Bad(_))), "{:?}", d.result);
+    // Shrinking gives bytes back; closing gives all of them back.
+    assert!(c.run(&pool, key(1), 32, 16, vec![], V420).result.is_ok());
+    assert!(c.run(&pool, key(3), 32, 16, vec![], V420).result.is_ok());
+    pool.close(key(2));
+    wait_until("stream 2 freed", || {
+        pool.framebuffer_bytes() == 2 * 32 * 16 * 4
+    });
+    assert!(c.run(&pool, key(3), 32, 48, vec![], V420).result.is_ok());
+    pool.close(key(1));
+    pool.close(key(3));
+    wait_until("all freed", || pool.framebuffer_bytes() == 0);
+}
+
+#[test]
 fn idle_streams_are_freed_and_then_lost() {
     let (b, _) = fake(None);
     let cfg = PoolConfig {

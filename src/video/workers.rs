@@ -73,6 +73,10 @@ const LOG: &str = "xfwd::video";
 /// How long a stream may go without a job before its worker frees it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// [`PoolConfig::max_framebuffer_bytes`] by default: 4 GiB (64 windows
+/// at the 4096x4096 bound).
+pub const DEFAULT_MAX_FRAMEBUFFER_BYTES: u64 = 4 << 30;
+
 /// How long [`Pool::shutdown`] waits for each worker to stop (a worker in
 /// the middle of a frame finishes it first).
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -113,6 +117,10 @@ pub struct PoolConfig {
     /// A stream without a job for this long loses its framebuffer and
     /// encoder context.
     pub idle_timeout: Duration,
+    /// The framebuffer bytes all workers together may hold (4 bytes a
+    /// pixel; a 4096x4096 window is 64 MiB): a batch that would go over
+    /// is refused ([`JobError::Bad`]).
+    pub max_framebuffer_bytes: u64,
 }
 
 impl Default for PoolConfig {
@@ -121,6 +129,7 @@ impl Default for PoolConfig {
             cpu_workers: 0,
             queue_depth: 8,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_framebuffer_bytes: DEFAULT_MAX_FRAMEBUFFER_BYTES,
         }
     }
 }
@@ -322,6 +331,7 @@ struct Shared {
     state: Mutex<State>,
     meters: Vec<Arc<Meter>>,
     queue_depth: usize,
+    budget: Arc<Budget>,
     /// Shutting down: queued jobs are answered without being done.
     stopping: AtomicBool,
 }
@@ -453,6 +463,10 @@ impl Pool {
             }),
             meters,
             queue_depth: cfg.queue_depth.max(1),
+            budget: Arc::new(Budget {
+                used: AtomicU64::new(0),
+                max: cfg.max_framebuffer_bytes,
+            }),
             stopping: AtomicBool::new(false),
         });
         let pool = Arc::new(Pool {
@@ -493,7 +507,8 @@ impl Pool {
 
     /// Per worker: its encoder, frames/s, queue depth, encode time, bytes
     /// in and out (for `info-response`, the control socket and metrics):
-    /// `{workers, queue-limit, streams, worker: {"0": {encoder, device,
+    /// `{workers, queue-limit, streams, framebuffer-bytes,
+    /// framebuffer-limit, worker: {"0": {encoder, device,
     /// alive, jobs, frames, fps, queue, contexts, streams, encode-time-ms,
     /// last-encode-time-us, bytes-in, bytes-out, errors}, ...}}`.
     pub fn info(&self) -> Value {
@@ -513,7 +528,8 @@ impl Pool {
                         kv("alive", Value::Bool(s.alive)),
                         kv("jobs", int(s.jobs)),
                         kv("frames", int(s.frames)),
-                        kv("fps", Value::Float(s.fps)),
+                        // An int: bencode has no floats.
+                        kv("fps", int(s.fps.round() as u64)),
                         kv("queue", usize_(s.queue_depth)),
                         kv("contexts", usize_(s.contexts)),
                         kv("streams", usize_(s.streams)),
@@ -536,6 +552,11 @@ impl Pool {
             kv("workers", usize_(self.shared.meters.len())),
             kv("queue-limit", usize_(self.shared.queue_depth)),
             kv("streams", usize_(streams)),
+            kv(
+                "framebuffer-bytes",
+                int(self.shared.budget.used.load(Ordering::Relaxed)),
+            ),
+            kv("framebuffer-limit", int(self.shared.budget.max)),
             kv("worker", Value::Dict(workers)),
         ])
     }
@@ -549,6 +570,11 @@ impl Pool {
             .enumerate()
             .map(|(i, m)| m.snapshot(i, now))
             .collect()
+    }
+
+    /// Framebuffer bytes the workers hold (all streams).
+    pub fn framebuffer_bytes(&self) -> u64 {
+        self.shared.budget.used.load(Ordering::Relaxed)
     }
 
     /// The worker a stream is assigned to, if any.
@@ -820,6 +846,61 @@ struct Stream {
     fb: Framebuffer,
     ctx: Option<Ctx>,
     last: Instant,
+    /// The framebuffer's bytes, taken from the budget.
+    held: u64,
+    budget: Arc<Budget>,
+}
+
+impl Stream {
+    /// Resizes the framebuffer within the budget.
+    fn resize(&mut self, width: u32, height: u32) -> Result<(), JobError> {
+        let need = u64::from(width) * u64::from(height) * super::framebuffer::BPP as u64;
+        if need > self.held && !self.budget.take(need - self.held) {
+            return Err(JobError::Bad(format!(
+                "a {width}x{height} framebuffer would put the workers over their {} MiB",
+                self.budget.max >> 20
+            )));
+        }
+        let held = need.max(self.held);
+        self.held = held;
+        self.fb
+            .resize(width, height)
+            .map_err(|e| JobError::Bad(e.to_string()))?;
+        self.budget.give(held - need);
+        self.held = need;
+        Ok(())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
+    }
+}
+
+/// Framebuffer bytes all workers hold, and their bound.
+#[derive(Debug)]
+struct Budget {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl Budget {
+    fn take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                u.checked_add(n).filter(|t| *t <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
 }
 
 /// One worker thread's state.
@@ -1061,19 +1142,19 @@ impl Worker {
                 h = h.max(bottom);
             }
         }
+        let budget = &self.shared.budget;
         let stream = self.streams.entry(job.key).or_insert_with(|| Stream {
             fb: Framebuffer::default(),
             ctx: None,
             last: now,
+            held: 0,
+            budget: budget.clone(),
         });
         stream.last = now;
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + self.idle);
         }
-        stream
-            .fb
-            .resize(w, h)
-            .map_err(|e| JobError::Bad(e.to_string()))?;
+        stream.resize(w, h)?;
         let mut bytes_in = 0u64;
         for r in &job.rects {
             stream
