@@ -10,12 +10,15 @@
 //! Each worker has one crossbeam channel carrying requests, jobs and
 //! closes in the order they were sent. The channel itself is unbounded;
 //! what bounds it is the pool's admission: a job is taken only while the
-//! worker holds fewer than `queue_depth` jobs (queued or about to be
-//! picked up), else [`SubmitError::Full`] hands it back at once. Closes are
-//! not counted and always go through: a close is never lost nor refused,
-//! and it can neither overtake a job of its stream nor be overtaken by
-//! one. (Closes are bounded by the streams assigned to the worker: one per
-//! stream, and only for a stream the pool has assigned.)
+//! worker has fewer than `queue_depth` jobs waiting (not counting the one
+//! it is doing), else [`SubmitError::Full`] hands it back at once. Closes
+//! are not counted and always go through: a close is never lost nor
+//! refused, and it can neither overtake a job of its stream nor be
+//! overtaken by one. (Closes are bounded by the streams assigned to the
+//! worker: one per stream, and only for a stream the pool has assigned.)
+//! Submissions and closes take one pool-wide lock for the assignment map
+//! and the admission check; nothing under it blocks (the send is to an
+//! unbounded channel).
 //!
 //! # Affinity and limits
 //!
