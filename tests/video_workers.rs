@@ -25,6 +25,9 @@ struct Control {
     fail_encode: AtomicBool,
     panic_encode: AtomicBool,
     panic_drop: AtomicBool,
+    /// `Backend::name` panics (called by the worker outside the backend
+    /// calls it guards: a panic in the job's own handling).
+    panic_name: AtomicBool,
     opened: AtomicUsize,
     entered: AtomicUsize,
     /// Encoders wait while it is true.
@@ -51,6 +54,9 @@ struct FakeEnc {
 
 impl Backend for Fake {
     fn name(&self) -> &'static str {
+        if self.ctl.panic_name.load(Ordering::SeqCst) {
+            panic!("fake name panics");
+        }
         "fake"
     }
 
@@ -484,6 +490,25 @@ fn encoder_panics_are_caught() {
     );
     ctl.panic_open.store(false, Ordering::SeqCst);
     assert_eq!(frame_of(&c.run(&pool, key(2), 32, 32, vec![], V420)).2, 0);
+    assert!(pool.stats()[0].alive);
+}
+
+#[test]
+fn a_panic_in_a_job_loses_only_that_stream() {
+    let (pool, ctl) = pool(1, 8);
+    let mut c = Client::new();
+    c.run(&pool, key(1), 32, 32, vec![], V420);
+    c.run(&pool, key(2), 32, 32, vec![], V420);
+    ctl.panic_name.store(true, Ordering::SeqCst);
+    let d = c.run(&pool, key(1), 32, 32, vec![], V420);
+    assert!(
+        matches!(&d.result, Err(JobError::Lost { worker: 0, reason }) if reason.contains("fake name panics")),
+        "{:?}",
+        d.result
+    );
+    ctl.panic_name.store(false, Ordering::SeqCst);
+    assert_eq!(frame_of(&c.run(&pool, key(1), 32, 32, vec![], V420)).2, 0);
+    assert_eq!(frame_of(&c.run(&pool, key(2), 32, 32, vec![], V420)).2, 1);
     assert!(pool.stats()[0].alive);
 }
 
