@@ -130,13 +130,12 @@ pub fn client_video(client_caps: &Value) -> Option<ClientVideo> {
         return None;
     };
     let (mut max_width, mut max_height) = (MAX_VIDEO_SIZE, MAX_VIDEO_SIZE);
-    if let Some(l) = flat_get(caps, "encoding.video_max_size").and_then(Value::as_list) {
-        if let [w, h] = l {
-            if let (Some(w), Some(h)) = (w.as_int(), h.as_int()) {
-                let clamp = |v: i64| u32::try_from(v.clamp(0, i64::from(MAX_VIDEO_SIZE))).ok();
-                max_width = clamp(w)?;
-                max_height = clamp(h)?;
-            }
+    let size = flat_get(caps, "encoding.video_max_size").and_then(Value::as_list);
+    if let Some([w, h]) = size {
+        if let (Some(w), Some(h)) = (w.as_int(), h.as_int()) {
+            let clamp = |v: i64| u32::try_from(v.clamp(0, i64::from(MAX_VIDEO_SIZE))).ok();
+            max_width = clamp(w)?;
+            max_height = clamp(h)?;
         }
     }
     // A client that decodes nothing of a useful size.

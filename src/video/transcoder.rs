@@ -526,12 +526,13 @@ impl Win {
     }
 
     /// Submits what is pending when a batch has ended (or a refresh is
-    /// owed) and the window has room with the workers.
+    /// owed) and the window has room with the workers. After a full queue
+    /// it is tried again with the next batch, the next answer, or at
+    /// `retry_at`.
     fn try_submit(&mut self, io: &mut Io, now: Instant) {
         if self.route != Route::Transcode
             || self.batch_open.is_some()
             || self.in_flight() >= MAX_IN_FLIGHT
-            || self.retry_at.is_some_and(|t| t > now)
             || (self.pending.is_empty() && !self.refresh_due)
         {
             return;
@@ -1140,7 +1141,7 @@ impl Transcoder {
         let mut modes = [0u64; 3];
         for (wid, win) in &self.windows {
             let v = win.info(now);
-            windows.push((Value::uint(*wid), v));
+            windows.push((Value::from(wid.to_string()), v));
             let s = win.st;
             sum.frames += s.frames;
             sum.batches += s.batches;
