@@ -844,3 +844,42 @@ fn close_frees_every_stream() {
     closed.sort_unstable();
     assert_eq!(closed, vec![WID, 8]);
 }
+
+#[test]
+fn a_job_without_answer_is_taken_as_lost() {
+    let mut h = H::new();
+    h.new_window(WID, 640, 480);
+    let a = full_frame(&mut h, 1).unwrap();
+    h.advance(3100);
+    let to_session = h.sent_to_session();
+    assert_eq!(acks(&to_session), vec![(1, 640, 480, 0)]);
+    assert!(to_session.iter().any(|p| str_of(&p[0]) == "buffer-refresh"));
+    // its answer, when it comes, is ignored
+    h.rgb(&a);
+    assert!(h.sent_to_client().is_empty());
+}
+
+#[test]
+fn repeated_failures_make_the_window_raw() {
+    let mut h = H::new();
+    h.new_window(WID, 640, 480);
+    for seq in 1..=3 {
+        let job = full_frame(&mut h, seq).unwrap();
+        let err = JobError::Encoder {
+            encoder: "x264",
+            reason: "broken".into(),
+        };
+        h.done(&job, Err(err));
+    }
+    assert_eq!(*h.s.closed.borrow(), vec![h.key()]);
+    h.sent_to_session();
+    assert!(matches!(h.draw(WID, 0, 0, 8, 8, 4, 0), Verdict::Drop));
+    assert!(h.jobs().is_empty());
+    let out = h.sent_to_client();
+    assert_eq!(out.len(), 1);
+    assert_eq!(int_of(&out[0][8]), 1);
+    let info = h.t.info(h.now);
+    let w = info.get("windows").unwrap().get(&WID.to_string()).unwrap();
+    assert_eq!(w.get("mode").and_then(Value::as_str), Some("raw"));
+    assert!(w.get("raw-reason").is_some());
+}

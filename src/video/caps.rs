@@ -208,7 +208,7 @@ pub fn restrict_upstream_hello(caps: &mut Vec<(Value, Value)>) {
     });
     let strs = |l: &[&str]| Value::List(l.iter().map(|s| Value::from(*s)).collect());
     let formats: Vec<&str> = SESSION_RGB_FORMATS.iter().map(|f| f.name()).collect();
-    let set: [(&str, Value); 13] = [
+    let set: [(&str, Value); 12] = [
         ("encodings", strs(&["rgb"])),
         ("encodings.core", strs(&["rgb24", "rgb32"])),
         ("encoding", Value::from("rgb")),
@@ -221,7 +221,6 @@ pub fn restrict_upstream_hello(caps: &mut Vec<(Value, Value)>) {
         ("encoding.flush", Value::Bool(true)),
         ("encoding.rgb_formats", strs(&formats)),
         ("encodings.rgb_formats", strs(&formats)),
-        ("encoding.transparency", Value::Bool(true)),
     ];
     for (k, v) in set {
         caps.retain(|(key, _)| key.as_str() != Some(k));
