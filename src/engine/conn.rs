@@ -607,8 +607,8 @@ const VIDEO_OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
 /// client's acks.
 fn drain_video(v: &crate::proxy::video::VideoRelay, client_box: &Outbox, session_box: &Outbox) {
     let mut t = v.transcoder.borrow_mut();
-    while let Some(p) = t.pop_to_client() {
-        if let Err(e) = client_box.push(p) {
+    while let Some(p) = t.pop_to_client_parts() {
+        if let Err(e) = client_box.push_parts(p) {
             tracing::debug!(target: "xfwd::video", "frame for the client dropped: {e}");
         }
     }

@@ -285,6 +285,113 @@ pub struct Metrics {
     cluster: Option<Arc<ClusterMetrics>>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+    encoder: String,
+    device: String,
+}
+
+/// The encoder workers' series, made at scrape time from
+/// [`crate::video::workers::Pool::stats`] (the workers count with their own
+/// atomics; nothing is kept here).
+#[derive(Debug)]
+struct VideoCollector(Arc<crate::video::workers::Pool>);
+
+impl prometheus_client::collector::Collector for VideoCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let stats = self.0.stats();
+        let labels = |s: &crate::video::workers::WorkerStats| WorkerLabels {
+            worker: s.index.to_string(),
+            encoder: s.encoder.to_owned(),
+            device: s.device.clone(),
+        };
+        type Get = fn(&crate::video::workers::WorkerStats) -> u64;
+        let counters: [(&str, &str, Option<Unit>, Get); 6] = [
+            (
+                "video_jobs",
+                "Jobs answered by each encoder worker",
+                None,
+                |s| s.jobs,
+            ),
+            (
+                "video_frames",
+                "Video frames encoded by each worker",
+                None,
+                |s| s.frames,
+            ),
+            (
+                "video_errors",
+                "Jobs each worker answered with an error",
+                None,
+                |s| s.errors,
+            ),
+            (
+                "video_in",
+                "Pixel bytes each worker took from sessions' draws",
+                Some(Unit::Bytes),
+                |s| s.bytes_in,
+            ),
+            (
+                "video_out",
+                "Bytes each worker made (bitstream and lossless)",
+                Some(Unit::Bytes),
+                |s| s.bytes_out,
+            ),
+            (
+                "video_encode_time_microseconds",
+                "Time each worker spent applying and encoding",
+                None,
+                |s| u64::try_from(s.encode_time.as_micros()).unwrap_or(u64::MAX),
+            ),
+        ];
+        for (name, help, unit, get) in &counters {
+            let mut family =
+                encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+            for s in &stats {
+                ConstCounter::new(get(s)).encode(family.encode_family(&labels(s))?)?;
+            }
+        }
+        type GetG = fn(&crate::video::workers::WorkerStats) -> i64;
+        let gauges: [(&str, &str, GetG); 4] = [
+            (
+                "video_queue_depth",
+                "Jobs waiting in each worker's queue",
+                |s| i64::try_from(s.queue_depth).unwrap_or(i64::MAX),
+            ),
+            (
+                "video_contexts",
+                "Encoder contexts open on each worker",
+                |s| i64::try_from(s.contexts).unwrap_or(i64::MAX),
+            ),
+            (
+                "video_worker_up",
+                "Whether each encoder worker runs (1) or died (0)",
+                |s| i64::from(s.alive),
+            ),
+            (
+                "video_frames_per_second",
+                "Frames each worker encoded per second, lately",
+                |s| s.fps.round() as i64,
+            ),
+        ];
+        for (name, help, get) in &gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &stats {
+                ConstGauge::new(get(s)).encode(family.encode_family(&labels(s))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The scrape formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -417,6 +524,13 @@ impl Metrics {
             c.db_up.clone(),
         );
         self.cluster = Some(c);
+    }
+
+    /// Adds the encoder workers' families (`xfwd_video_*{worker, encoder,
+    /// device}`), read from the pool at each scrape.
+    pub fn enable_video(&mut self, pool: Arc<crate::video::workers::Pool>) {
+        self.registry
+            .register_collector(Box::new(VideoCollector(pool)));
     }
 
     /// The cluster view's gauges, when enabled.

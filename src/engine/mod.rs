@@ -302,6 +302,9 @@ impl Server {
             if config.cluster.is_some() {
                 m.enable_cluster();
             }
+            if let Some(v) = &video {
+                m.enable_video(v.clone());
+            }
             Arc::new(m)
         });
         let stop = CancellationToken::new();
@@ -618,6 +621,10 @@ impl Server {
         }
         if let Some(pool) = self.pool.take() {
             pool.shutdown();
+        }
+        // The encoder workers, once no shard hands them jobs.
+        if let Some(video) = &self.shared.video {
+            video.shutdown();
         }
         // After a takeover the Unix socket files are the new xfwd's.
         if !self.handover.handed_over() {

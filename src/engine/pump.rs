@@ -107,6 +107,24 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues one whole packet given as parts (a header and a payload per
+    /// record, not copied), all or none.
+    pub fn push_parts(&self, parts: Vec<Bytes>) -> Result<(), OutboxFull> {
+        let mut q = self.queue.borrow_mut();
+        let queued: usize = q.iter().map(Bytes::len).sum();
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        if queued + len > self.limit {
+            return Err(OutboxFull {
+                queued,
+                limit: self.limit,
+            });
+        }
+        q.extend(parts);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.borrow().is_empty()
     }
@@ -301,6 +319,12 @@ mod tests {
         o.queue.borrow_mut().clear();
         assert!(o.is_empty());
         assert!(o.push(bytes::Bytes::from_static(b"1234567890")).is_ok());
+        o.queue.borrow_mut().clear();
+        let parts = |n: usize| vec![bytes::Bytes::from(vec![0u8; n]); 2];
+        assert!(o.push_parts(parts(4)).is_ok());
+        // All or none: a packet is never half queued.
+        assert!(o.push_parts(parts(2)).is_err());
+        assert_eq!(o.queue.borrow().len(), 2);
     }
 
     #[test]
