@@ -50,11 +50,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// The xfwd option that turns transcoding on, once the engine has it
-/// (`Some("--proxy-video-encoders=auto")`); `None`: a plain relay, and the
-/// video assertions are reported, not made. `XFWD_INTEROP_VIDEO_FLAG`
-/// overrides it (`none` or empty: off).
-const TRANSCODE: Option<&str> = None;
+/// The xfwd option that turns transcoding on; `XFWD_INTEROP_VIDEO_FLAG`
+/// (`none` or empty: off) runs the same test as a plain relay.
+const TRANSCODE: Option<&str> = Some("--proxy-video-encoders=auto");
 
 fn transcode_flag() -> Option<String> {
     match std::env::var("XFWD_INTEROP_VIDEO_FLAG") {

@@ -17,10 +17,9 @@ use serde_json::Value;
 
 use common::*;
 
-/// xfwd's option that turns transcoding on, once it does
-/// (`Some("--proxy-video-encoders=auto")`); `XFWD_LOADGEN_VIDEO_FLAG`
-/// overrides it (`none` or empty: off).
-const TRANSCODE: Option<&str> = None;
+/// The xfwd option that turns transcoding on; `XFWD_LOADGEN_VIDEO_FLAG`
+/// (`none` or empty: off) runs the same test as a plain relay.
+const TRANSCODE: Option<&str> = Some("--proxy-video-encoders=auto");
 
 fn transcode_flag() -> Option<String> {
     match std::env::var("XFWD_LOADGEN_VIDEO_FLAG") {

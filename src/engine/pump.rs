@@ -72,6 +72,8 @@ pub struct OutboxFull {
 #[derive(Debug)]
 pub struct Outbox {
     queue: RefCell<VecDeque<Bytes>>,
+    /// Packets the queue holds (a packet given as parts is one).
+    packets: Cell<u64>,
     limit: usize,
     ready: Notify,
 }
@@ -83,6 +85,7 @@ impl Outbox {
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
+            packets: Cell::new(0),
             limit,
             ready: Notify::new(),
         }
@@ -102,6 +105,7 @@ impl Outbox {
         }
         q.push_back(packet);
         drop(q);
+        self.packets.set(self.packets.get() + 1);
         // A stored permit if the pump is not waiting: never lost.
         self.ready.notify_one();
         Ok(())
@@ -121,6 +125,7 @@ impl Outbox {
         }
         q.extend(parts);
         drop(q);
+        self.packets.set(self.packets.get() + 1);
         self.ready.notify_one();
         Ok(())
     }
@@ -208,7 +213,17 @@ where
     loop {
         let mut out = Batch::default();
         let now = std::time::Instant::now();
-        let end = dir.cut(&mut buf, &mut outbox.queue.borrow_mut(), &mut out, now);
+        let end = {
+            let mut q = outbox.queue.borrow_mut();
+            let parts = q.len() as u64;
+            let end = dir.cut(&mut buf, &mut q, &mut out, now);
+            // The direction injects the whole queue or none of it, and
+            // counts each part as a packet.
+            if parts > 0 && q.is_empty() {
+                out.packets = out.packets.saturating_sub(parts) + outbox.packets.replace(0);
+            }
+            end
+        };
         if !out.is_empty() {
             let (n, packets) = (out.len(), out.packets);
             out_state.writing_since.set(Some(now));
