@@ -314,7 +314,7 @@ impl prometheus_client::collector::Collector for VideoCollector {
             device: s.device.clone(),
         };
         type Get = fn(&crate::video::workers::WorkerStats) -> u64;
-        let counters: [(&str, &str, Option<Unit>, Get); 6] = [
+        let counters: [(&str, &str, Option<Unit>, Get); 5] = [
             (
                 "video_jobs",
                 "Jobs answered by each encoder worker",
@@ -345,12 +345,6 @@ impl prometheus_client::collector::Collector for VideoCollector {
                 Some(Unit::Bytes),
                 |s| s.bytes_out,
             ),
-            (
-                "video_encode_time_microseconds",
-                "Time each worker spent applying and encoding",
-                None,
-                |s| u64::try_from(s.encode_time.as_micros()).unwrap_or(u64::MAX),
-            ),
         ];
         for (name, help, unit, get) in &counters {
             let mut family =
@@ -359,6 +353,17 @@ impl prometheus_client::collector::Collector for VideoCollector {
                 ConstCounter::new(get(s)).encode(family.encode_family(&labels(s))?)?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "video_encode",
+            "Time each worker spent applying draws and encoding",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for s in &stats {
+            ConstCounter::new(s.encode_time.as_secs_f64())
+                .encode(family.encode_family(&labels(s))?)?;
+        }
+        drop(family);
         type GetG = fn(&crate::video::workers::WorkerStats) -> i64;
         let gauges: [(&str, &str, GetG); 4] = [
             (
