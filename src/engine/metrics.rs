@@ -363,7 +363,6 @@ impl prometheus_client::collector::Collector for VideoCollector {
             ConstCounter::new(s.encode_time.as_secs_f64())
                 .encode(family.encode_family(&labels(s))?)?;
         }
-        drop(family);
         type GetG = fn(&crate::video::workers::WorkerStats) -> i64;
         let gauges: [(&str, &str, GetG); 4] = [
             (
