@@ -159,3 +159,38 @@ fn bad_flags_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--proxy-video-encoders`: a bad value is a usage error; encoders asked
+/// for and none usable stop xfwd at start with the reason, not a silent
+/// relay (no NVIDIA driver in CI: NVENC alone cannot start).
+#[test]
+fn video_encoders_are_checked_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .arg("--proxy-video-encoders=vaapi")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown video encoder \"vaapi\""), "{err}");
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("note: an NVIDIA device is here: the NVENC-only start is not checked");
+        return;
+    }
+    let port = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_xfwd"))
+        .args([
+            "--system-wide=no",
+            "--control-socket=none",
+            &format!("--bind-tcp=127.0.0.1:{port}"),
+            "--proxy-video-encoders=nvenc",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--proxy-video-encoders: no video encoder available"),
+        "{err}"
+    );
+    assert!(err.contains("nvenc"), "{err}");
+}

@@ -753,6 +753,25 @@ mod tests {
             Some(1)
         );
     }
+
+    /// A transcoded connection's info has its `video` part.
+    #[test]
+    fn info_has_the_video_part_when_set() {
+        let t0 = Instant::now();
+        let mut l = link(PingConfig::default(), &caps(false), Encoder::Rencode, t0);
+        assert!(l.proxy_info(t0).get("video").is_none());
+        l.set_video_info(Box::new(|_| {
+            Value::Dict(vec![(Value::from("frames"), Value::uint(3))])
+        }));
+        let mut items = vec![Value::from("info-response"), Value::Dict(vec![])];
+        assert!(l.augment_info(&mut items, t0));
+        assert_eq!(
+            items[1]
+                .get_path("proxy.video.frames")
+                .and_then(Value::as_int),
+            Some(3)
+        );
+    }
 }
 
 #[cfg(test)]
