@@ -78,7 +78,9 @@ async fn serve_inner(
     let front = if kind == ListenerKind::Unix {
         Front::Xpra(stream, BytesMut::new(), peer)
     } else {
-        let door = front::front_door(stream, peer, &shared);
+        // On the heap while it runs: its state (TLS, HTTP) would otherwise
+        // size the connection's task for its whole life.
+        let door = Box::pin(front::front_door(stream, peer, &shared));
         tokio::select! {
             () = stop.cancelled() => return metrics.ended(HandshakeResult::Stopping),
             () = kill.cancelled() => return metrics.ended(HandshakeResult::Admin),
@@ -104,7 +106,7 @@ async fn serve_inner(
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = kill.cancelled() => {}
-                () = front::serve(service, &shared) => {}
+                () = Box::pin(front::serve(service, &shared)) => {}
             }
             return;
         }
@@ -410,7 +412,9 @@ impl Driver {
                 let link = start.link.clone();
                 let started = Instant::now();
                 self.metrics.relayed();
-                let end = self.relay(*start).await;
+                // The relay's state on the heap, the handshake's gone:
+                // the task itself stays small.
+                let end = Box::pin(self.relay(*start)).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
                 let link = link.borrow();
                 let t = link.traffic();

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::metrics::RelayCounters;
@@ -181,16 +181,34 @@ impl Default for ReadSizer {
 
 /// Reads once into the spare capacity of `buf` (no memset); returns the
 /// bytes read. Cancel-safe: a read that did not complete consumed nothing.
+///
+/// A connection with nothing to read holds no read buffer: when the
+/// stream has no data (`Pending`), an empty buffer of the smallest size is
+/// given back, and taken again when data comes (a busy connection, whose
+/// reads are larger, keeps its buffer: no allocation per read).
 pub async fn read_more<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     sizer: &mut ReadSizer,
 ) -> io::Result<usize> {
     let want = sizer.size();
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want);
-    }
-    let n = r.read_buf(buf).await?;
+    let n = std::future::poll_fn(|cx| {
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *r), cx, buf) {
+            std::task::Poll::Pending => {
+                // Pending: nothing was read into it, and the stream keeps
+                // no reference to it.
+                if buf.is_empty() && want == ReadSizer::MIN {
+                    *buf = BytesMut::new();
+                }
+                std::task::Poll::Pending
+            }
+            ready => ready,
+        }
+    })
+    .await?;
     sizer.observe(n);
     Ok(n)
 }

@@ -481,7 +481,12 @@ impl Connection {
 
     /// The next thing to do.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let a = self.actions.pop_front();
+        if matches!(a, Some(Action::Relay(_))) {
+            // Relaying lasts: the handshake's queue is not kept for it.
+            self.actions.shrink_to_fit();
+        }
+        a
     }
 
     /// When to send [`Event::Timeout`] next.
