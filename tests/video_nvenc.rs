@@ -7,6 +7,8 @@
 //! encoding part is reported as skipped, with the reason, and what is
 //! checked is that detection says why and that xfwd falls back to x264.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
