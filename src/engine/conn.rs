@@ -141,7 +141,9 @@ async fn serve_inner(
         video: shared.video.clone(),
     };
     let core = Connection::new(cfg, peer, buf, start.into_std());
-    Driver {
+    // On the heap, once: the task's future holds a pointer, not a copy of
+    // the driver for each state it passes through.
+    Box::new(Driver {
         core,
         shared,
         stop,
@@ -155,7 +157,7 @@ async fn serve_inner(
         metrics,
         opened: None,
         load: None,
-    }
+    })
     .run()
     .await;
     drop(registered);
@@ -239,7 +241,7 @@ impl Driver {
         std::time::Instant::now()
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         loop {
             while let Some(action) = self.core.poll_action() {
                 if self.act(action).await {
