@@ -416,7 +416,7 @@ impl Driver {
                 self.metrics.relayed();
                 // The relay's state on the heap, the handshake's gone:
                 // the task itself stays small.
-                let end = Box::pin(self.relay(*start)).await;
+                let end = Box::pin(self.relay(start)).await;
                 self.core.handle(Event::RelayEnded(end), Self::now());
                 let link = link.borrow();
                 let t = link.traffic();
@@ -449,7 +449,7 @@ impl Driver {
     /// Runs both pumps until one ends, the link ends the connection (a
     /// side stopped answering pings), an administrator stops it or the
     /// proxy stops.
-    async fn relay(&mut self, start: RelayStart) -> RelayEnd {
+    async fn relay(&mut self, start: Box<RelayStart>) -> RelayEnd {
         let RelayStart {
             mut c2s,
             mut s2c,
@@ -458,7 +458,7 @@ impl Driver {
             destination: _,
             link,
             mut video,
-        } = start;
+        } = *start;
         let mut done_rx = video.as_mut().and_then(|v| v.done.take());
         let Some(session) = &mut self.session else {
             return RelayEnd {
@@ -518,10 +518,16 @@ impl Driver {
         );
         tokio::pin!(a, b);
         let (side, end) = loop {
-            let wake = link.borrow().poll_timeout().map(Instant::from_std);
-            let video_wake = video
+            // One timer for the link and the transcoder (each is asked
+            // only once its own time has come).
+            let link_at = link.borrow().poll_timeout();
+            let video_at = video
                 .as_ref()
-                .and_then(|v| v.transcoder.borrow().poll_timeout())
+                .and_then(|v| v.transcoder.borrow().poll_timeout());
+            let wake = link_at
+                .into_iter()
+                .chain(video_at)
+                .min()
                 .map(Instant::from_std);
             tokio::select! {
                 e = &mut a => break (Some(Side::Client), e),
@@ -549,21 +555,22 @@ impl Driver {
                         drain_video(v, &client_box, &session_box);
                     }
                 }
-                () = sleep_until(video_wake), if video_wake.is_some() => {
-                    if let Some(v) = &video {
-                        v.transcoder.borrow_mut().on_timeout(std::time::Instant::now());
+                () = sleep_until(wake), if wake.is_some() => {
+                    let now = std::time::Instant::now();
+                    if let (Some(v), true) = (&video, video_at.is_some_and(|t| t <= now)) {
+                        v.transcoder.borrow_mut().on_timeout(now);
                         drain_video(v, &client_box, &session_box);
                     }
-                }
-                () = sleep_until(wake), if wake.is_some() => {
-                    let stalls = Stalls {
-                        to_client: to_client.writing_since(),
-                        to_session: to_session.writing_since(),
-                    };
-                    if let Some(LinkEnd::PingTimeout(side)) =
-                        tick(&link, stalls, &client_box, &session_box, self.metrics.shard())
-                    {
-                        break (Some(side), PumpEnd::PingTimeout);
+                    if link_at.is_some_and(|t| t <= now) {
+                        let stalls = Stalls {
+                            to_client: to_client.writing_since(),
+                            to_session: to_session.writing_since(),
+                        };
+                        if let Some(LinkEnd::PingTimeout(side)) =
+                            tick(&link, stalls, &client_box, &session_box, self.metrics.shard())
+                        {
+                            break (Some(side), PumpEnd::PingTimeout);
+                        }
                     }
                 }
             }
