@@ -566,6 +566,7 @@ fn client_metrics(j: &Json) -> BTreeMap<String, f64> {
         ("reordered", &["reordered"]),
         ("corrupt", &["corrupt"]),
         ("bytes", &["bytes"]),
+        ("packets", &["packets"]),
         ("client_cpu_s", &["cpu_s"]),
         ("duration_s", &["duration_s"]),
     ] {
@@ -590,6 +591,7 @@ fn measure(
     }
     let pid = env.proxy_pid(t);
     let cpu0 = pid.map(procstat::tree_cpu_s);
+    let cs0 = pid.map(procstat::tree_ctxt_switches);
     let mut extra: BTreeMap<String, f64> = BTreeMap::new();
     let threads = "--threads=1".to_owned();
     let report = match sc.kind {
@@ -777,6 +779,17 @@ fn measure(
         let bytes = m.get("bytes").copied().unwrap_or(0.0);
         if matches!(sc.kind, Kind::Bulk { .. }) && bytes > 1e7 {
             m.insert("proxy_cpu_s_per_gb".into(), cpu / (bytes / 1e9));
+        }
+        // What each relayed packet costs the proxy in wakeups (issue 14):
+        // context switches of all its threads. (System calls are not
+        // counted: /proc's syscr/syscw leave out the recv/send sockets
+        // use, and `perf stat` is not on every machine.)
+        let packets = m.get("packets").copied().unwrap_or(0.0);
+        if matches!(sc.kind, Kind::Bulk { .. }) && packets >= 1000.0 {
+            if let Some(c0) = cs0 {
+                let cs = procstat::tree_ctxt_switches(pid).saturating_sub(c0);
+                m.insert("proxy_ctx_switches_per_packet".into(), cs as f64 / packets);
+            }
         }
     }
     Ok(m)
@@ -1224,6 +1237,7 @@ fn fmt_metric(metric: &str, v: f64) -> String {
         m if m.ends_with("_us") => format!("{v:.0} us"),
         m if m.ends_with("_kib") => format!("{v:.1} KiB"),
         "proxy_cpu_s_per_gb" => format!("{v:.2} s/GB"),
+        "proxy_ctx_switches_per_packet" => format!("{v:.3}"),
         _ => format!("{v:.2}"),
     }
 }
@@ -1300,6 +1314,7 @@ pub fn render_markdown(r: &Json) -> String {
             for extra in [
                 "rss_growth_kib",
                 "proxy_cpu_s_per_gb",
+                "proxy_ctx_switches_per_packet",
                 "proxy_cpu_s",
                 "load_bytes_per_s",
                 "rss_before_kib",

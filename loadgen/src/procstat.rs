@@ -84,6 +84,31 @@ pub fn tree_cpu_s(pid: u32) -> f64 {
     ticks as f64 / tck
 }
 
+/// Context switches (voluntary and not) of every thread of `pid` and its
+/// live descendants (`/proc/PID/task/TID/status`).
+pub fn tree_ctxt_switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for p in tree(pid) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            for l in text.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    n += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    n
+}
+
 /// VmRSS of one process, KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -108,5 +133,6 @@ mod tests {
         assert!(rss_kib(me).unwrap_or(0) > 0);
         assert!(tree(me).contains(&me));
         assert!(tree_cpu_s(me) >= 0.0);
+        assert!(tree_ctxt_switches(me) > 0);
     }
 }
