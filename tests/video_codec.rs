@@ -173,9 +173,21 @@ fn mean_error(want: &[u8], stride: usize, got: &[u8], w: u32, h: u32) -> [f64; 3
 /// structure, decodes it with the client's decoder and compares.
 fn round_trip(name: &str, w: u32, h: u32, csc: Csc, stride_pad: usize) {
     let Some(backend) = backend() else { return };
+    round_trip_with(&*backend, "x264", name, w, h, csc, stride_pad);
+}
+
+fn round_trip_with(
+    backend: &dyn Backend,
+    encoder: &str,
+    name: &str,
+    w: u32,
+    h: u32,
+    csc: Csc,
+    stride_pad: usize,
+) {
     let cfg = config(w, h, csc, 100, 70);
     let mut enc = backend.open(&cfg).unwrap();
-    assert_eq!(enc.name(), "x264");
+    assert_eq!(enc.name(), encoder);
     assert_eq!(enc.config(), &cfg);
     let stride = w as usize * 4 + stride_pad;
     let n = 6u32;
@@ -243,6 +255,45 @@ fn even_size_420_with_padded_rows_decodes_in_the_xpra_client() {
 #[test]
 fn odd_size_444_decodes_in_the_xpra_client() {
     round_trip("641x479-444", 641, 479, Csc::Yuv444p, 4);
+}
+
+/// The FFmpeg path ([`xfwd::video::avcodec`], what drives NVENC through
+/// `h264_nvenc`), tested with FFmpeg's own `libx264` encoder: the same
+/// code, a CPU encoder. `None` where Debian's libavcodec59 may be missing.
+fn ffmpeg_backend() -> Option<Arc<dyn Backend>> {
+    match xfwd::video::avcodec::x264() {
+        Ok(b) => Some(b),
+        Err(e) if may_skip("FFmpeg checks") => {
+            eprintln!("note: skipping: {e} (install libavcodec59)");
+            None
+        }
+        Err(e) => panic!("{e}: libavcodec59 comes with xpra (tests/run installs it)"),
+    }
+}
+
+#[test]
+fn the_ffmpeg_path_decodes_in_the_xpra_client() {
+    let Some(backend) = ffmpeg_backend() else {
+        return;
+    };
+    round_trip_with(
+        &*backend,
+        "avcodec-x264",
+        "ffmpeg-642x482-420",
+        642,
+        482,
+        Csc::Yuv420p,
+        40,
+    );
+    round_trip_with(
+        &*backend,
+        "avcodec-x264",
+        "ffmpeg-640x480-444",
+        640,
+        480,
+        Csc::Yuv444p,
+        0,
+    );
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! NVENC (issue 13): detection on whatever machine runs this, and the
 //! fallback to CPU workers.
 //!
-//! Where a device with an NVENC engine is found, its backend must open and
-//! encode (NVENC encoding is not written yet: there this test fails, which
-//! is the truth). Elsewhere (CI, the H200 machine: no NVENC engine) the
-//! encoding part is reported as skipped, with the reason, and what is
-//! checked is that detection says why and that xfwd falls back to x264.
+//! Where a device with an NVENC engine is found, its backend (FFmpeg's
+//! h264_nvenc, src/video/avcodec.rs) must open and encode a key frame.
+//! Elsewhere (CI, the H200 machine: no NVENC engine) that part is reported
+//! as skipped, with the reason, and what is checked is that detection says
+//! why and that xfwd falls back to x264. The FFmpeg code path itself runs
+//! everywhere with FFmpeg's libx264 (tests/video_codec.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -19,9 +19,12 @@
 //!   get [`job::Done`]s back on a channel they await;
 //! - [`codec`]: the encoder interface the workers drive; [`x264`] (Debian's
 //!   libx264, loaded at run time) and [`csc`] (BGRX to YUV) implement it,
-//!   [`nvenc`] finds NVIDIA devices and says which have an NVENC engine;
+//!   [`nvenc`] finds NVIDIA devices and says which have an NVENC engine,
+//!   [`avcodec`] encodes on them with FFmpeg's `h264_nvenc` (loaded at run
+//!   time, as FFmpeg loads the driver's libraries);
 //! - [`choice`] parses `--proxy-video-encoders=auto|none|nvenc,x264,...`.
 
+pub mod avcodec;
 pub mod caps;
 pub mod choice;
 pub mod codec;

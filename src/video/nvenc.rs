@@ -9,8 +9,9 @@
 //! caps their concurrent encoder sessions (3 for years; recent drivers
 //! allow 5, then 8): the lowest, 3, is assumed.
 //!
-//! Encoding itself (libnvidia-encode's NvEncodeAPI on a CUDA context) is
-//! not written yet: [`backend`] says so, and the workers encode on the CPU.
+//! Encoding on a device with NVENC goes through FFmpeg's `h264_nvenc`
+//! ([`super::avcodec`]), which loads `libcuda.so.1` and
+//! `libnvidia-encode.so.1` itself and follows NVENC's API versions.
 //!
 //! Why `unsafe`: calling a C library loaded at run time is FFI. NVML is
 //! initialised and shut down around one detection; no handle outlives it.
@@ -216,23 +217,24 @@ pub fn detect_from(path: &str) -> NvencReport {
     report
 }
 
-/// An encoder backend on `device`.
+/// An encoder backend on `device`: FFmpeg's `h264_nvenc`
+/// ([`super::avcodec::nvenc`]), on the CUDA device of the same index (NVML
+/// and CUDA number devices alike with `CUDA_DEVICE_ORDER=PCI_BUS_ID`; set
+/// it where a machine has several GPUs of different kinds). A device
+/// without an NVENC engine is refused without trying.
 pub fn backend(device: &NvencDevice) -> Result<Arc<dyn Backend>, CodecError> {
-    let reason = if device.has_nvenc {
-        format!(
-            "NVENC encoding is not implemented yet (device {} {} has an engine; \
-             its frames go to the CPU workers)",
-            device.index, device.name
-        )
-    } else {
-        format!(
-            "NVENC encoding is not implemented yet, and device {} {} has no NVENC engine",
-            device.index, device.name
-        )
-    };
-    Err(CodecError::Unavailable {
+    if !device.has_nvenc {
+        return Err(CodecError::Unavailable {
+            backend: "nvenc",
+            reason: format!(
+                "device {} {} has no NVENC engine",
+                device.index, device.name
+            ),
+        });
+    }
+    super::avcodec::nvenc(device.index).map_err(|e| CodecError::Unavailable {
         backend: "nvenc",
-        reason,
+        reason: format!("device {} {}: {e}", device.index, device.name),
     })
 }
 
@@ -533,19 +535,36 @@ mod tests {
         assert!(!describe(&r).is_empty());
     }
 
+    /// Without an NVENC engine the backend is refused without trying; with
+    /// one (here: no driver, so FFmpeg's h264_nvenc cannot open) the reason
+    /// is FFmpeg's, and names the device.
     #[test]
-    fn backend_is_honest() {
+    fn backend_says_why_not() {
+        let d = device_from(&probe(
+            0,
+            "NVIDIA H200",
+            Some(9),
+            Err(NVML_ERROR_NOT_SUPPORTED),
+        ));
+        match backend(&d) {
+            Err(CodecError::Unavailable { backend, reason }) => {
+                assert_eq!(backend, "nvenc");
+                assert!(reason.contains("no NVENC engine"), "{reason}");
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a backend on a device without NVENC"),
+        }
+        if std::path::Path::new("/dev/nvidia0").exists() {
+            return;
+        }
         let d = device_from(&probe(0, "NVIDIA RTX A4000", Some(13), Ok(100)));
         match backend(&d) {
             Err(CodecError::Unavailable { backend, reason }) => {
                 assert_eq!(backend, "nvenc");
-                assert!(
-                    reason.starts_with("NVENC encoding is not implemented yet"),
-                    "{reason}"
-                );
+                assert!(reason.contains("device 0 NVIDIA RTX A4000"), "{reason}");
             }
             Err(e) => panic!("{e}"),
-            Ok(_) => panic!("an NVENC backend that does not exist"),
+            Ok(_) => panic!("NVENC opened without an NVIDIA device"),
         }
     }
 }
