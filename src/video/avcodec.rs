@@ -249,19 +249,27 @@ struct AvBackend {
     api: Arc<Api>,
     kind: Kind,
     name: &'static str,
+    max_contexts: Option<usize>,
 }
 
-/// NVENC on CUDA device `gpu` through FFmpeg's `h264_nvenc`. Opening a
+/// NVENC on CUDA device `gpu` through FFmpeg's `h264_nvenc`, at most
+/// `max_contexts` streams at once (consumer cards' session cap). Opening a
 /// small context is tried at once: a device or driver that cannot encode
 /// is [`CodecError::Unavailable`] with FFmpeg's reason.
-pub fn nvenc(gpu: u32) -> Result<Arc<dyn Backend>, CodecError> {
-    load(LIBAVCODEC, LIBAVUTIL, Kind::Nvenc { gpu }, "nvenc")
+pub fn nvenc(gpu: u32, max_contexts: Option<usize>) -> Result<Arc<dyn Backend>, CodecError> {
+    load(
+        LIBAVCODEC,
+        LIBAVUTIL,
+        Kind::Nvenc { gpu },
+        "nvenc",
+        max_contexts,
+    )
 }
 
 /// FFmpeg's `libx264` through the same code as [`nvenc`] (what tests it
 /// where no NVENC engine is).
 pub fn x264() -> Result<Arc<dyn Backend>, CodecError> {
-    load(LIBAVCODEC, LIBAVUTIL, Kind::X264, "avcodec-x264")
+    load(LIBAVCODEC, LIBAVUTIL, Kind::X264, "avcodec-x264", None)
 }
 
 fn load(
@@ -269,6 +277,7 @@ fn load(
     avutil: &str,
     kind: Kind,
     name: &'static str,
+    max_contexts: Option<usize>,
 ) -> Result<Arc<dyn Backend>, CodecError> {
     let unavailable = |reason: String| CodecError::Unavailable {
         backend: name,
@@ -280,6 +289,7 @@ fn load(
         api: Arc::new(api),
         kind,
         name,
+        max_contexts,
     };
     // A device that cannot encode says so now, not at a window's first
     // frame.
@@ -299,6 +309,10 @@ fn load(
 impl Backend for AvBackend {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn max_contexts(&self) -> Option<usize> {
+        self.max_contexts
     }
 
     fn open(&self, cfg: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, CodecError> {
@@ -655,7 +669,14 @@ mod tests {
 
     #[test]
     fn missing_libraries_are_unavailable() {
-        let e = load("/nonexistent/libavcodec.so", LIBAVUTIL, Kind::X264, "t").err();
+        let e = load(
+            "/nonexistent/libavcodec.so",
+            LIBAVUTIL,
+            Kind::X264,
+            "t",
+            None,
+        )
+        .err();
         assert!(matches!(e, Some(CodecError::Unavailable { .. })), "{e:?}");
     }
 }

@@ -232,7 +232,7 @@ pub fn backend(device: &NvencDevice) -> Result<Arc<dyn Backend>, CodecError> {
             ),
         });
     }
-    super::avcodec::nvenc(device.index).map_err(|e| CodecError::Unavailable {
+    super::avcodec::nvenc(device.index, device.max_sessions).map_err(|e| CodecError::Unavailable {
         backend: "nvenc",
         reason: format!("device {} {}: {e}", device.index, device.name),
     })
