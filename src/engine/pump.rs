@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::metrics::RelayCounters;
 use crate::proxy::link::Counters;
-use crate::proxy::{Batch, Direction, PumpEnd};
+use crate::proxy::{Batch, Direction, Injected, PumpEnd};
 
 /// Where a pump counts what it wrote: the connection's counters (sans-IO,
 /// for info and the control socket) and the shard's series
@@ -71,9 +71,7 @@ pub struct OutboxFull {
 /// (the caller decides: drop a ping, close a connection).
 #[derive(Debug)]
 pub struct Outbox {
-    queue: RefCell<VecDeque<Bytes>>,
-    /// Packets the queue holds (a packet given as parts is one).
-    packets: Cell<u64>,
+    queue: RefCell<VecDeque<Injected>>,
     limit: usize,
     ready: Notify,
 }
@@ -85,7 +83,6 @@ impl Outbox {
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             queue: RefCell::new(VecDeque::new()),
-            packets: Cell::new(0),
             limit,
             ready: Notify::new(),
         }
@@ -93,10 +90,20 @@ impl Outbox {
 
     /// Queues one whole packet (its records, already encoded).
     pub fn push(&self, packet: Bytes) -> Result<(), OutboxFull> {
+        self.push_packet(Injected::One(packet))
+    }
+
+    /// Queues one whole packet given as parts (a header and a payload per
+    /// record, not copied), all or none.
+    pub fn push_parts(&self, parts: Vec<Bytes>) -> Result<(), OutboxFull> {
+        self.push_packet(Injected::Parts(parts))
+    }
+
+    fn push_packet(&self, packet: Injected) -> Result<(), OutboxFull> {
         let mut q = self.queue.borrow_mut();
-        // A few control packets at most: summing them is cheaper than
-        // keeping a second count in step with the queue.
-        let queued: usize = q.iter().map(Bytes::len).sum();
+        // A few packets at most: summing them is cheaper than keeping a
+        // second count in step with the queue.
+        let queued: usize = q.iter().map(Injected::len).sum();
         if queued + packet.len() > self.limit {
             return Err(OutboxFull {
                 queued,
@@ -105,27 +112,7 @@ impl Outbox {
         }
         q.push_back(packet);
         drop(q);
-        self.packets.set(self.packets.get() + 1);
         // A stored permit if the pump is not waiting: never lost.
-        self.ready.notify_one();
-        Ok(())
-    }
-
-    /// Queues one whole packet given as parts (a header and a payload per
-    /// record, not copied), all or none.
-    pub fn push_parts(&self, parts: Vec<Bytes>) -> Result<(), OutboxFull> {
-        let mut q = self.queue.borrow_mut();
-        let queued: usize = q.iter().map(Bytes::len).sum();
-        let len: usize = parts.iter().map(Bytes::len).sum();
-        if queued + len > self.limit {
-            return Err(OutboxFull {
-                queued,
-                limit: self.limit,
-            });
-        }
-        q.extend(parts);
-        drop(q);
-        self.packets.set(self.packets.get() + 1);
         self.ready.notify_one();
         Ok(())
     }
@@ -231,17 +218,7 @@ where
     loop {
         let mut out = Batch::default();
         let now = std::time::Instant::now();
-        let end = {
-            let mut q = outbox.queue.borrow_mut();
-            let parts = q.len() as u64;
-            let end = dir.cut(&mut buf, &mut q, &mut out, now);
-            // The direction injects the whole queue or none of it, and
-            // counts each part as a packet.
-            if parts > 0 && q.is_empty() {
-                out.packets = out.packets.saturating_sub(parts) + outbox.packets.replace(0);
-            }
-            end
-        };
+        let end = dir.cut(&mut buf, &mut outbox.queue.borrow_mut(), &mut out, now);
         if !out.is_empty() {
             let (n, packets) = (out.len(), out.packets);
             out_state.writing_since.set(Some(now));

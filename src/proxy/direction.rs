@@ -90,6 +90,34 @@ impl PacketHook for ForwardAll {
     }
 }
 
+/// A whole packet of the proxy's own, for injection: one buffer, or the
+/// parts of its records (headers and payloads, not copied).
+#[derive(Debug, Clone)]
+pub enum Injected {
+    One(Bytes),
+    Parts(Vec<Bytes>),
+}
+
+impl Injected {
+    /// Its bytes on the wire.
+    pub fn len(&self) -> usize {
+        match self {
+            Injected::One(b) => b.len(),
+            Injected::Parts(p) => p.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Injected {
+    fn from(b: Bytes) -> Injected {
+        Injected::One(b)
+    }
+}
+
 /// The pieces of one write: contiguous splits of the read buffer are
 /// re-joined (no copy), anything else (an injected or rewritten packet)
 /// becomes its own part of a vectored write.
@@ -224,15 +252,22 @@ impl Direction {
     pub fn cut(
         &mut self,
         buf: &mut BytesMut,
-        inject: &mut VecDeque<Bytes>,
+        inject: &mut VecDeque<Injected>,
         out: &mut Batch,
         now: Instant,
     ) -> Option<CutEnd> {
         loop {
             if !inject.is_empty() && self.relay.at_packet_boundary() {
-                for b in inject.drain(..) {
+                for p in inject.drain(..) {
                     out.packets += 1;
-                    out.push_bytes(b);
+                    match p {
+                        Injected::One(b) => out.push_bytes(b),
+                        Injected::Parts(parts) => {
+                            for b in parts {
+                                out.push_bytes(b);
+                            }
+                        }
+                    }
                 }
             }
             let (intercepts, pending) = (&self.intercepts, self.hello_pending);
@@ -377,7 +412,7 @@ mod tests {
             .cut(&mut buf, &mut inject, &mut out, Instant::now())
             .is_none());
         // A packet of the proxy's own, queued now, must wait.
-        inject.push_back(ping.clone());
+        inject.push_back(ping.clone().into());
         assert!(d
             .cut(&mut buf, &mut inject, &mut out, Instant::now())
             .is_none());

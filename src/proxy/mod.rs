@@ -24,7 +24,9 @@ pub use connection::{
     Action, ConnConfig, Connection, Event, Identity, Phase, PumpEnd, RelayEnd, RelayStart,
     CLIENT_GONE, SERVER_SHUTDOWN, SESSION_CLOSED, SESSION_LOST, START_DISABLED, START_NOT_LOCAL,
 };
-pub use direction::{Batch, CutEnd, Direction, ForwardAll, Intercepts, PacketHook, Verdict};
+pub use direction::{
+    Batch, CutEnd, Direction, ForwardAll, Injected, Intercepts, PacketHook, Verdict,
+};
 pub use error::{ConnError, Side};
 pub use oneshot::{Reachable, Request};
 pub use plan::{upstream_hello, Destination, Plan};
