@@ -111,13 +111,17 @@ fn take_tls(uri: &str) -> Result<(String, PgTls), ClusterError> {
     let mut tls = PgTls::default();
     let bad = |e: String| ClusterError::BadUri(e);
     if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
-        let mut url = url::Url::parse(uri).map_err(|e| bad(format!("not a URL: {e}")))?;
+        // The query by hand, not through a URL parser: libpq's URIs may name
+        // several hosts (`h1:5432,h2:5432`), which a URL's authority cannot.
+        let Some((base, query)) = uri.split_once('?') else {
+            return Ok((uri.to_owned(), tls));
+        };
         let enc = |s: &str| {
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         let mut kept = Vec::new();
         let mut took = false;
-        for (k, v) in url.query_pairs() {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             if tls.take(&k, &v).map_err(bad)? {
                 took = true;
             } else {
@@ -129,20 +133,33 @@ fn take_tls(uri: &str) -> Result<(String, PgTls), ClusterError> {
         if !took {
             return Ok((uri.to_owned(), tls));
         }
-        url.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
-        Ok((url.to_string(), tls))
+        let uri = match kept.is_empty() {
+            true => base.to_owned(),
+            false => format!("{base}?{}", kept.join("&")),
+        };
+        Ok((uri, tls))
     } else {
-        let mut kept = Vec::new();
-        for word in uri.split_whitespace() {
+        // Only the words taken are cut out: the rest stays as written
+        // (quoted values keep their spaces).
+        let mut out = String::with_capacity(uri.len());
+        let mut rest = uri;
+        while let Some(start) = rest.find(|c: char| !c.is_whitespace()) {
+            let end = rest[start..]
+                .find(char::is_whitespace)
+                .map_or(rest.len(), |e| start + e);
+            let word = &rest[start..end];
             let taken = match word.split_once('=') {
                 Some((k, v)) => tls.take(k.trim(), v.trim()).map_err(bad)?,
                 None => false,
             };
+            out.push_str(&rest[..start]);
             if !taken {
-                kept.push(word);
+                out.push_str(word);
             }
+            rest = &rest[end..];
         }
-        Ok((kept.join(" "), tls))
+        out.push_str(rest);
+        Ok((out.trim().to_owned(), tls))
     }
 }
 
@@ -694,6 +711,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
         assert!(c.get_options().unwrap().starts_with("-c x=y -c"));
+        // Several hosts with ports (libpq's form, not a URL's), with and
+        // without TLS settings.
+        for uri in [
+            "postgres://u@h1:5432,h2:5433/x",
+            "postgres://u@h1:5432,h2:5433/x?sslmode=require&connect_timeout=3",
+        ] {
+            let c = client_config(uri, "a").unwrap();
+            assert_eq!(c.get_hosts().len(), 2, "{uri}");
+            assert_eq!(c.get_ports(), &[5432, 5433], "{uri}");
+        }
+        // key=value: what is not TLS stays as written (quoted spaces).
+        let (rest, _) = take_tls("host=db  password='a  b' sslmode=require dbname=x").unwrap();
+        assert_eq!(rest, "host=db  password='a  b'  dbname=x");
+        let c = client_config("host=db password='a  b' sslmode=require", "a").unwrap();
+        assert_eq!(c.get_password(), Some(&b"a  b"[..]));
     }
 
     #[test]
