@@ -101,92 +101,46 @@ fn python_pieces_present() -> bool {
 
 /// The session: an `xpra start` with the repainting window and the
 /// resizing xterm, stopped on drop.
-struct VideoSession {
-    display: u32,
-    dir: PathBuf,
+/// The session: a repainting window and an xterm that resizes itself.
+fn video_session(display: u32, dir: &Path) -> Session {
+    // The xterm resizes itself every 2 s: 100x30, then 120x40 (cells).
+    let resize = dir.join("resize.sh");
+    std::fs::write(
+        &resize,
+        "i=0\nwhile :; do\n  printf '\\033[8;30;100t'; echo \"small $i\"; sleep 2\n  \
+         printf '\\033[8;40;120t'; echo \"big $i\"; sleep 2\n  i=$((i+1))\ndone\n",
+    )
+    .unwrap();
+    let repaint = format!(
+        "--start={} {} 120 {} {}",
+        python().display(),
+        py("repaint.py").display(),
+        REPAINT_AT.0,
+        REPAINT_AT.1
+    );
+    let xterm = format!(
+        "--start=xterm -T {XTERM_TITLE} -xrm 'XTerm*allowWindowOps: true' -e /bin/sh {}",
+        resize.display()
+    );
+    Session::start_programs(display, dir, &[&repaint, &xterm], "both windows", |w| {
+        w.contains(&format!("\"{REPAINT_TITLE}\"")) && w.contains(XTERM_TITLE)
+    })
 }
 
-impl VideoSession {
-    fn start(display: u32, dir: &Path) -> VideoSession {
-        // The xterm resizes itself every 2 s: 100x30, then 120x40 (cells).
-        let resize = dir.join("resize.sh");
-        std::fs::write(
-            &resize,
-            "i=0\nwhile :; do\n  printf '\\033[8;30;100t'; echo \"small $i\"; sleep 2\n  \
-             printf '\\033[8;40;120t'; echo \"big $i\"; sleep 2\n  i=$((i+1))\ndone\n",
-        )
+/// `xpra info` against the session's own socket, as `key=value` pairs.
+fn session_info(s: &Session) -> BTreeMap<String, String> {
+    let out = Command::new("xpra")
+        .env("PATH", SYSTEM_PATH)
+        .args(["info", &format!(":{}", s.display)])
+        .arg(format!("--socket-dirs={}", s.dir.display()))
+        .stdin(Stdio::null())
+        .output()
         .unwrap();
-        let repaint = format!(
-            "--start={} {} 120 {} {}",
-            python().display(),
-            py("repaint.py").display(),
-            REPAINT_AT.0,
-            REPAINT_AT.1
-        );
-        let xterm = format!(
-            "--start=xterm -T {XTERM_TITLE} -xrm 'XTerm*allowWindowOps: true' -e /bin/sh {}",
-            resize.display()
-        );
-        let status = Command::new("xpra")
-            .env("PATH", SYSTEM_PATH)
-            .args(["start", &format!(":{display}"), "--daemon=yes"])
-            .args(QUIET)
-            .args([
-                "--pulseaudio=no",
-                "--dbus-launch=",
-                &format!("--socket-dirs={}", dir.display()),
-                &format!("--socket-dir={}", dir.display()),
-                &format!("--log-dir={}", dir.display()),
-                &repaint,
-                &xterm,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "xpra start :{display} failed");
-        let s = VideoSession {
-            display,
-            dir: dir.to_owned(),
-        };
-        wait_until(
-            &format!("both windows in session :{display}"),
-            Duration::from_secs(40),
-            || {
-                let w = windows(display);
-                w.contains(&format!("\"{REPAINT_TITLE}\"")) && w.contains(XTERM_TITLE)
-            },
-        );
-        s
-    }
-
-    /// `xpra info` against the session's own socket, as `key=value` pairs.
-    fn info(&self) -> BTreeMap<String, String> {
-        let out = Command::new("xpra")
-            .env("PATH", SYSTEM_PATH)
-            .args(["info", &format!(":{}", self.display)])
-            .arg(format!("--socket-dirs={}", self.dir.display()))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        text(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-}
-
-impl Drop for VideoSession {
-    fn drop(&mut self) {
-        let _ = Command::new("xpra")
-            .env("PATH", SYSTEM_PATH)
-            .args(["stop", &format!(":{}", self.display)])
-            .arg(format!("--socket-dirs={}", self.dir.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The session's window id for the window titled `title`.
@@ -393,8 +347,8 @@ fn video_window_and_resizing_xterm_through_xfwd() {
         flag.as_deref().unwrap_or("off (plain relay)")
     );
 
-    let session = VideoSession::start(free_display(361), &dir);
-    let info = session.info();
+    let session = video_session(free_display(361), &dir);
+    let info = session_info(&session);
     let wid = wid_of(&info, REPAINT_TITLE).expect("the repainting window's id in xpra info");
     let xterm_wid = wid_of(&info, XTERM_TITLE).expect("the xterm's id in xpra info");
 
@@ -521,7 +475,7 @@ fn video_window_and_resizing_xterm_through_xfwd() {
         *to_client.entry(d.coding).or_insert(0) += 1;
     }
     let h264_painted = painted(&l, wid, "h264");
-    let info = session.info();
+    let info = session_info(&session);
     let from_session = frames_sent(&info, wid);
     eprintln!(
         "repainting window {wid}: the client got {to_client:?} ({h264_painted} h264 frames \
@@ -551,7 +505,7 @@ fn video_window_and_resizing_xterm_through_xfwd() {
             },
         );
         // The session was told raw rgb only, without mmap...
-        let info = session.info();
+        let info = session_info(&session);
         for key in ["client.encodings", "client.encodings.core"] {
             let offered = tuple_items(info.get(key).map_or("", String::as_str));
             let other: Vec<&String> = offered.iter().filter(|e| !e.starts_with("rgb")).collect();

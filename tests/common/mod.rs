@@ -149,13 +149,24 @@ impl Session {
 
     /// A session with extra `xpra start` options.
     pub fn start_with(display: u32, dir: &Path, extra: &[&str]) -> Session {
+        let mut args = vec!["--start=xterm"];
+        args.extend_from_slice(extra);
+        Session::start_programs(display, dir, &args, "xterm", |w| w.contains("xterm"))
+    }
+
+    /// A session started with `args` (its `--start=` programs among them),
+    /// ready once `ready` holds for its window list (`what`, for the
+    /// message of a timeout).
+    pub fn start_programs(
+        display: u32,
+        dir: &Path,
+        args: &[&str],
+        what: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> Session {
         let status = Command::new("xpra")
-            .args([
-                "start",
-                &format!(":{display}"),
-                "--start=xterm",
-                "--daemon=yes",
-            ])
+            .env("PATH", SYSTEM_PATH)
+            .args(["start", &format!(":{display}"), "--daemon=yes"])
             .args(QUIET)
             .args([
                 "--pulseaudio=no",
@@ -164,7 +175,7 @@ impl Session {
                 &format!("--socket-dir={}", dir.display()),
                 &format!("--log-dir={}", dir.display()),
             ])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -175,15 +186,16 @@ impl Session {
             dir: dir.to_owned(),
         };
         wait_until(
-            &format!("xterm in session :{display}"),
+            &format!("{what} in session :{display}"),
             Duration::from_secs(40),
-            || windows(display).contains("xterm"),
+            || ready(&windows(display)),
         );
         s
     }
 
     pub fn stop(&self) {
         let _ = Command::new("xpra")
+            .env("PATH", SYSTEM_PATH)
             .args(["stop", &format!(":{}", self.display)])
             .arg(format!("--socket-dirs={}", self.dir.display()))
             .stdout(Stdio::null())
