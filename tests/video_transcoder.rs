@@ -217,7 +217,7 @@ impl H {
 
     fn sent_to_client(&mut self) -> Vec<Vec<Value>> {
         let mut out = Vec::new();
-        while let Some(b) = self.t.pop_to_client() {
+        while let Some(b) = self.t.pop_to_client_parts().map(|p| p.concat()) {
             let mut p = decode_all(&b);
             assert_eq!(p.len(), 1, "one whole packet per pop");
             out.append(&mut p);

@@ -33,7 +33,7 @@
 //!   `configure-override-redirect` `[.., wid, x, y, w, h]`,
 //!   `lost-window` `[.., wid]`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::wire::compress;
 use crate::wire::frame::Record;
@@ -178,11 +178,6 @@ impl SessionDraw {
     /// `flush`: how many more draws of this batch follow (0: it ends here).
     pub fn flush(&self) -> i64 {
         self.opt_int("flush").unwrap_or(0).max(0)
-    }
-
-    /// The session's size of the draw, for its ack.
-    pub fn ack_size(&self) -> (i64, i64) {
-        (self.w, self.h)
     }
 
     /// The draw as a rectangle for a framebuffer of at most `max_w` x
@@ -498,15 +493,6 @@ pub fn encode(items: &[Value], encoder: Encoder) -> Result<Vec<Record>, PacketEr
         ..EncodeOptions::plain(encoder)
     };
     packet::encode_packet(items, &opts)
-}
-
-/// Records as one buffer.
-pub fn join(records: &[Record]) -> Bytes {
-    let mut out = BytesMut::with_capacity(records.iter().map(Record::wire_len).sum());
-    for r in records {
-        r.write_to(&mut out);
-    }
-    out.freeze()
 }
 
 #[cfg(test)]

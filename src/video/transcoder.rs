@@ -53,7 +53,7 @@ use bytes::Bytes;
 use crate::proxy::Verdict;
 use crate::wire::frame::{Limits, Record, DEFAULT_MAX_PAYLOAD};
 use crate::wire::header::Encoder;
-use crate::wire::packet::{self, Assembler, EncodeOptions, PacketError};
+use crate::wire::packet::{Assembler, PacketError};
 use crate::wire::peek::PacketType;
 use crate::wire::value::DEFAULT_MAX_VALUES;
 use crate::wire::{DecodeLimits, Value};
@@ -90,7 +90,10 @@ pub const MAX_IN_FLIGHT: usize = 2;
 /// Client packets of one window awaiting the client's ack; beyond, the
 /// oldest is acked to the session at once (decode time 0).
 pub const MAX_UNACKED: usize = 256;
-/// Pending rectangles of one window, at most.
+/// Raw draws of one window waiting behind a job still with the workers.
+pub const MAX_RAW_WAITING: usize = 4;
+/// Pending rectangles (and the draws they stand for) of one window, at
+/// most.
 pub const MAX_PENDING_RECTS: usize = 1024;
 /// The pending bound never goes below this (bytes of pixels).
 pub const PENDING_MIN_BYTES: usize = 8 << 20;
@@ -217,7 +220,7 @@ struct Io {
     sink: Box<dyn JobSink>,
     reply: tokio::sync::mpsc::UnboundedSender<Done>,
     to_client: VecDeque<(u64, Vec<Record>)>,
-    to_session: VecDeque<Vec<Record>>,
+    to_session: VecDeque<Bytes>,
     next_batch: u64,
     totals: Totals,
 }
@@ -282,8 +285,9 @@ fn covers(a: &Rect, b: &Rect) -> bool {
     a.x <= b.x && a.y <= b.y && ax2 >= bx2 && ay2 >= by2
 }
 
-fn plain(items: &[Value], encoder: Encoder) -> Result<Vec<Record>, PacketError> {
-    packet::encode_packet(items, &EncodeOptions::plain(encoder))
+/// One small packet, as one buffer.
+fn plain(items: &[Value], encoder: Encoder) -> Result<Bytes, PacketError> {
+    crate::proxy::encode_items(items, encoder).map(bytes::BytesMut::freeze)
 }
 
 impl Io {
@@ -958,8 +962,11 @@ impl Transcoder {
                     } else {
                         win.end_batch(now);
                     }
+                    // Rectangles covered by later ones are dropped, their
+                    // draws are not: bound both.
                     if win.pending_bytes > win.pending_bound()
                         || win.pending.len() > MAX_PENDING_RECTS
+                        || win.pending_draws.len() > MAX_PENDING_RECTS
                     {
                         win.drop_pending(io, "pending bound");
                     }
@@ -970,8 +977,17 @@ impl Transcoder {
                 Err(why) => win.go_raw(io, why.to_string(), now),
             }
         }
-        // raw: as it came, with a sequence number of ours
+        // raw: as it came, with a sequence number of ours; behind a job
+        // still with the workers at most a few wait (pixels, each up to a
+        // whole frame): more are acked as skipped and the window repainted
+        // once the job is answered.
         win.st.raw += 1;
+        if win.slots.len() >= MAX_RAW_WAITING {
+            win.st.dropped += 1;
+            io.ack(win.wid(), &[dref], 0, "");
+            io.buffer_refresh(win.wid());
+            return Verdict::Drop;
+        }
         win.push_ready(vec![items], vec![dref], now);
         win.release(io);
         Verdict::Drop
@@ -1009,7 +1025,7 @@ impl Transcoder {
             return Verdict::Forward;
         }
         match plain(&items, self.io.cfg.encoder) {
-            Ok(records) => Verdict::Replace(draw::join(&records)),
+            Ok(b) => Verdict::Replace(b),
             Err(e) => {
                 tracing::warn!(target: "xfwd::video", "cannot re-encode {name}: {e}; relayed as it is");
                 Verdict::Forward
@@ -1062,14 +1078,9 @@ impl Transcoder {
         win.release(io);
     }
 
-    /// Whole packets for the client (encoded frames), in order.
-    pub fn pop_to_client(&mut self) -> Option<Bytes> {
-        self.io.to_client.pop_front().map(|(_, r)| draw::join(&r))
-    }
-
-    /// [`Transcoder::pop_to_client`] without the copy: the next whole
-    /// packet as its records' headers and payloads, for a vectored write
-    /// (every part belongs to the same packet, in order).
+    /// The next whole packet for the client (encoded frames, in order), as
+    /// its records' headers and payloads, for a vectored write (not
+    /// copied; every part belongs to the same packet).
     pub fn pop_to_client_parts(&mut self) -> Option<Vec<Bytes>> {
         let (_, records) = self.io.to_client.pop_front()?;
         let mut parts = Vec::with_capacity(records.len() * 2);
@@ -1082,7 +1093,7 @@ impl Transcoder {
 
     /// Whole packets for the session (acks, refresh requests), in order.
     pub fn pop_to_session(&mut self) -> Option<Bytes> {
-        self.io.to_session.pop_front().map(|r| draw::join(&r))
+        self.io.to_session.pop_front()
     }
 
     /// When [`Transcoder::on_timeout`] wants calling.
