@@ -95,38 +95,7 @@ pub fn check_rect(r: &Rect) -> Result<Option<(u32, u32)>, FbError> {
 /// Converts one row of `format` pixels into BGRX (`dst` is exactly the
 /// row's pixels, 4 bytes each; `src` at least as many pixels).
 pub fn row_to_bgrx(src: &[u8], dst: &mut [u8], format: PixelFormat) {
-    match format {
-        PixelFormat::Bgrx | PixelFormat::Bgra => {
-            let n = dst.len();
-            if let Some(s) = src.get(..n) {
-                dst.copy_from_slice(s);
-            }
-        }
-        PixelFormat::Rgbx | PixelFormat::Rgba => {
-            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-                d[0] = s[2];
-                d[1] = s[1];
-                d[2] = s[0];
-                d[3] = s[3];
-            }
-        }
-        PixelFormat::Rgb => {
-            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
-                d[0] = s[2];
-                d[1] = s[1];
-                d[2] = s[0];
-                d[3] = 0xff;
-            }
-        }
-        PixelFormat::Bgr => {
-            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
-                d[0] = s[0];
-                d[1] = s[1];
-                d[2] = s[2];
-                d[3] = 0xff;
-            }
-        }
-    }
+    super::job::convert_row(src, format, dst, PixelFormat::Bgrx)
 }
 
 fn check_size(width: u32, height: u32) -> Result<(), FbError> {

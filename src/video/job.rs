@@ -61,6 +61,36 @@ impl PixelFormat {
             _ => 4,
         }
     }
+
+    /// Red comes first in memory (`RGB*`), else blue.
+    fn red_first(self) -> bool {
+        matches!(
+            self,
+            PixelFormat::Rgbx | PixelFormat::Rgba | PixelFormat::Rgb
+        )
+    }
+}
+
+/// Converts one row of pixels in `from` into `to`: as many pixels as both
+/// slices hold whole. A 4-byte pixel's 4th byte is kept; made from a 3-byte
+/// one, it is 0xff.
+pub fn convert_row(src: &[u8], from: PixelFormat, dst: &mut [u8], to: PixelFormat) {
+    let (sb, db) = (from.bytes_per_pixel(), to.bytes_per_pixel());
+    if sb == db && from.red_first() == to.red_first() {
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+        return;
+    }
+    let swap = from.red_first() != to.red_first();
+    for (d, s) in dst.chunks_exact_mut(db).zip(src.chunks_exact(sb)) {
+        let (c0, c2) = if swap { (s[2], s[0]) } else { (s[0], s[2]) };
+        d[0] = c0;
+        d[1] = s[1];
+        d[2] = c2;
+        if db == 4 {
+            d[3] = if sb == 4 { s[3] } else { 0xff };
+        }
+    }
 }
 
 /// One rectangle a session drew, as it came: `pixels` holds `h` rows of

@@ -8,6 +8,8 @@
 //! client reads (`xpra/net/compression.py`: `LZ4_HEADER = Struct('<L')`,
 //! then `LZ4_uncompress`).
 
+use crate::wire::compress;
+use crate::wire::header::Compressor;
 use bytes::Bytes;
 
 use super::framebuffer::Framebuffer;
@@ -21,36 +23,7 @@ pub const BAND_BYTES: usize = 4 << 20;
 /// Converts one row of BGRX pixels into `format` (`dst` holds exactly the
 /// row's pixels in `format`).
 pub fn row_from_bgrx(src: &[u8], dst: &mut [u8], format: PixelFormat) {
-    match format {
-        PixelFormat::Bgrx | PixelFormat::Bgra => {
-            let n = dst.len();
-            if let Some(s) = src.get(..n) {
-                dst.copy_from_slice(s);
-            }
-        }
-        PixelFormat::Rgbx | PixelFormat::Rgba => {
-            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-                d[0] = s[2];
-                d[1] = s[1];
-                d[2] = s[0];
-                d[3] = s[3];
-            }
-        }
-        PixelFormat::Rgb => {
-            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
-                d[0] = s[2];
-                d[1] = s[1];
-                d[2] = s[0];
-            }
-        }
-        PixelFormat::Bgr => {
-            for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(4)) {
-                d[0] = s[0];
-                d[1] = s[1];
-                d[2] = s[2];
-            }
-        }
-    }
+    super::job::convert_row(src, PixelFormat::Bgrx, dst, format)
 }
 
 /// The part of `x, y, w, h` inside the framebuffer (`None`: nothing).
@@ -87,7 +60,9 @@ pub fn read_rect(
         row_from_bgrx(src, dst, format);
     }
     let data = if lz4 {
-        lz4_flex::block::compress_prepend_size(&out)
+        // xpra's framing of lz4 (a 4-byte size, then the block), as the
+        // wire layer compresses packets; a band is far below its bound.
+        compress::compress(Compressor::Lz4, 0, &out).ok()?
     } else {
         out
     };
@@ -124,13 +99,16 @@ pub fn read_all(fb: &Framebuffer, format: PixelFormat, lz4: bool) -> Vec<RgbRect
     out
 }
 
-/// The pixels of a [`RgbRect`], uncompressed (`None`: a bad lz4 block).
+/// The pixels of a [`RgbRect`], uncompressed (`None`: a bad lz4 block, or
+/// one that claims more than its rectangle holds).
 pub fn pixels(r: &RgbRect) -> Option<Vec<u8>> {
-    if r.lz4 {
-        lz4_flex::block::decompress_size_prepended(&r.data).ok()
+    let size = (r.stride as usize).checked_mul(r.h as usize)?;
+    let c = if r.lz4 {
+        Compressor::Lz4
     } else {
-        Some(r.data.to_vec())
-    }
+        Compressor::None
+    };
+    compress::decompress(c, &r.data, size).ok()
 }
 
 #[cfg(test)]
