@@ -332,7 +332,7 @@ fn options(kind: Kind, cfg: &EncoderConfig) -> Vec<(&'static str, String)> {
         Csc::Yuv444p => "yuv444p",
     };
     let q = u32::from(cfg.quality.min(100));
-    // quality 100 -> 14, 0 -> 40 (as x264.rs maps it to CRF)
+    // quality 100 -> 14, 0 -> 40 (x264.rs's CRF goes 12..40)
     let qp = 40 - (26 * q) / 100;
     let o = |n: &'static str, v: String| (n, v);
     let mut v = vec![
@@ -350,7 +350,7 @@ fn options(kind: Kind, cfg: &EncoderConfig) -> Vec<(&'static str, String)> {
     match kind {
         Kind::Nvenc { gpu } => {
             // p1 (fastest) .. p4, by speed
-            let preset = match cfg.speed {
+            let preset = match cfg.speed.min(100) {
                 90..=100 => "p1",
                 70..=89 => "p2",
                 40..=69 => "p3",
@@ -607,6 +607,11 @@ impl VideoEncoder for AvEncoder {
         }
         if out.is_empty() {
             return Err(self.fail("the encoder gave nothing for the frame (delay not 0)".into()));
+        }
+        if keyframe && !key {
+            // The client resets its decoder on such a frame: it must be an
+            // IDR.
+            return Err(self.fail("a key frame was asked for and not made".into()));
         }
         Ok(EncodedFrame {
             data: out,
