@@ -52,19 +52,6 @@ struct Mariadb {
     ca: Option<(PathBuf, PathBuf)>,
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        common::text(&out.stderr)
-    );
-}
-
 impl Mariadb {
     /// `None` (after a note) when MariaDB is not installed and the test may
     /// skip.
@@ -136,53 +123,7 @@ impl Mariadb {
         };
         if tls {
             let t = db.dir.join("tls");
-            std::fs::create_dir_all(&t).unwrap();
-            for ca in ["ca", "other-ca"] {
-                openssl(
-                    &[
-                        "req",
-                        "-x509",
-                        "-newkey",
-                        "rsa:2048",
-                        "-nodes",
-                        "-days",
-                        "2",
-                        "-subj",
-                        &format!("/CN=xfwd test {ca}"),
-                        "-keyout",
-                        &format!("{ca}.key"),
-                        "-out",
-                        &format!("{ca}.pem"),
-                    ],
-                    &t,
-                );
-            }
-            openssl(
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-addext",
-                    "basicConstraints=critical,CA:FALSE",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.pem",
-                ],
-                &t,
-            );
+            common::test_pki(&t);
             if let Some(u) = &db.user {
                 let acct = nix::unistd::User::from_name(u).unwrap().unwrap();
                 for f in ["", "server.key", "server.pem", "ca.pem"] {

@@ -397,6 +397,74 @@ pub fn client_kill(p: &mut Proc) -> bool {
 }
 
 /// A self-signed certificate and key for 127.0.0.1, made with openssl.
+/// Runs `openssl` in `dir`; fails the test when it fails.
+pub fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A test PKI in `dir` (made if missing): two CAs (`ca.pem`, `other-ca.pem`
+/// with their keys) and a server certificate for IP:127.0.0.1 and
+/// localhost signed by the first (`server.pem`, `server.key`).
+pub fn test_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=xfwd test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+            dir,
+        );
+    }
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+        ],
+        dir,
+    );
+}
+
 pub fn certificate(dir: &Path) -> (String, String) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");

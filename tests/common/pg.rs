@@ -82,20 +82,6 @@ pub enum Tls {
     Only,
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl (apt-get install -y openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        super::text(&out.stderr)
-    );
-}
-
 impl Pg {
     /// A new cluster, started. `None` (after a note) when PostgreSQL is not
     /// installed and the test may skip.
@@ -176,53 +162,7 @@ impl Pg {
     /// pg_hba.conf instead of `host`.
     fn tls_setup(&mut self, only: bool) {
         let dir = self.dir.join("tls");
-        std::fs::create_dir_all(&dir).unwrap();
-        for ca in ["ca", "other-ca"] {
-            openssl(
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN=xfwd test {ca}"),
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-                &dir,
-            );
-        }
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.pem",
-            ],
-            &dir,
-        );
+        super::test_pki(&dir);
         let key = dir.join("server.key");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
