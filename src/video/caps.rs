@@ -70,15 +70,13 @@ pub struct ClientVideo {
     pub speed: u8,
 }
 
-fn flat_get<'a>(caps: &'a Value, key: &str) -> Option<&'a Value> {
-    caps.get(key)
-}
-
 fn percent(caps: &Value, key: &str, min_key: &str, default: u8) -> u8 {
-    let fixed = flat_get(caps, key)
+    let fixed = caps
+        .get(key)
         .and_then(Value::as_int)
         .filter(|v| (1..=100).contains(v));
-    let min = flat_get(caps, min_key)
+    let min = caps
+        .get(min_key)
         .and_then(Value::as_int)
         .filter(|v| (0..=100).contains(v))
         .unwrap_or(0);
@@ -90,11 +88,13 @@ fn percent(caps: &Value, key: &str, min_key: &str, default: u8) -> u8 {
 /// lists it or is one of xpra's Python clients, else the first of `RGBX`,
 /// `RGB`, `BGR` it lists.
 fn pick_rgb_format(caps: &Value) -> Option<PixelFormat> {
-    let listed: Vec<&str> = flat_get(caps, "encoding.rgb_formats")
-        .or_else(|| flat_get(caps, "encodings.rgb_formats"))
+    let listed: Vec<&str> = caps
+        .get("encoding.rgb_formats")
+        .or_else(|| caps.get("encodings.rgb_formats"))
         .map(Value::as_str_list)
         .unwrap_or_default();
-    let python = flat_get(caps, "client_type")
+    let python = caps
+        .get("client_type")
         .and_then(Value::as_str)
         .is_some_and(|t| t.starts_with("Python/"));
     if python || listed.contains(&"BGRX") {
@@ -107,19 +107,19 @@ fn pick_rgb_format(caps: &Value) -> Option<PixelFormat> {
 
 /// `Some` when the client's hello says it decodes h264 in a sampling the
 /// workers make; `None`: the connection is relayed as it is.
-pub fn client_video(client_caps: &Value) -> Option<ClientVideo> {
-    let caps = client_caps;
+pub fn client_video(caps: &Value) -> Option<ClientVideo> {
     // Nested (xpra >= 4 rencodeplus) capabilities: not transcoded.
-    if matches!(flat_get(caps, "encoding"), Some(Value::Dict(_)))
-        || matches!(flat_get(caps, "encodings"), Some(Value::Dict(_)))
+    if matches!(caps.get("encoding"), Some(Value::Dict(_)))
+        || matches!(caps.get("encodings"), Some(Value::Dict(_)))
     {
         return None;
     }
-    let encodings = flat_get(caps, "encodings")?.as_str_list();
+    let encodings = caps.get("encodings")?.as_str_list();
     if !encodings.contains(&"h264") {
         return None;
     }
-    let modes = flat_get(caps, "encoding.full_csc_modes")?
+    let modes = caps
+        .get("encoding.full_csc_modes")?
         .get("h264")?
         .as_str_list();
     let csc = if modes.contains(&"YUV420P") {
@@ -130,7 +130,7 @@ pub fn client_video(client_caps: &Value) -> Option<ClientVideo> {
         return None;
     };
     let (mut max_width, mut max_height) = (MAX_VIDEO_SIZE, MAX_VIDEO_SIZE);
-    let size = flat_get(caps, "encoding.video_max_size").and_then(Value::as_list);
+    let size = caps.get("encoding.video_max_size").and_then(Value::as_list);
     if let Some([w, h]) = size {
         if let (Some(w), Some(h)) = (w.as_int(), h.as_int()) {
             let clamp = |v: i64| u32::try_from(v.clamp(0, i64::from(MAX_VIDEO_SIZE))).ok();
@@ -143,7 +143,8 @@ pub fn client_video(client_caps: &Value) -> Option<ClientVideo> {
         return None;
     }
     let rgb_format = pick_rgb_format(caps)?;
-    let lz4 = flat_get(caps, "encoding.rgb_lz4")
+    let lz4 = caps
+        .get("encoding.rgb_lz4")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     Some(ClientVideo {

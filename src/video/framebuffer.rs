@@ -139,11 +139,6 @@ impl Framebuffer {
         &self.data
     }
 
-    /// Bytes held (for stats).
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-    }
-
     /// Makes it `width` x `height`, keeping the pixels both sizes share;
     /// new pixels are black.
     pub fn resize(&mut self, width: u32, height: u32) -> Result<(), FbError> {
