@@ -332,9 +332,11 @@ mod tests {
         o.queue.borrow_mut().clear();
         let parts = |n: usize| vec![bytes::Bytes::from(vec![0u8; n]); 2];
         assert!(o.push_parts(parts(4)).is_ok());
-        // All or none: a packet is never half queued.
+        // All or none: a packet is never half queued (the queue holds
+        // whole packets: the first, its two parts, 8 bytes).
         assert!(o.push_parts(parts(2)).is_err());
-        assert_eq!(o.queue.borrow().len(), 2);
+        assert_eq!(o.queue.borrow().len(), 1);
+        assert_eq!(o.queue.borrow()[0].len(), 8);
     }
 
     #[test]
