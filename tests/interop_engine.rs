@@ -50,8 +50,12 @@ fn attach_by_display_and_quit_closes_upstream() {
     );
     xfwd.wait_log("closed up_bytes", Duration::from_secs(10));
     let l = xfwd.log();
+    // The client that quits says so, or its socket is gone under a write
+    // of the session's draws first (a client that paints: seen in CI).
     assert!(
-        l.contains("client disconnected") || l.contains("client connection ended"),
+        l.contains("client disconnected")
+            || l.contains("client connection ended")
+            || l.contains("client connection lost"),
         "{l}"
     );
     eprintln!("xfwd log:\n{l}");
